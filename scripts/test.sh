@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (what CI runs). Installs Debian's ImageJ and Xvfb when missing
+# (needs root or sudo), creates .venv with the dev extras, checks lint and generated stubs, runs pytest.
+# Extra arguments go to pytest (e.g. -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PACKAGES="imagej xvfb xauth"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing Debian packages:$missing"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+scripts/setup.sh dev
+.venv/bin/ruff check .
+.venv/bin/python scripts/gen_protos.py --check
+exec .venv/bin/python -m pytest -q -ra "$@"

@@ -1,0 +1,272 @@
+"""The ``fosgate`` command line.
+
+Commands and flags named in the project issues are a contract (Fiji macros and checks call them):
+``serve``, ``train``, ``predict``, ``demo``. Progress bars go to stderr; results go to stdout, and
+``train`` prints the new model id as its last stdout line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".png", ".jpeg", ".jpg")
+MASK_TAGS = ("", "_mask", ".mask", "-mask", "_masks", "_label", "_labels", ".labels", "_seg")
+
+
+def file_stem(path: Path) -> str:
+    name = path.name
+    low = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+
+
+def match_pairs(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair each image with the mask whose file stem equals the image's (optionally followed by
+    _mask, .mask, _labels, ...). Raises SystemExit with a clear message when nothing matches."""
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            raise SystemExit(f"fosgate: '{d}' is not a folder.")
+    masks = {file_stem(m): m for m in image_files(masks_dir)}
+    pairs, missing = [], []
+    for img in image_files(images_dir):
+        stem = file_stem(img)
+        mask = next((masks[stem + tag] for tag in MASK_TAGS if stem + tag in masks), None)
+        (pairs.append((img, mask)) if mask else missing.append(img.name))
+    if not pairs:
+        raise SystemExit(f"fosgate: no image in '{images_dir}' has a mask with the same file name in '{masks_dir}'.")
+    if missing:
+        print(f"fosgate: {len(missing)} image(s) have no mask and are skipped: {', '.join(missing[:5])}"
+              + (" ..." if len(missing) > 5 else ""), file=sys.stderr)
+    return pairs
+
+
+def _client(args):
+    from fosgate_client.client import FosgateClient
+
+    return FosgateClient(args.server, timeout=args.timeout)
+
+
+def _job_bar(client, job, desc: str):
+    """Follow a job with a progress bar; return the final job (raise on failure)."""
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+        def on_event(j):
+            bar.n = round(j.progress * 100)
+            bar.set_postfix_str(j.message[:90], refresh=False)
+            bar.refresh()
+
+        return client.wait(job.job_id, on_event=on_event)
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_serve(args) -> int:
+    from fosgate.config import GiB, ServerConfig
+    from fosgate.rpc.server import serve_forever
+
+    config = ServerConfig(data_dir=Path(args.data), host=args.host, port=args.port, roots=args.root or [],
+                          max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers)
+    serve_forever(config)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    pairs = match_pairs(Path(args.images), Path(args.masks))
+    with _client(args) as fg:
+        fg.check()
+        label_ids = []
+        for img, mask in tqdm(pairs, desc="Uploading image/mask pairs", unit="pair", file=sys.stderr):
+            s = fg.upload_slide(img, channel=args.channel)
+            m = fg.upload_slide(mask, role="mask")
+            label_ids.append(fg.add_label(s.slide_id, m.slide_id, source="import",
+                                          reviewer=args.reviewer).label_id)
+        job = fg.train(label_ids, epochs=args.epochs, tile_size=args.tile_size, batch_size=args.batch_size,
+                       val_fraction=args.val_fraction, seed=args.seed, name=args.name,
+                       base_model_id=args.base_model or "")
+        job = _job_bar(fg, job, "Training")
+        model = fg.get_model(job.result_id)
+        metrics = dict(model.metrics)
+        if args.json:
+            print(json.dumps({"model_id": model.model_id, "name": model.name, "version": model.version,
+                              "metrics": metrics, "job_id": job.job_id}))
+        else:
+            print("model:", model.name, f"v{model.version}", " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        print(model.model_id)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with _client(args) as fg:
+        fg.check()
+        fg.get_model(args.model)
+        for image in args.images:
+            path = Path(image)
+            size = path.stat().st_size if path.is_file() else 0
+            with tqdm(total=size, desc=f"Uploading {path.name}", unit="B", unit_scale=True, file=sys.stderr) as bar:
+                slide = fg.upload_slide(path, channel=args.channel, on_progress=lambda s, t: bar.update(s - bar.n))
+            job = fg.predict(slide.slide_id, args.model, tile_size=args.tile_size, halo=args.halo,
+                             threshold=args.threshold, min_size=args.min_size, split_touching=args.split_touching,
+                             stem=file_stem(path))
+            job = _job_bar(fg, job, f"Predicting {path.name}")
+            files = fg.download_outputs(job, out)
+            count = int(job.metrics.get("count", 0))
+            results.append({"image": str(path), "count": count, "job_id": job.job_id,
+                            "files": [str(f) for f in files]})
+            if not args.json:
+                print(f"{path.name}: {count} cells")
+                for f in files:
+                    print(f"  {f}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fosgate.demo import run_demo
+
+    return run_demo(Path(args.out), size=args.size, epochs=args.epochs, seed=args.seed)
+
+
+def cmd_models(args) -> int:
+    with _client(args) as fg:
+        models = fg.list_models()
+    for m in models:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.metrics.items()))
+        print(f"{m.model_id}\t{m.name} v{m.version}\t{m.created}\t{metrics}")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from fosgate_client.client import STATE_NAMES
+
+    with _client(args) as fg:
+        if args.cancel:
+            job = fg.cancel(args.cancel)
+            print(f"{job.job_id}\t{STATE_NAMES[job.state]}\t{job.message}")
+            return 0
+        for j in fg.list_jobs():
+            print(f"{j.job_id}\t{j.kind}\t{STATE_NAMES[j.state]}\t{j.progress:.0%}\t{j.message}")
+    return 0
+
+
+def cmd_tiles(args) -> int:
+    with _client(args) as fg:
+        slide = fg.upload_slide(Path(args.image), channel=args.channel)
+        job = _job_bar(fg, fg.export_tiles(slide.slide_id, args.tile_size, args.margin, args.format), "Tiling")
+        files = fg.download_outputs(job, Path(args.out))
+    for f in files:
+        print(f)
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fosgate", description="Segment and count c-fos positive cells in whole slides.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def client_args(sp):
+        sp.add_argument("--server", default="127.0.0.1:50051", help="server address HOST:PORT")
+        sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a single call")
+        sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    sp = sub.add_parser("serve", help="run the gRPC server")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=50051)
+    sp.add_argument("--data", default="fosgate-data", help="data folder (SQLite + files)")
+    sp.add_argument("--root", action="append", type=Path, help="folder whose files may be registered by path")
+    sp.add_argument("--max-upload-gb", type=float, default=64.0)
+    sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")
+    sp.set_defaults(fn=cmd_serve)
+
+    sp = sub.add_parser("train", help="train a U-Net from a folder of images and a folder of masks")
+    client_args(sp)
+    sp.add_argument("--images", required=True, help="folder of images")
+    sp.add_argument("--masks", required=True, help="folder of masks (same file names; binary or instance labels)")
+    sp.add_argument("--epochs", type=int, default=30)
+    sp.add_argument("--tile-size", type=int, default=128)
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--val-fraction", type=float, default=0.2)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--name", default="unet", help="model name (versions count up per name)")
+    sp.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel images")
+    sp.add_argument("--base-model", default="", help="fine-tune this model id instead of starting from scratch")
+    sp.add_argument("--reviewer", default="", help="who made the masks (stored with the labels)")
+    sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("predict", help="segment and count cells in whole images")
+    client_args(sp)
+    sp.add_argument("--model", required=True, help="model id (see 'fosgate models')")
+    sp.add_argument("--tile-size", type=int, default=0, help="tile size in px (0: chosen from memory)")
+    sp.add_argument("--halo", type=int, default=0, help="context per side in px (0: the model's receptive field)")
+    sp.add_argument("--threshold", type=float, default=0.5)
+    sp.add_argument("--min-size", type=int, default=10, help="smallest object in pixels")
+    sp.add_argument("--split-touching", action="store_true", help="watershed split of touching cells")
+    sp.add_argument("--channel", type=int, default=None)
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp.set_defaults(fn=cmd_predict)
+
+    sp = sub.add_parser("demo", help="generate a sample slide, label, train, predict; no server or data needed")
+    sp.add_argument("--out", default="fosgate-demo")
+    sp.add_argument("--size", type=int, default=4096, help="side of the synthetic slide in px")
+    sp.add_argument("--epochs", type=int, default=12)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_demo)
+
+    sp = sub.add_parser("models", help="list models")
+    client_args(sp)
+    sp.set_defaults(fn=cmd_models)
+
+    sp = sub.add_parser("jobs", help="list jobs, or cancel one")
+    client_args(sp)
+    sp.add_argument("--cancel", metavar="JOB_ID")
+    sp.set_defaults(fn=cmd_jobs)
+
+    sp = sub.add_parser("tiles", help="cut an image into overlapping tiles (PNG/TIFF + tiles.csv)")
+    client_args(sp)
+    sp.add_argument("image")
+    sp.add_argument("--tile-size", type=int, default=128)
+    sp.add_argument("--margin", type=int, default=4)
+    sp.add_argument("--format", default="png", choices=["png", "tif"])
+    sp.add_argument("--channel", type=int, default=None)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(fn=cmd_tiles)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fosgate_client.client import FosgateClientError
+
+    try:
+        return int(args.fn(args) or 0)
+    except FosgateClientError as err:
+        print(f"fosgate: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

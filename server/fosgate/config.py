@@ -1,0 +1,32 @@
+"""Server configuration (command-line flags map one-to-one onto these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("fosgate-data")
+    host: str = "127.0.0.1"
+    port: int = 50051
+    #: server-side folders under which RegisterSlide may read files (nothing else is reachable)
+    roots: list[Path] = field(default_factory=list)
+    max_upload_bytes: int = 64 * GiB
+    #: decompression-bomb guard: largest width * height accepted for any image
+    max_pixels: int = 100_000 * 100_000
+    #: largest mask (label) accepted in one AddLabel, in pixels
+    max_label_pixels: int = 64_000_000
+    #: largest single gRPC message (uploads are streamed in chunks far below this)
+    max_message_bytes: int = 16 * MiB
+    job_workers: int = 1
+    #: memory budget for a prediction tile's activations (chooses the tile size when not given)
+    predict_memory_bytes: int = int(1.5 * GiB)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.roots = [Path(r).resolve() for r in self.roots]

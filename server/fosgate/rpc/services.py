@@ -1,0 +1,233 @@
+"""The gRPC servicers: translate protos to ``App`` calls and rows back to protos. No library work here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import grpc
+
+from fosgate.app import App
+from fosgate.errors import InvalidInput
+from fosgate.rpc.errors import rpc_method
+from fosgate.store.db import ArtifactRow, JobRow, LabelRow, ModelRow, SlideRow
+from fosgate.v1 import fosgate_pb2 as pb
+from fosgate.v1 import fosgate_pb2_grpc as pbg
+
+CHUNK = 1 << 20  # 1 MiB download chunks
+
+ROLE_TO_PB = {"image": pb.SLIDE_ROLE_IMAGE, "mask": pb.SLIDE_ROLE_MASK}
+PB_TO_ROLE = {pb.SLIDE_ROLE_UNSPECIFIED: "image", pb.SLIDE_ROLE_IMAGE: "image", pb.SLIDE_ROLE_MASK: "mask"}
+SOURCE_TO_PB = {
+    "human": pb.LABEL_SOURCE_HUMAN, "classical": pb.LABEL_SOURCE_CLASSICAL, "sam": pb.LABEL_SOURCE_SAM,
+    "model": pb.LABEL_SOURCE_MODEL, "import": pb.LABEL_SOURCE_IMPORT,
+}
+PB_TO_SOURCE = {v: k for k, v in SOURCE_TO_PB.items()} | {pb.LABEL_SOURCE_UNSPECIFIED: "human"}
+STATE_TO_PB = {
+    "queued": pb.JOB_STATE_QUEUED, "running": pb.JOB_STATE_RUNNING, "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED, "cancelled": pb.JOB_STATE_CANCELLED,
+}
+
+
+def slide_pb(r: SlideRow) -> pb.Slide:
+    i = r.info
+    return pb.Slide(
+        slide_id=r.id, name=r.name, role=ROLE_TO_PB[r.role], width=i["width"], height=i["height"],
+        channels=i["channels"], source_channels=i["source_channels"], dtype=i["dtype"], levels=i["levels"],
+        pixel_size_um=i.get("pixel_size_um") or 0.0, format=i["format"], tiled=bool(i["tiled"]),
+        size_bytes=r.size_bytes, sha256=r.sha256, channel=-1 if r.channel is None else r.channel,
+        created=r.created, source_path=r.path if r.registered else "",
+    )
+
+
+def label_pb(r: LabelRow) -> pb.Label:
+    return pb.Label(
+        label_id=r.id, slide_id=r.slide_id, region=pb.Rect(x=r.x, y=r.y, width=r.width, height=r.height),
+        source=SOURCE_TO_PB.get(r.source, pb.LABEL_SOURCE_UNSPECIFIED), reviewer=r.reviewer, created=r.created,
+        parent_id=r.parent_id, version=r.version, foreground_pixels=r.foreground_pixels, objects=r.objects,
+    )
+
+
+def model_pb(r: ModelRow) -> pb.Model:
+    m = r.meta
+    return pb.Model(
+        model_id=r.id, name=r.name, version=r.version, created=r.created, in_channels=m["in_channels"],
+        receptive_field=m["receptive_field"], train_tile_size=m["train_tile_size"],
+        metrics={k: float(v) for k, v in m.get("metrics", {}).items()}, label_ids=m.get("label_ids", []),
+        normalization=m["normalization"], job_id=r.job_id, parent_model_id=m.get("parent_model_id", ""),
+    )
+
+
+def artifact_pb(a: ArtifactRow) -> pb.Artifact:
+    return pb.Artifact(artifact_id=a.id, name=a.name, size_bytes=a.size_bytes, sha256=a.sha256, media_type=a.media_type)
+
+
+def job_pb(j: JobRow) -> pb.Job:
+    return pb.Job(
+        job_id=j.id, kind=j.kind, state=STATE_TO_PB[j.state], progress=j.progress, message=j.message,
+        created=j.created, started=j.started, finished=j.finished,
+        metrics={k: float(v) for k, v in j.metrics.items()}, artifacts=[artifact_pb(a) for a in j.artifacts],
+        result_id=j.result_id, params=json.dumps(j.params),
+    )
+
+
+def rect(r: pb.Rect) -> list[int] | None:
+    if r.x < 0 or r.y < 0 or r.width < 0 or r.height < 0:
+        raise InvalidInput("A region cannot have negative coordinates or size.")
+    return [r.x, r.y, r.width, r.height] if r.width and r.height else None
+
+
+def _channel(has: bool, value: int) -> int | None:
+    if not has or value < 0:
+        return None
+    return value
+
+
+class SlideService(pbg.SlideServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @rpc_method
+    def UploadSlide(self, request_iterator: Iterator[pb.UploadSlideRequest], context) -> pb.Slide:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidInput("An upload must start with a header (file name, size, checksum).")
+        h = first.header
+
+        def chunks() -> Iterator[bytes]:
+            for msg in request_iterator:
+                if msg.WhichOneof("part") != "chunk":
+                    raise InvalidInput("Only one header is allowed per upload.")
+                yield msg.chunk
+
+        row = self.app.upload_slide(h.name, PB_TO_ROLE.get(h.role, "image"), _channel(h.has_channel, h.channel),
+                                    h.size_bytes, h.sha256, chunks())
+        return slide_pb(row)
+
+    @rpc_method
+    def RegisterSlide(self, request: pb.RegisterSlideRequest, context) -> pb.Slide:
+        row = self.app.register_slide(request.path, PB_TO_ROLE.get(request.role, "image"),
+                                      _channel(request.has_channel, request.channel), request.name)
+        return slide_pb(row)
+
+    @rpc_method
+    def GetSlide(self, request: pb.GetSlideRequest, context) -> pb.Slide:
+        return slide_pb(self.app.store.get_slide(request.slide_id))
+
+    @rpc_method
+    def ListSlides(self, request: pb.ListSlidesRequest, context) -> pb.ListSlidesResponse:
+        role = None if request.role == pb.SLIDE_ROLE_UNSPECIFIED else PB_TO_ROLE[request.role]
+        return pb.ListSlidesResponse(slides=[slide_pb(r) for r in self.app.store.list_slides(role)])
+
+    @rpc_method
+    def DeleteSlide(self, request: pb.DeleteSlideRequest, context) -> pb.DeleteSlideResponse:
+        self.app.store.delete_slide(request.slide_id)
+        return pb.DeleteSlideResponse()
+
+    @rpc_method
+    def ExportTiles(self, request: pb.ExportTilesRequest, context) -> pb.Job:
+        params = {"slide_id": request.slide_id, "tile_size": request.tile_size or 128,
+                  "margin": request.margin if request.tile_size else 4, "format": request.format or "png",
+                  "region": rect(request.region)}
+        return job_pb(self.app.start_tile_export(params))
+
+
+class LabelService(pbg.LabelServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @rpc_method
+    def AddLabel(self, request: pb.AddLabelRequest, context) -> pb.Label:
+        row = self.app.add_label(request.slide_id, request.mask_slide_id, rect(request.region),
+                                 PB_TO_SOURCE.get(request.source, "human"), request.reviewer, request.parent_id)
+        return label_pb(row)
+
+    @rpc_method
+    def ListLabels(self, request: pb.ListLabelsRequest, context) -> pb.ListLabelsResponse:
+        return pb.ListLabelsResponse(labels=[label_pb(r) for r in self.app.store.list_labels(request.slide_id or None)])
+
+
+class ModelService(pbg.ModelServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @rpc_method
+    def Train(self, request: pb.TrainRequest, context) -> pb.Job:
+        params = {
+            "label_ids": list(request.label_ids), "epochs": request.epochs or 30, "tile_size": request.tile_size or 128,
+            "batch_size": request.batch_size or 16, "val_fraction": request.val_fraction or 0.2, "seed": request.seed,
+            "name": request.name or "unet", "learning_rate": request.learning_rate or 1e-3,
+            "steps_per_epoch": request.steps_per_epoch, "base_model_id": request.base_model_id,
+        }
+        return job_pb(self.app.start_training(params))
+
+    @rpc_method
+    def GetModel(self, request: pb.GetModelRequest, context) -> pb.Model:
+        return model_pb(self.app.store.get_model(request.model_id))
+
+    @rpc_method
+    def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[model_pb(m) for m in self.app.store.list_models()])
+
+
+class PredictionService(pbg.PredictionServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @rpc_method
+    def Predict(self, request: pb.PredictRequest, context) -> pb.Job:
+        params = {
+            "slide_id": request.slide_id, "model_id": request.model_id, "tile_size": request.tile_size,
+            "halo": request.halo, "threshold": request.threshold or 0.5,
+            "min_size": request.min_size if request.min_size > 0 else 10,
+            "split_touching": request.split_touching, "region": rect(request.region), "stem": request.stem,
+        }
+        return job_pb(self.app.start_prediction(params))
+
+
+class JobService(pbg.JobServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @rpc_method
+    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
+        return job_pb(self.app.store.get_job(request.job_id))
+
+    @rpc_method
+    def WatchJob(self, request: pb.WatchJobRequest, context) -> Iterator[pb.JobEvent]:
+        self.app.store.get_job(request.job_id)  # NOT_FOUND before streaming starts
+        for job in self.app.runner.watch(request.job_id, context.is_active):
+            yield pb.JobEvent(job=job_pb(job))
+
+    @rpc_method
+    def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.Job:
+        return job_pb(self.app.runner.cancel(request.job_id))
+
+    @rpc_method
+    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
+        return pb.ListJobsResponse(jobs=[job_pb(j) for j in self.app.store.list_jobs(request.kind or None)])
+
+    @rpc_method
+    def DownloadArtifact(self, request: pb.DownloadArtifactRequest, context) -> Iterator[pb.ArtifactChunk]:
+        art = self.app.store.get_artifact(request.artifact_id)
+        if request.offset < 0 or request.offset > art.size_bytes:
+            raise InvalidInput(f"Offset {request.offset} lies outside the {art.size_bytes}-byte file.")
+        with open(art.path, "rb") as fh:
+            fh.seek(request.offset)
+            offset = request.offset
+            while context.is_active():
+                data = fh.read(CHUNK)
+                if not data:
+                    break
+                yield pb.ArtifactChunk(data=data, offset=offset, total_bytes=art.size_bytes)
+                offset += len(data)
+
+
+def add_services(server: grpc.Server, app: App) -> list[str]:
+    """Register every fosgate service; returns their full names (for reflection and health)."""
+    pbg.add_SlideServiceServicer_to_server(SlideService(app), server)
+    pbg.add_LabelServiceServicer_to_server(LabelService(app), server)
+    pbg.add_ModelServiceServicer_to_server(ModelService(app), server)
+    pbg.add_PredictionServiceServicer_to_server(PredictionService(app), server)
+    pbg.add_JobServiceServicer_to_server(JobService(app), server)
+    return [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]

@@ -1,0 +1,374 @@
+"""The store: one SQLite database (WAL mode) for metadata and one data directory for files.
+
+Layout of ``data_dir``::
+
+    fosgate.sqlite          metadata (slides, labels, models, jobs, artifacts)
+    slides/<slide_id>/<name>   uploaded files (registered files stay where they are)
+    labels/<label_id>.tif      accepted label masks (uint32 instance labels or uint8 0/1)
+    models/<model_id>/         model.keras + fosgate.json
+    jobs/<job_id>/             job outputs (artifacts)
+    tmp/                       partial uploads (same file system, so os.replace is atomic)
+
+Invariants
+- A row is inserted only after its file is complete on disk (written, fsynced and renamed), so a
+  row never points to a partial file; ``commit`` happens before the RPC answers.
+- Ids are random, prefixed by kind ("sl_", "lb_", "md_", "jb_", "ar_").
+- All access goes through one connection guarded by a lock; SQLite runs in WAL mode with
+  ``synchronous=FULL`` so an acknowledged write survives a crash of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fosgate.errors import NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS slides (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, path TEXT NOT NULL,
+    registered INTEGER NOT NULL DEFAULT 0, channel INTEGER, info TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    id TEXT PRIMARY KEY, slide_id TEXT NOT NULL REFERENCES slides(id), path TEXT NOT NULL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    source TEXT NOT NULL, reviewer TEXT NOT NULL, created TEXT NOT NULL, parent_id TEXT NOT NULL,
+    version INTEGER NOT NULL, foreground_pixels INTEGER NOT NULL, objects INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL,
+    meta TEXT NOT NULL, created TEXT NOT NULL, job_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, progress REAL NOT NULL,
+    message TEXT NOT NULL, created TEXT NOT NULL, started TEXT NOT NULL, finished TEXT NOT NULL,
+    metrics TEXT NOT NULL, result_id TEXT NOT NULL, params TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), name TEXT NOT NULL,
+    path TEXT NOT NULL, size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, media_type TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_slide ON labels(slide_id);
+CREATE INDEX IF NOT EXISTS artifacts_job ON artifacts(job_id);
+"""
+
+JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED = (
+    "queued", "running", "succeeded", "failed", "cancelled",
+)
+JOB_FINAL = frozenset({JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED})
+
+
+def now() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+@dataclass
+class SlideRow:
+    id: str
+    name: str
+    role: str
+    path: str
+    registered: bool
+    channel: int | None
+    info: dict[str, Any]
+    size_bytes: int
+    sha256: str
+    created: str
+
+
+@dataclass
+class LabelRow:
+    id: str
+    slide_id: str
+    path: str
+    x: int
+    y: int
+    width: int
+    height: int
+    source: str
+    reviewer: str
+    created: str
+    parent_id: str
+    version: int
+    foreground_pixels: int
+    objects: int
+
+
+@dataclass
+class ModelRow:
+    id: str
+    name: str
+    version: int
+    path: str
+    meta: dict[str, Any]
+    created: str
+    job_id: str
+
+
+@dataclass
+class ArtifactRow:
+    id: str
+    job_id: str
+    name: str
+    path: str
+    size_bytes: int
+    sha256: str
+    media_type: str
+
+
+@dataclass
+class JobRow:
+    id: str
+    kind: str
+    state: str
+    progress: float
+    message: str
+    created: str
+    started: str
+    finished: str
+    metrics: dict[str, float]
+    result_id: str
+    params: dict[str, Any]
+    artifacts: list[ArtifactRow] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.state in JOB_FINAL
+
+
+class Store:
+    """Metadata in SQLite plus files under ``data_dir``. Thread-safe."""
+
+    def __init__(self, data_dir: str | Path):
+        self.root = Path(data_dir).resolve()
+        for sub in ("slides", "labels", "models", "jobs", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.root / "fosgate.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ------------------------------------------------------------------ paths
+    def tmp_path(self, suffix: str = "") -> Path:
+        return self.root / "tmp" / f"{secrets.token_hex(8)}{suffix}"
+
+    def slide_dir(self, slide_id: str) -> Path:
+        return self.root / "slides" / slide_id
+
+    def label_path(self, label_id: str) -> Path:
+        return self.root / "labels" / f"{label_id}.tif"
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.root / "models" / model_id
+
+    def job_dir(self, job_id: str) -> Path:
+        d = self.root / "jobs" / job_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ------------------------------------------------------------------ slides
+    def add_slide(self, row: SlideRow) -> SlideRow:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO slides VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (row.id, row.name, row.role, row.path, int(row.registered), row.channel,
+                 json.dumps(row.info), row.size_bytes, row.sha256, row.created),
+            )
+        return row
+
+    @staticmethod
+    def _slide(r: sqlite3.Row) -> SlideRow:
+        return SlideRow(r["id"], r["name"], r["role"], r["path"], bool(r["registered"]), r["channel"],
+                        json.loads(r["info"]), r["size_bytes"], r["sha256"], r["created"])
+
+    def get_slide(self, slide_id: str) -> SlideRow:
+        rows = self._query("SELECT * FROM slides WHERE id=?", (slide_id,))
+        if not rows:
+            raise NotFound(f"There is no slide with id '{slide_id}' on this server.")
+        return self._slide(rows[0])
+
+    def list_slides(self, role: str | None = None) -> list[SlideRow]:
+        if role:
+            rows = self._query("SELECT * FROM slides WHERE role=? ORDER BY created, id", (role,))
+        else:
+            rows = self._query("SELECT * FROM slides ORDER BY created, id")
+        return [self._slide(r) for r in rows]
+
+    def delete_slide(self, slide_id: str) -> SlideRow:
+        """Forget a slide (its uploaded file is removed). Slides that labels use are kept: labels
+        are never lost."""
+        from fosgate.errors import Precondition
+
+        row = self.get_slide(slide_id)
+        if self._query("SELECT 1 FROM labels WHERE slide_id=? LIMIT 1", (slide_id,)):
+            raise Precondition("This slide has stored labels; it is kept so that no label is lost.")
+        with self._tx() as db:
+            db.execute("DELETE FROM slides WHERE id=?", (slide_id,))
+        if not row.registered:
+            import shutil
+
+            shutil.rmtree(self.slide_dir(slide_id), ignore_errors=True)
+        return row
+
+    # ------------------------------------------------------------------ labels
+    def add_label(self, row: LabelRow) -> LabelRow:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (row.id, row.slide_id, row.path, row.x, row.y, row.width, row.height, row.source,
+                 row.reviewer, row.created, row.parent_id, row.version, row.foreground_pixels, row.objects),
+            )
+        return row
+
+    @staticmethod
+    def _label(r: sqlite3.Row) -> LabelRow:
+        return LabelRow(*[r[k] for k in r.keys()])
+
+    def get_label(self, label_id: str) -> LabelRow:
+        rows = self._query("SELECT * FROM labels WHERE id=?", (label_id,))
+        if not rows:
+            raise NotFound(f"There is no label with id '{label_id}' on this server.")
+        return self._label(rows[0])
+
+    def list_labels(self, slide_id: str | None = None) -> list[LabelRow]:
+        if slide_id:
+            rows = self._query("SELECT * FROM labels WHERE slide_id=? ORDER BY created, id", (slide_id,))
+        else:
+            rows = self._query("SELECT * FROM labels ORDER BY created, id")
+        return [self._label(r) for r in rows]
+
+    # ------------------------------------------------------------------ models
+    def add_model(self, row: ModelRow) -> ModelRow:
+        with self._tx() as db:
+            db.execute("INSERT INTO models VALUES (?,?,?,?,?,?,?)",
+                       (row.id, row.name, row.version, row.path, json.dumps(row.meta), row.created, row.job_id))
+        return row
+
+    def next_model_version(self, name: str) -> int:
+        rows = self._query("SELECT MAX(version) AS v FROM models WHERE name=?", (name,))
+        return int(rows[0]["v"] or 0) + 1
+
+    @staticmethod
+    def _model(r: sqlite3.Row) -> ModelRow:
+        return ModelRow(r["id"], r["name"], r["version"], r["path"], json.loads(r["meta"]), r["created"], r["job_id"])
+
+    def get_model(self, model_id: str) -> ModelRow:
+        rows = self._query("SELECT * FROM models WHERE id=?", (model_id,))
+        if not rows:
+            raise NotFound(f"There is no model with id '{model_id}' on this server; "
+                           "list the models with 'fosgate models'.")
+        return self._model(rows[0])
+
+    def list_models(self) -> list[ModelRow]:
+        return [self._model(r) for r in self._query("SELECT * FROM models ORDER BY created, id")]
+
+    # ------------------------------------------------------------------ jobs
+    def add_job(self, kind: str, params: dict[str, Any]) -> JobRow:
+        row = JobRow(new_id("jb"), kind, JOB_QUEUED, 0.0, "Waiting to start.", now(), "", "", {}, "", params)
+        with self._tx() as db:
+            db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (row.id, row.kind, row.state, row.progress, row.message, row.created, row.started,
+                        row.finished, json.dumps(row.metrics), row.result_id, json.dumps(params)))
+        return row
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        if "metrics" in fields:
+            fields["metrics"] = json.dumps(fields["metrics"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+
+    def get_job(self, job_id: str) -> JobRow:
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
+        if not rows:
+            raise NotFound(f"There is no job with id '{job_id}' on this server.")
+        return self._job(rows[0])
+
+    def _job(self, r: sqlite3.Row) -> JobRow:
+        job = JobRow(r["id"], r["kind"], r["state"], r["progress"], r["message"], r["created"], r["started"],
+                     r["finished"], json.loads(r["metrics"]), r["result_id"], json.loads(r["params"]))
+        job.artifacts = self.list_artifacts(job.id)
+        return job
+
+    def list_jobs(self, kind: str | None = None) -> list[JobRow]:
+        if kind:
+            rows = self._query("SELECT * FROM jobs WHERE kind=? ORDER BY created, id", (kind,))
+        else:
+            rows = self._query("SELECT * FROM jobs ORDER BY created, id")
+        return [self._job(r) for r in rows]
+
+    def fail_interrupted_jobs(self) -> list[str]:
+        """On start-up: jobs left queued or running by a previous server process end as failed
+        with a reason (their partial outputs are not trusted)."""
+        rows = self._query("SELECT id FROM jobs WHERE state IN (?, ?)", (JOB_QUEUED, JOB_RUNNING))
+        for r in rows:
+            self.update_job(r["id"], state=JOB_FAILED, finished=now(),
+                            message="The server stopped before this job finished; please submit it again.")
+        return [r["id"] for r in rows]
+
+    # ------------------------------------------------------------------ artifacts
+    def add_artifact(self, row: ArtifactRow) -> ArtifactRow:
+        with self._tx() as db:
+            db.execute("INSERT INTO artifacts VALUES (?,?,?,?,?,?,?)",
+                       (row.id, row.job_id, row.name, row.path, row.size_bytes, row.sha256, row.media_type))
+        return row
+
+    def list_artifacts(self, job_id: str) -> list[ArtifactRow]:
+        rows = self._query("SELECT * FROM artifacts WHERE job_id=? ORDER BY name", (job_id,))
+        return [ArtifactRow(*[r[k] for k in r.keys()]) for r in rows]
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRow:
+        rows = self._query("SELECT * FROM artifacts WHERE id=?", (artifact_id,))
+        if not rows:
+            raise NotFound(f"There is no artifact with id '{artifact_id}' on this server.")
+        return ArtifactRow(*[rows[0][k] for k in rows[0].keys()])
+
+
+def fsync_replace(tmp: Path, final: Path) -> None:
+    """Make ``tmp`` durable and move it to ``final`` atomically (same file system)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,429 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SlideRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SLIDE_ROLE_UNSPECIFIED: _ClassVar[SlideRole]
+    SLIDE_ROLE_IMAGE: _ClassVar[SlideRole]
+    SLIDE_ROLE_MASK: _ClassVar[SlideRole]
+
+class LabelSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_SOURCE_UNSPECIFIED: _ClassVar[LabelSource]
+    LABEL_SOURCE_HUMAN: _ClassVar[LabelSource]
+    LABEL_SOURCE_CLASSICAL: _ClassVar[LabelSource]
+    LABEL_SOURCE_SAM: _ClassVar[LabelSource]
+    LABEL_SOURCE_MODEL: _ClassVar[LabelSource]
+    LABEL_SOURCE_IMPORT: _ClassVar[LabelSource]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+SLIDE_ROLE_UNSPECIFIED: SlideRole
+SLIDE_ROLE_IMAGE: SlideRole
+SLIDE_ROLE_MASK: SlideRole
+LABEL_SOURCE_UNSPECIFIED: LabelSource
+LABEL_SOURCE_HUMAN: LabelSource
+LABEL_SOURCE_CLASSICAL: LabelSource
+LABEL_SOURCE_SAM: LabelSource
+LABEL_SOURCE_MODEL: LabelSource
+LABEL_SOURCE_IMPORT: LabelSource
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+
+class Rect(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class Slide(_message.Message):
+    __slots__ = ("slide_id", "name", "role", "width", "height", "channels", "source_channels", "dtype", "levels", "pixel_size_um", "format", "tiled", "size_bytes", "sha256", "channel", "created", "source_path")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TILED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PATH_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    name: str
+    role: SlideRole
+    width: int
+    height: int
+    channels: int
+    source_channels: int
+    dtype: str
+    levels: int
+    pixel_size_um: float
+    format: str
+    tiled: bool
+    size_bytes: int
+    sha256: str
+    channel: int
+    created: str
+    source_path: str
+    def __init__(self, slide_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[SlideRole, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., source_channels: _Optional[int] = ..., dtype: _Optional[str] = ..., levels: _Optional[int] = ..., pixel_size_um: _Optional[float] = ..., format: _Optional[str] = ..., tiled: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., channel: _Optional[int] = ..., created: _Optional[str] = ..., source_path: _Optional[str] = ...) -> None: ...
+
+class UploadSlideHeader(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256", "role", "channel", "has_channel")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    HAS_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    role: SlideRole
+    channel: int
+    has_channel: bool
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., role: _Optional[_Union[SlideRole, str]] = ..., channel: _Optional[int] = ..., has_channel: _Optional[bool] = ...) -> None: ...
+
+class UploadSlideRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadSlideHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadSlideHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class RegisterSlideRequest(_message.Message):
+    __slots__ = ("path", "role", "channel", "has_channel", "name")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    HAS_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    role: SlideRole
+    channel: int
+    has_channel: bool
+    name: str
+    def __init__(self, path: _Optional[str] = ..., role: _Optional[_Union[SlideRole, str]] = ..., channel: _Optional[int] = ..., has_channel: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetSlideRequest(_message.Message):
+    __slots__ = ("slide_id",)
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+
+class ListSlidesRequest(_message.Message):
+    __slots__ = ("role",)
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    role: SlideRole
+    def __init__(self, role: _Optional[_Union[SlideRole, str]] = ...) -> None: ...
+
+class ListSlidesResponse(_message.Message):
+    __slots__ = ("slides",)
+    SLIDES_FIELD_NUMBER: _ClassVar[int]
+    slides: _containers.RepeatedCompositeFieldContainer[Slide]
+    def __init__(self, slides: _Optional[_Iterable[_Union[Slide, _Mapping]]] = ...) -> None: ...
+
+class DeleteSlideRequest(_message.Message):
+    __slots__ = ("slide_id",)
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSlideResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExportTilesRequest(_message.Message):
+    __slots__ = ("slide_id", "tile_size", "margin", "format", "region")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    tile_size: int
+    margin: int
+    format: str
+    region: Rect
+    def __init__(self, slide_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., margin: _Optional[int] = ..., format: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("label_id", "slide_id", "region", "source", "reviewer", "created", "parent_id", "version", "foreground_pixels", "objects")
+    LABEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOREGROUND_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    label_id: str
+    slide_id: str
+    region: Rect
+    source: LabelSource
+    reviewer: str
+    created: str
+    parent_id: str
+    version: int
+    foreground_pixels: int
+    objects: int
+    def __init__(self, label_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., created: _Optional[str] = ..., parent_id: _Optional[str] = ..., version: _Optional[int] = ..., foreground_pixels: _Optional[int] = ..., objects: _Optional[int] = ...) -> None: ...
+
+class AddLabelRequest(_message.Message):
+    __slots__ = ("slide_id", "mask_slide_id", "region", "source", "reviewer", "parent_id")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    mask_slide_id: str
+    region: Rect
+    source: LabelSource
+    reviewer: str
+    parent_id: str
+    def __init__(self, slide_id: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., parent_id: _Optional[str] = ...) -> None: ...
+
+class ListLabelsRequest(_message.Message):
+    __slots__ = ("slide_id",)
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+
+class ListLabelsResponse(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("model_id", "name", "version", "created", "in_channels", "receptive_field", "train_tile_size", "metrics", "label_ids", "normalization", "job_id", "parent_model_id")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    IN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    name: str
+    version: int
+    created: str
+    in_channels: int
+    receptive_field: int
+    train_tile_size: int
+    metrics: _containers.ScalarMap[str, float]
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    normalization: str
+    job_id: str
+    parent_model_id: str
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id")
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    epochs: int
+    tile_size: int
+    batch_size: int
+    val_fraction: float
+    seed: int
+    name: str
+    learning_rate: float
+    steps_per_epoch: int
+    base_model_id: str
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HALO_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_TOUCHING_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    STEM_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    model_id: str
+    tile_size: int
+    halo: int
+    threshold: float
+    min_size: int
+    split_touching: bool
+    region: Rect
+    stem: str
+    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ...) -> None: ...
+
+class Artifact(_message.Message):
+    __slots__ = ("artifact_id", "name", "size_bytes", "sha256", "media_type")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    name: str
+    size_bytes: int
+    sha256: str
+    media_type: str
+    def __init__(self, artifact_id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., media_type: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "kind", "state", "progress", "message", "created", "started", "finished", "metrics", "artifacts", "result_id", "params")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    kind: str
+    state: JobState
+    progress: float
+    message: str
+    created: str
+    started: str
+    finished: str
+    metrics: _containers.ScalarMap[str, float]
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    result_id: str
+    params: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[str] = ..., started: _Optional[str] = ..., finished: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., result_id: _Optional[str] = ..., params: _Optional[str] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("artifact_id", "offset")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    offset: int
+    def __init__(self, artifact_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("data", "offset", "total_bytes")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    total_bytes: int
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
