@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+
 from fosgate.v1 import fosgate_pb2 as pb
 
 

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import tifffile
+
 from fosgate.v1 import fosgate_pb2 as pb
 from fosgate_client.client import FosgateClientError
 

@@ -84,7 +84,9 @@ def cmd_serve(args) -> int:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    pairs = match_pairs(Path(args.images), Path(args.masks))
+    if len(args.images) != len(args.masks):
+        raise SystemExit("Give one --masks folder for each --images folder.")
+    pairs = [p for i, m in zip(args.images, args.masks, strict=True) for p in match_pairs(Path(i), Path(m))]
     with _client(args) as fg:
         fg.check()
         label_ids = []
@@ -199,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train a U-Net from a folder of images and a folder of masks")
     client_args(sp)
-    sp.add_argument("--images", required=True, help="folder of images")
-    sp.add_argument("--masks", required=True, help="folder of masks (same file names; binary or instance labels)")
+    sp.add_argument("--images", required=True, action="append",
+                    help="folder of images (repeat --images/--masks to combine several folders)")
+    sp.add_argument("--masks", required=True, action="append",
+                    help="folder of masks (same file stems; binary 0/255, 0/1 or instance labels)")
     sp.add_argument("--epochs", type=int, default=30)
     sp.add_argument("--tile-size", type=int, default=128)
     sp.add_argument("--batch-size", type=int, default=16)

@@ -37,7 +37,6 @@ def pick_tiles(height: int, width: int, tile: int, n: int, seed: int) -> list[tu
 def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_tiles: int = 64,
              label_tile: int = 256) -> int:
     import tifffile
-    from fosgate_client.client import FosgateClient
     from tqdm import tqdm
 
     from fosgate.config import ServerConfig
@@ -45,6 +44,7 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_til
     from fosgate.core.metrics import object_scores
     from fosgate.core.synthetic import write_cfos_slide
     from fosgate.rpc.server import start_server
+    from fosgate_client.client import FosgateClient
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
@@ -74,7 +74,8 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_til
                                         name="demo"), "Training U-Net")
             model_id = job.result_id
             model = fg.get_model(model_id)
-            job = _job_bar(fg, fg.predict(slide.slide_id, model_id, stem="sample_slide"), "Predicting slide")
+            job = _job_bar(fg, fg.predict(slide.slide_id, model_id, stem="sample_slide", split_touching=True),
+                           "Predicting slide")
             files = fg.download_outputs(job, out)
         count = int(job.metrics.get("count", 0))
         pred = tifffile.imread(out / "sample_slide.labels.ome.tif")

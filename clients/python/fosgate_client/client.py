@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+
 from fosgate.v1 import fosgate_pb2 as pb
 from fosgate.v1 import fosgate_pb2_grpc as pbg
 

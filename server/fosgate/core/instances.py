@@ -58,10 +58,14 @@ def label_mask(
     split_touching: bool = False,
     image_reader: Callable[[int, int, int, int], np.ndarray] | None = None,
     band: int = 1024,
-    split_min_distance: int = 5,
+    split_min_distance: int = 0,
 ) -> list[ObjectStats]:
     """Label ``mask`` (2-D, non-zero = foreground) into ``labels_out`` (same shape, uint32) and return
-    the objects' measurements (mean intensity from ``image_reader(y0, y1, x0, x1)`` if given)."""
+    the objects' measurements (mean intensity from ``image_reader(y0, y1, x0, x1)`` if given).
+
+    ``split_min_distance`` is the smallest distance between two cell centres for the watershed
+    split; 0 derives it from the objects (60% of the radius of a large, 75th-percentile object, >= 4 px),
+    so large cells are not cut into pieces and small touching ones are still separated."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -143,6 +147,9 @@ def label_mask(
         y1 = min(h, y0 + band)
         labels_out[y0:y1] = lookup[np.asarray(labels_out[y0:y1])]
     if split_touching and objects:
+        if split_min_distance <= 0:
+            large_area = float(np.percentile([o.area for o in objects], 75))
+            split_min_distance = max(4, int(0.6 * np.sqrt(large_area / np.pi)))
         objects = _split_touching(labels_out, objects, image_reader, band, split_min_distance, min_size)
     return objects
 
