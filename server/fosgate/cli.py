@@ -1,7 +1,8 @@
 """The ``fosgate`` command line.
 
 Commands and flags named in the project issues are a contract (Fiji macros and checks call them):
-``serve``, ``train``, ``predict``, ``demo``. Progress bars go to stderr; results go to stdout, and
+``serve``, ``train``, ``predict``, ``demo``, ``cluster``, ``select``, ``autolabel``, ``review``,
+``evaluate``. Progress bars go to stderr; results go to stdout, and
 ``train`` prints the new model id as its last stdout line.
 """
 
@@ -76,7 +77,8 @@ def cmd_serve(args) -> int:
     from fosgate.rpc.server import serve_forever
 
     config = ServerConfig(data_dir=Path(args.data), host=args.host, port=args.port, roots=args.root or [],
-                          max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers)
+                          max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
+                          sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model)
     serve_forever(config)
     return 0
 
@@ -85,7 +87,9 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     if len(args.images) != len(args.masks):
-        raise SystemExit("Give one --masks folder for each --images folder.")
+        raise SystemExit("fosgate train: give one --masks folder for each --images folder.")
+    if not args.images and not args.all_labels:
+        raise SystemExit("fosgate train: give --images DIR --masks DIR, or --all-labels to retrain on the server's labels.")
     pairs = [p for i, m in zip(args.images, args.masks, strict=True) for p in match_pairs(Path(i), Path(m))]
     with _client(args) as fg:
         fg.check()
@@ -95,9 +99,11 @@ def cmd_train(args) -> int:
             m = fg.upload_slide(mask, role="mask")
             label_ids.append(fg.add_label(s.slide_id, m.slide_id, source="import",
                                           reviewer=args.reviewer).label_id)
+        if args.all_labels:
+            label_ids = sorted({lb.label_id for lb in fg.list_labels()} | set(label_ids))
         job = fg.train(label_ids, epochs=args.epochs, tile_size=args.tile_size, batch_size=args.batch_size,
                        val_fraction=args.val_fraction, seed=args.seed, name=args.name,
-                       base_model_id=args.base_model or "")
+                       base_model_id=args.base_model or "", patience=args.patience)
         job = _job_bar(fg, job, "Training")
         model = fg.get_model(job.result_id)
         metrics = dict(model.metrics)
@@ -179,6 +185,152 @@ def cmd_tiles(args) -> int:
     return 0
 
 
+def _slide_id(fg, value: str, channel: int | None = None) -> str:
+    """A slide id as given, or the id of the image file at that path after uploading it."""
+    path = Path(value)
+    if path.is_file():
+        return fg.upload_slide(path, channel=channel).slide_id
+    return value
+
+
+def _region_arg(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,WIDTH,HEIGHT, got '{text}'") from None
+    return x, y, w, h
+
+
+def _unzip_artifacts(fg, job, out: Path) -> list[Path]:
+    import zipfile
+
+    files = fg.download_outputs(job, out)
+    result = []
+    for f in files:
+        if f.suffix == ".zip" and f.name in ("proposals.zip", "dataset.zip"):
+            with zipfile.ZipFile(f) as zf:
+                zf.extractall(out)
+                result += [out / n for n in zf.namelist() if not n.endswith("/")]
+            f.unlink()
+        else:
+            result.append(f)
+    return result
+
+
+def cmd_cluster(args) -> int:
+    with _client(args) as fg:
+        slide_id = _slide_id(fg, args.slide, args.channel)
+        job = _job_bar(fg, fg.cluster_tiles(slide_id, k=args.k, tile_size=args.tile_size, margin=args.margin,
+                                            seed=args.seed, epochs=args.epochs, max_tiles=args.max_tiles),
+                       "Clustering tiles")
+        cl = fg.get_clustering(job.result_id)
+        if args.out:
+            for f in fg.download_outputs(job, Path(args.out)):
+                print(f, file=sys.stderr)
+        if args.json:
+            print(json.dumps({"clustering_id": cl.clustering_id, "slide_id": slide_id,
+                              "cluster_sizes": list(cl.cluster_sizes)}))
+        else:
+            print(f"slide {slide_id}: {sum(cl.cluster_sizes)} tiles in clusters of sizes {list(cl.cluster_sizes)}")
+        print(cl.clustering_id)
+    return 0
+
+
+def cmd_select(args) -> int:
+    with _client(args) as fg:
+        tiles = fg.select_tiles(args.clustering, args.n, args.strategy, exclude=args.exclude or [],
+                                model_id=args.model, seed=args.seed, skip_labelled=args.skip_labelled)
+    if args.json:
+        print(json.dumps([{"x": t.region.x, "y": t.region.y, "width": t.region.width, "height": t.region.height,
+                           "cluster": t.cluster} for t in tiles]))
+    else:
+        for t in tiles:
+            print(f"{t.region.x},{t.region.y},{t.region.width},{t.region.height}\tcluster {t.cluster}")
+    return 0
+
+
+def cmd_autolabel(args) -> int:
+    with _client(args) as fg:
+        slide_id = _slide_id(fg, args.slide, args.channel)
+        regions = list(args.tile or [])
+        if args.clustering:
+            picked = fg.select_tiles(args.clustering, args.n, args.strategy, exclude=args.exclude or [],
+                                     model_id=args.model if args.strategy == "active" else "", seed=args.seed,
+                                     skip_labelled=True)
+            regions += [(t.region.x, t.region.y, t.region.width, t.region.height) for t in picked]
+        if not regions:
+            raise SystemExit("fosgate autolabel: give --tile X,Y,W,H (repeatable) or --clustering ID --n N.")
+        sam = None
+        if args.method == "sam":
+            sam = {"points_per_side": args.sam_points, "min_area": args.min_area, "max_area": args.max_area}
+            if args.pred_iou is not None or args.stability is not None:
+                sam.update(pred_iou_thresh=args.pred_iou if args.pred_iou is not None else 0.8,
+                           stability_score_thresh=args.stability if args.stability is not None else 0.85,
+                           has_thresholds=True)
+        job = _job_bar(fg, fg.autolabel(slide_id, regions, args.method, model_id=args.model or "", sam=sam,
+                                        clustering_id=args.clustering or ""), f"Auto-labelling ({args.method})")
+        props = fg.list_proposals(job_id=job.job_id)
+        if args.out:
+            exp = _job_bar(fg, fg.export_proposals(job_id=job.job_id), "Packing proposals for review")
+            for f in _unzip_artifacts(fg, exp, Path(args.out)):
+                print(f, file=sys.stderr)
+    if args.json:
+        print(json.dumps([{"proposal_id": p.proposal_id, "x": p.region.x, "y": p.region.y, "width": p.region.width,
+                           "height": p.region.height, "objects": p.objects} for p in props]))
+    else:
+        for p in props:
+            print(f"{p.proposal_id}\t{p.region.x},{p.region.y},{p.region.width},{p.region.height}\t{p.objects} objects")
+    return 0
+
+
+def cmd_review(args) -> int:
+    from fosgate.v1 import fosgate_pb2 as pb
+
+    state_names = {v: k.removeprefix("PROPOSAL_STATE_").lower() for k, v in pb.ProposalState.items()}
+    with _client(args) as fg:
+        if args.action == "list":
+            for p in fg.list_proposals(slide_id=args.slide, state=args.state):
+                print(f"{p.proposal_id}\t{state_names[p.state]}\t{p.region.x},{p.region.y},{p.region.width},"
+                      f"{p.region.height}\t{p.objects} objects\t{p.label_id}")
+            return 0
+        if args.action == "fetch":
+            if not args.out:
+                raise SystemExit("fosgate review fetch: give --out DIR.")
+            job = _job_bar(fg, fg.export_proposals(slide_id=args.slide, state=args.state or "pending"),
+                           "Packing proposals for review")
+            for f in _unzip_artifacts(fg, job, Path(args.out)):
+                print(f)
+            return 0
+        if args.action == "export":
+            if not args.out:
+                raise SystemExit("fosgate review export: give --out DIR.")
+            job = _job_bar(fg, fg.export_dataset(fmt=args.format), "Exporting the labelled dataset")
+            for f in _unzip_artifacts(fg, job, Path(args.out)):
+                print(f)
+            return 0
+        if not args.proposals:
+            raise SystemExit(f"fosgate review {args.action}: give one or more proposal ids.")
+        for pid in args.proposals:
+            if args.action == "replace":
+                if len(args.proposals) != 1:
+                    raise SystemExit("fosgate review replace: one proposal at a time.")
+                r = fg.review(pid, "replace", reviewer=args.reviewer, mask=args.mask, roi_zip=args.roi_zip,
+                              geojson=args.geojson, coordinates=args.coordinates or "")
+            else:
+                r = fg.review(pid, args.action, reviewer=args.reviewer)
+            print(f"{pid}\t{state_names[r.proposal.state]}\t{r.label.label_id if r.HasField('label') else ''}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from fosgate.core.evaluate import evaluate_folders, format_table
+
+    result = evaluate_folders(Path(args.pred), Path(args.truth), iou_threshold=args.iou,
+                              centroid_px=None if args.centroid <= 0 else args.centroid)
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fosgate", description="Segment and count c-fos positive cells in whole slides.")
@@ -197,13 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--root", action="append", type=Path, help="folder whose files may be registered by path")
     sp.add_argument("--max-upload-gb", type=float, default=64.0)
     sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")
+    sp.add_argument("--sam-checkpoint", type=Path, default=None,
+                    help="Segment Anything checkpoint file on this machine (never downloaded)")
+    sp.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_tiny"],
+                    help="architecture of the SAM checkpoint")
     sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("train", help="train a U-Net from a folder of images and a folder of masks")
     client_args(sp)
-    sp.add_argument("--images", required=True, action="append",
+    sp.add_argument("--images", action="append", default=[],
                     help="folder of images (repeat --images/--masks to combine several folders)")
-    sp.add_argument("--masks", required=True, action="append",
+    sp.add_argument("--masks", action="append", default=[],
                     help="folder of masks (same file stems; binary 0/255, 0/1 or instance labels)")
     sp.add_argument("--epochs", type=int, default=30)
     sp.add_argument("--tile-size", type=int, default=128)
@@ -214,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel images")
     sp.add_argument("--base-model", default="", help="fine-tune this model id instead of starting from scratch")
     sp.add_argument("--reviewer", default="", help="who made the masks (stored with the labels)")
+    sp.add_argument("--patience", type=int, default=0, help="stop after N epochs without improvement (0: never)")
+    sp.add_argument("--all-labels", action="store_true",
+                    help="train on every label stored on the server (reviewed proposals too) plus the folders")
     sp.set_defaults(fn=cmd_train)
 
     sp = sub.add_parser("predict", help="segment and count cells in whole images")
@@ -254,6 +413,75 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_tiles)
+
+    sp = sub.add_parser("cluster", help="cluster a slide's tiles (autoencoder + k-means, t-SNE, montages)")
+    client_args(sp)
+    sp.add_argument("--slide", required=True, help="slide id, or an image file to upload")
+    sp.add_argument("--k", type=int, default=5)
+    sp.add_argument("--tile-size", type=int, default=128)
+    sp.add_argument("--margin", type=int, default=4)
+    sp.add_argument("--epochs", type=int, default=10, help="autoencoder epochs")
+    sp.add_argument("--max-tiles", type=int, default=2000, help="tiles used to train the autoencoder")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--channel", type=int, default=None)
+    sp.add_argument("--out", default="", help="folder for clusters.csv and the pictures")
+    sp.set_defaults(fn=cmd_cluster)
+
+    strategies = ["balanced", "proportional", "random", "active"]
+    sp = sub.add_parser("select", help="choose tiles to label from a clustering")
+    client_args(sp)
+    sp.add_argument("--clustering", required=True)
+    sp.add_argument("--n", type=int, default=20)
+    sp.add_argument("--strategy", default="balanced", choices=strategies)
+    sp.add_argument("--exclude", type=int, action="append", help="cluster to leave out (repeatable)")
+    sp.add_argument("--model", default="", help="model whose uncertainty guides --strategy active")
+    sp.add_argument("--skip-labelled", action="store_true", help="leave out tiles already labelled or proposed")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_select)
+
+    sp = sub.add_parser("autolabel", help="propose labels for tiles (classical, SAM or a model) for review")
+    client_args(sp)
+    sp.add_argument("--slide", required=True, help="slide id, or an image file to upload")
+    sp.add_argument("--method", default="classical", choices=["classical", "sam", "model"])
+    sp.add_argument("--model", default="", help="model id for --method model / --strategy active")
+    sp.add_argument("--tile", type=_region_arg, action="append", metavar="X,Y,W,H", help="a tile (repeatable)")
+    sp.add_argument("--clustering", default="", help="select tiles from this clustering")
+    sp.add_argument("--n", type=int, default=20)
+    sp.add_argument("--strategy", default="balanced", choices=strategies)
+    sp.add_argument("--exclude", type=int, action="append")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--channel", type=int, default=None)
+    sp.add_argument("--sam-points", type=int, default=16, help="SAM points per side")
+    sp.add_argument("--pred-iou", type=float, default=None, help="SAM: keep masks with predicted IoU >= this")
+    sp.add_argument("--stability", type=float, default=None, help="SAM: keep masks with stability score >= this")
+    sp.add_argument("--min-area", type=int, default=20)
+    sp.add_argument("--max-area", type=int, default=5000)
+    sp.add_argument("--out", default="", help="download the proposals (tile, labels, ROI set, GeoJSON) here")
+    sp.set_defaults(fn=cmd_autolabel)
+
+    sp = sub.add_parser("review", help="list, fetch, accept, reject or replace proposals; export the dataset")
+    client_args(sp)
+    sp.add_argument("action", choices=["list", "fetch", "accept", "reject", "replace", "export"])
+    sp.add_argument("proposals", nargs="*", metavar="PROPOSAL_ID")
+    sp.add_argument("--slide", default="")
+    sp.add_argument("--state", default="", choices=["", "pending", "accepted", "rejected", "replaced"])
+    sp.add_argument("--reviewer", default="")
+    sp.add_argument("--mask", default=None, help="replace: edited mask image (PNG/TIFF) of the tile's size")
+    sp.add_argument("--roi-zip", default=None, help="replace: ImageJ ROI set (tile coordinates by default)")
+    sp.add_argument("--geojson", default=None, help="replace: QuPath GeoJSON (slide coordinates by default)")
+    sp.add_argument("--coordinates", default=None, choices=["tile", "slide"])
+    sp.add_argument("--format", default="png", choices=["png", "tif"], help="export: image format")
+    sp.add_argument("--out", default="")
+    sp.set_defaults(fn=cmd_review)
+
+    sp = sub.add_parser("evaluate", help="score predicted masks/labels against ground truth (no server needed)")
+    sp.add_argument("--pred", required=True, help="folder of predictions (*.labels.ome.tif, masks, ...)")
+    sp.add_argument("--truth", required=True, help="folder of ground-truth masks or labels (matched by stem)")
+    sp.add_argument("--iou", type=float, default=0.5, help="IoU for an object match")
+    sp.add_argument("--centroid", type=float, default=40.0,
+                    help="also match objects whose centroids are this close in px (FNC rule; 0: IoU only)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_evaluate)
     return p
 
 

@@ -26,6 +26,9 @@ class ServerConfig:
     job_workers: int = 1
     #: memory budget for a prediction tile's activations (chooses the tile size when not given)
     predict_memory_bytes: int = int(1.5 * GiB)
+    #: Segment Anything checkpoint on this machine (never downloaded) and its architecture
+    sam_checkpoint: Path | None = None
+    sam_model_type: str = "vit_b"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -69,6 +69,7 @@ class FosgateClient:
         self.models = pbg.ModelServiceStub(self.channel)
         self.predictions = pbg.PredictionServiceStub(self.channel)
         self.jobs = pbg.JobServiceStub(self.channel)
+        self.labelling = pbg.LabellingServiceStub(self.channel)
 
     def __enter__(self) -> FosgateClient:
         return self
@@ -165,6 +166,78 @@ class FosgateClient:
         return self._call(self.predictions.Predict, pb.PredictRequest(
             slide_id=slide_id, model_id=model_id, tile_size=tile_size, halo=halo, threshold=threshold,
             min_size=min_size, split_touching=split_touching, region=r, stem=stem))
+
+    # ------------------------------------------------------------------ labelling loop
+    def cluster_tiles(self, slide_id: str, *, k: int = 5, tile_size: int = 128, margin: int = 4, seed: int = 0,
+                      epochs: int = 10, max_tiles: int = 2000,
+                      region: tuple[int, int, int, int] | None = None) -> pb.Job:
+        """Start a clustering job; its result_id is the clustering id."""
+        r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()
+        return self._call(self.labelling.ClusterTiles, pb.ClusterRequest(
+            slide_id=slide_id, k=k, tile_size=tile_size, margin=margin, seed=seed, epochs=epochs, max_tiles=max_tiles,
+            region=r))
+
+    def get_clustering(self, clustering_id: str, with_tiles: bool = False) -> pb.Clustering:
+        return self._call(self.labelling.GetClustering,
+                          pb.GetClusteringRequest(clustering_id=clustering_id, with_tiles=with_tiles))
+
+    def list_clusterings(self, slide_id: str = "") -> list[pb.Clustering]:
+        return list(self._call(self.labelling.ListClusterings, pb.ListClusteringsRequest(slide_id=slide_id)).clusterings)
+
+    def select_tiles(self, clustering_id: str, n: int, strategy: str = "balanced", *, exclude: list[int] | None = None,
+                     model_id: str = "", seed: int = 0, skip_labelled: bool = False) -> list[pb.ClusterTile]:
+        """strategy: balanced, proportional, random or active (needs model_id)."""
+        st = getattr(pb, f"SELECT_STRATEGY_{strategy.upper()}", None)
+        if st is None:
+            raise FosgateClientError(f"Unknown selection strategy '{strategy}'.")
+        return list(self._call(self.labelling.SelectTiles, pb.SelectRequest(
+            clustering_id=clustering_id, n=n, strategy=st, exclude_clusters=exclude or [], model_id=model_id,
+            seed=seed, skip_labelled=skip_labelled)).tiles)
+
+    def autolabel(self, slide_id: str, regions: list[tuple[int, int, int, int]], method: str = "classical", *,
+                  model_id: str = "", sam: dict | None = None, clustering_id: str = "") -> pb.Job:
+        """Start an auto-labelling job (method: classical, sam or model) that stores pending proposals."""
+        m = getattr(pb, f"AUTO_LABEL_METHOD_{method.upper()}", None)
+        if m is None:
+            raise FosgateClientError(f"Unknown auto-label method '{method}'.")
+        rects = [pb.Rect(x=x, y=y, width=w, height=h) for x, y, w, h in regions]
+        return self._call(self.labelling.AutoLabel, pb.AutoLabelRequest(
+            slide_id=slide_id, regions=rects, method=m, model_id=model_id, sam=pb.SamParams(**(sam or {})),
+            clustering_id=clustering_id))
+
+    def list_proposals(self, slide_id: str = "", state: str = "", job_id: str = "") -> list[pb.Proposal]:
+        st = getattr(pb, f"PROPOSAL_STATE_{state.upper()}") if state else pb.PROPOSAL_STATE_UNSPECIFIED
+        return list(self._call(self.labelling.ListProposals, pb.ListProposalsRequest(
+            slide_id=slide_id, state=st, job_id=job_id)).proposals)
+
+    def export_proposals(self, slide_id: str = "", state: str = "", job_id: str = "") -> pb.Job:
+        """A job whose artifact proposals.zip holds each proposal's tile, labels, ROI set and GeoJSON."""
+        st = getattr(pb, f"PROPOSAL_STATE_{state.upper()}") if state else pb.PROPOSAL_STATE_UNSPECIFIED
+        return self._call(self.labelling.ExportProposals, pb.ListProposalsRequest(
+            slide_id=slide_id, state=st, job_id=job_id))
+
+    def review(self, proposal_id: str, decision: str, *, reviewer: str = "", mask: str | os.PathLike | None = None,
+               roi_zip: str | os.PathLike | bytes | None = None, geojson: str | os.PathLike | bytes | None = None,
+               coordinates: str = "") -> pb.ReviewResponse:
+        """Accept, reject or replace a proposal. A replacement is a mask image file (uploaded first),
+        an ImageJ ROI set or QuPath GeoJSON (tile coordinates for ROIs, slide coordinates for GeoJSON
+        unless ``coordinates`` says otherwise)."""
+        d = getattr(pb, f"REVIEW_DECISION_{decision.upper()}", None)
+        if d is None:
+            raise FosgateClientError(f"Unknown review decision '{decision}'; use accept, reject or replace.")
+        req = pb.ReviewRequest(proposal_id=proposal_id, decision=d, reviewer=reviewer,
+                               coordinates=getattr(pb, f"EDIT_COORDINATES_{coordinates.upper()}")
+                               if coordinates else pb.EDIT_COORDINATES_UNSPECIFIED)
+        if mask is not None:
+            req.mask_slide_id = self.upload_slide(mask, role="mask").slide_id
+        elif roi_zip is not None:
+            req.roi_zip = roi_zip if isinstance(roi_zip, bytes) else Path(roi_zip).read_bytes()
+        elif geojson is not None:
+            req.geojson = geojson if isinstance(geojson, bytes) else Path(geojson).read_bytes()
+        return self._call(self.labelling.ReviewProposal, req)
+
+    def export_dataset(self, label_ids: list[str] | None = None, fmt: str = "png") -> pb.Job:
+        return self._call(self.labelling.ExportDataset, pb.ExportDatasetRequest(label_ids=label_ids or [], format=fmt))
 
     # ------------------------------------------------------------------ jobs
     def get_job(self, job_id: str) -> pb.Job:

@@ -66,6 +66,7 @@ def run_training(app: App, ctx: JobContext) -> str:
         epochs=int(p["epochs"]), tile_size=int(p["tile_size"]), batch_size=int(p.get("batch_size") or 16),
         val_fraction=float(p.get("val_fraction") or 0.2), seed=int(p.get("seed") or 0),
         learning_rate=float(p.get("learning_rate") or 1e-3), steps_per_epoch=int(p.get("steps_per_epoch") or 0) or None,
+        patience=int(p.get("patience") or 0),
     )
 
     def on_epoch(r) -> None:
@@ -143,6 +144,176 @@ def run_tile_export(app: App, ctx: JobContext) -> str:
     shutil.rmtree(out, ignore_errors=True)
     ctx.add_artifact(archive)
     return slide_row.id
+
+
+def run_clustering(app: App, ctx: JobContext) -> str:
+    from fosgate.core.clustering import cluster_tiles, plot_clusters, write_cluster_csv
+    from fosgate.store.db import ClusteringRow
+
+    p = ctx.params
+    slide_row = app.store.get_slide(p["slide_id"])
+    region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
+    with app.open_slide(slide_row) as slide:
+        result = cluster_tiles(slide, tile=p["tile_size"], margin=p["margin"], k=p["k"], seed=int(p.get("seed") or 0),
+                               epochs=p["epochs"], max_tiles=p["max_tiles"], region=region,
+                               progress=lambda f, m: ctx.progress(0.9 * f, m), should_cancel=ctx.cancelled)
+        ctx.progress(0.9, "Drawing the cluster pictures.", force=True)
+        pictures = plot_clusters(result, slide, ctx.workdir / "pictures")
+    csv_path = write_cluster_csv(result, ctx.workdir / "clusters.csv")
+    for path in [csv_path, *pictures]:
+        ctx.add_artifact(path)
+    sizes = np.bincount(result.clusters, minlength=result.k).tolist()
+    cid = new_id("cl")
+    app.store.add_clustering(ClusteringRow(cid, slide_row.id, ctx.job_id, str(csv_path), result.k, p["tile_size"],
+                                           sizes, now()))
+    ctx.progress(1.0, f"{len(result.tiles)} tiles in {result.k} clusters of sizes {sizes}.", force=True,
+                 tiles=len(result.tiles))
+    return cid
+
+
+def run_autolabel(app: App, ctx: JobContext) -> str:
+    """Proposals for each region; each one is stored as soon as it is made (a cancelled job keeps them)."""
+    from fosgate.core.autolabel import ModelProposer, classical_proposal
+
+    p = ctx.params
+    slide_row = app.store.get_slide(p["slide_id"])
+    regions = [tuple(r) for r in p["regions"]]
+    method = p["method"]
+    if method == "sam":
+        return _run_sam_autolabel(app, ctx, slide_row, regions)
+    with app.open_slide(slide_row) as slide:
+        if method == "model":
+            from fosgate.core.modelio import load_model
+
+            model, meta = load_model(app.store.get_model(p["model_id"]).path)
+            proposer = ModelProposer(model, meta, slide)
+        for i, region in enumerate(regions):
+            ctx.check_cancel()
+            uncertainty = 0.0
+            if method == "classical":
+                labels = classical_proposal(slide, region)
+            else:
+                labels, uncertainty = proposer(region)
+            app.add_proposal(slide_row.id, labels, region, method, ctx.job_id, uncertainty)
+            ctx.progress((i + 1) / len(regions), f"Proposed labels for tile {i + 1}/{len(regions)}.")
+    ctx.progress(1.0, f"{len(regions)} proposals waiting for review.", force=True, proposals=len(regions))
+    return slide_row.id
+
+
+def _run_sam_autolabel(app: App, ctx: JobContext, slide_row, regions: list[tuple]) -> str:
+    """SAM proposals from a child process (see ``fosgate.jobs.sam_process``); each stored on arrival."""
+    import tifffile
+
+    from fosgate.jobs.sam_process import run_sam
+
+    sp = ctx.params.get("sam") or {}
+    thresholds = bool(sp.get("has_thresholds"))
+    spec = {
+        "checkpoint": str(app.config.sam_checkpoint), "model_type": app.config.sam_model_type,
+        "slide_path": slide_row.path, "channel": slide_row.channel, "regions": [list(r) for r in regions],
+        "out_dir": str(ctx.workdir / "sam"), "points_per_side": int(sp.get("points_per_side") or 16),
+        "filter": {"min_area": int(sp.get("min_area") or 20), "max_area": int(sp.get("max_area") or 5000),
+                   "pred_iou_thresh": float(sp.get("pred_iou_thresh") or 0.0) if thresholds else 0.8,
+                   "stability_score_thresh": float(sp.get("stability_score_thresh") or 0.0) if thresholds else 0.85},
+    }
+    totals = {"sam_masks_generated": 0, "sam_masks_kept": 0}
+
+    def on_tile(msg: dict) -> None:
+        i = msg["index"]
+        labels = tifffile.imread(msg["path"])
+        app.add_proposal(slide_row.id, labels, tuple(regions[i]), "sam", ctx.job_id)
+        totals["sam_masks_generated"] += msg["generated"]
+        totals["sam_masks_kept"] += msg["kept"]
+        ctx.progress((i + 1) / len(regions), f"Segment Anything: tile {i + 1}/{len(regions)}, "
+                     f"{msg['kept']} of {msg['generated']} masks kept.")
+
+    ctx.progress(0.0, "Loading Segment Anything.", force=True)
+    run_sam(spec, ctx.workdir, on_tile, should_cancel=ctx.cancelled)
+    ctx.progress(1.0, f"{len(regions)} proposals waiting for review.", force=True, proposals=len(regions), **totals)
+    return slide_row.id
+
+
+def run_dataset_export(app: App, ctx: JobContext) -> str:
+    """images/<label>.<fmt> (the labelled region) and masks/<label>.tif (uint16/uint32 instances) + labels.csv."""
+    import csv
+
+    import tifffile
+    from PIL import Image
+
+    p = ctx.params
+    out = ctx.workdir / "dataset"
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    with open(out / "labels.csv", "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["label_id", "slide", "x", "y", "width", "height", "source", "reviewer", "created", "parent_id",
+                     "version", "objects"])
+        for i, lid in enumerate(p["label_ids"]):
+            ctx.check_cancel()
+            lb = app.store.get_label(lid)
+            slide_row = app.store.get_slide(lb.slide_id)
+            with app.open_slide(slide_row) as slide:
+                img = slide.read(lb.y, lb.y + lb.height, lb.x, lb.x + lb.width)
+            img = img[..., 0] if img.shape[-1] == 1 else img
+            if p["format"] == "png":
+                Image.fromarray(img).save(out / "images" / f"{lid}.png")
+            else:
+                tifffile.imwrite(out / "images" / f"{lid}.tif", img)
+            labels = tifffile.imread(lb.path)
+            dtype = np.uint16 if labels.max() < 65535 else np.uint32
+            tifffile.imwrite(out / "masks" / f"{lid}.tif", labels.astype(dtype), compression="zlib")
+            wr.writerow([lid, slide_row.name, lb.x, lb.y, lb.width, lb.height, lb.source, lb.reviewer, lb.created,
+                         lb.parent_id, lb.version, lb.objects])
+            ctx.progress(0.9 * (i + 1) / len(p["label_ids"]), f"Exported label {i + 1}/{len(p['label_ids'])}.")
+    archive = shutil.make_archive(str(ctx.workdir / "dataset"), "zip", out)
+    shutil.rmtree(out, ignore_errors=True)
+    ctx.add_artifact(archive)
+    return ""
+
+
+def run_proposal_export(app: App, ctx: JobContext) -> str:
+    """Everything a reviewer needs to judge proposals in Fiji or QuPath, in one zip."""
+    import csv
+
+    import tifffile
+    from PIL import Image
+    from shapely.affinity import translate
+
+    from fosgate.core.exports import iter_object_polygons, write_geojson, write_roi_zip
+    from fosgate.core.instances import label_mask
+
+    ids = ctx.params["proposal_ids"]
+    out = ctx.workdir / "proposals"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "proposals.csv", "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["proposal_id", "slide_id", "slide", "x", "y", "width", "height", "source", "state", "objects",
+                     "uncertainty"])
+        for i, pid in enumerate(ids):
+            ctx.check_cancel()
+            prop = app.store.get_proposal(pid)
+            slide_row = app.store.get_slide(prop.slide_id)
+            with app.open_slide(slide_row) as slide:
+                img = slide.read(prop.y, prop.y + prop.height, prop.x, prop.x + prop.width)
+            img = img[..., 0] if img.shape[-1] == 1 else img
+            if img.dtype == np.uint16:
+                tifffile.imwrite(out / f"{pid}.tif", img)
+            else:
+                Image.fromarray(img).save(out / f"{pid}.png")
+            labels = tifffile.imread(prop.path)
+            tifffile.imwrite(out / f"{pid}.labels.tif", labels.astype(np.uint16 if labels.max() < 65535 else np.uint32))
+            relabelled = np.zeros(labels.shape, np.uint32)
+            objects = label_mask(labels, relabelled, min_size=1)
+            polygons = list(iter_object_polygons(relabelled, objects))
+            write_roi_zip(out / f"{pid}.rois.zip", polygons)
+            write_geojson(out / f"{pid}.geojson", [(o, translate(g, prop.x, prop.y)) for o, g in polygons])
+            wr.writerow([pid, prop.slide_id, slide_row.name, prop.x, prop.y, prop.width, prop.height, prop.source,
+                         prop.state, prop.objects, f"{prop.uncertainty:.4f}"])
+            ctx.progress(0.9 * (i + 1) / len(ids), f"Packed proposal {i + 1}/{len(ids)}.")
+    archive = shutil.make_archive(str(ctx.workdir / "proposals"), "zip", out)
+    shutil.rmtree(out, ignore_errors=True)
+    ctx.add_artifact(archive)
+    return ""
 
 
 def _stem(name: str) -> str:

@@ -10,7 +10,7 @@ import grpc
 from fosgate.app import App
 from fosgate.errors import InvalidInput
 from fosgate.rpc.errors import rpc_method
-from fosgate.store.db import ArtifactRow, JobRow, LabelRow, ModelRow, SlideRow
+from fosgate.store.db import ArtifactRow, ClusteringRow, JobRow, LabelRow, ModelRow, ProposalRow, SlideRow
 from fosgate.v1 import fosgate_pb2 as pb
 from fosgate.v1 import fosgate_pb2_grpc as pbg
 
@@ -158,6 +158,7 @@ class ModelService(pbg.ModelServiceServicer):
             "batch_size": request.batch_size or 16, "val_fraction": request.val_fraction or 0.2, "seed": request.seed,
             "name": request.name or "unet", "learning_rate": request.learning_rate or 1e-3,
             "steps_per_epoch": request.steps_per_epoch, "base_model_id": request.base_model_id,
+            "patience": request.patience,
         }
         return job_pb(self.app.start_training(params))
 
@@ -223,6 +224,120 @@ class JobService(pbg.JobServiceServicer):
                 offset += len(data)
 
 
+STRATEGY_FROM_PB = {
+    pb.SELECT_STRATEGY_UNSPECIFIED: "balanced", pb.SELECT_STRATEGY_BALANCED: "balanced",
+    pb.SELECT_STRATEGY_PROPORTIONAL: "proportional", pb.SELECT_STRATEGY_RANDOM: "random",
+    pb.SELECT_STRATEGY_ACTIVE: "active",
+}
+METHOD_FROM_PB = {
+    pb.AUTO_LABEL_METHOD_UNSPECIFIED: "classical", pb.AUTO_LABEL_METHOD_CLASSICAL: "classical",
+    pb.AUTO_LABEL_METHOD_SAM: "sam", pb.AUTO_LABEL_METHOD_MODEL: "model",
+}
+PROPOSAL_STATE_TO_PB = {
+    "pending": pb.PROPOSAL_STATE_PENDING, "accepted": pb.PROPOSAL_STATE_ACCEPTED,
+    "rejected": pb.PROPOSAL_STATE_REJECTED, "replaced": pb.PROPOSAL_STATE_REPLACED,
+}
+PB_TO_PROPOSAL_STATE = {v: k for k, v in PROPOSAL_STATE_TO_PB.items()} | {pb.PROPOSAL_STATE_UNSPECIFIED: ""}
+DECISION_FROM_PB = {
+    pb.REVIEW_DECISION_ACCEPT: "accept", pb.REVIEW_DECISION_REJECT: "reject", pb.REVIEW_DECISION_REPLACE: "replace",
+}
+COORDS_FROM_PB = {pb.EDIT_COORDINATES_UNSPECIFIED: "", pb.EDIT_COORDINATES_TILE: "tile",
+                  pb.EDIT_COORDINATES_SLIDE: "slide"}
+
+
+def cluster_tile_pb(t: dict) -> pb.ClusterTile:
+    return pb.ClusterTile(index=t["index"], region=pb.Rect(x=t["x"], y=t["y"], width=t["width"], height=t["height"]),
+                          cluster=t["cluster"], tsne_x=t["tsne_x"], tsne_y=t["tsne_y"],
+                          mean_intensity=t["mean_intensity"])
+
+
+def clustering_pb(r: ClusteringRow, tiles: list[dict] | None = None) -> pb.Clustering:
+    return pb.Clustering(clustering_id=r.id, slide_id=r.slide_id, k=r.k, tile_size=r.tile_size, job_id=r.job_id,
+                         cluster_sizes=r.sizes, tiles=[cluster_tile_pb(t) for t in tiles or []], created=r.created)
+
+
+def proposal_pb(r: ProposalRow) -> pb.Proposal:
+    return pb.Proposal(
+        proposal_id=r.id, slide_id=r.slide_id, region=pb.Rect(x=r.x, y=r.y, width=r.width, height=r.height),
+        source=SOURCE_TO_PB.get(r.source, pb.LABEL_SOURCE_UNSPECIFIED), state=PROPOSAL_STATE_TO_PB[r.state],
+        objects=r.objects, created=r.created, job_id=r.job_id, label_id=r.label_id, reviewer=r.reviewer,
+        decided=r.decided, uncertainty=r.uncertainty,
+    )
+
+
+class LabellingService(pbg.LabellingServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @rpc_method
+    def ClusterTiles(self, request: pb.ClusterRequest, context) -> pb.Job:
+        params = {"slide_id": request.slide_id, "tile_size": request.tile_size, "margin": request.margin
+                  if request.tile_size else 4, "k": request.k, "seed": request.seed, "epochs": request.epochs,
+                  "max_tiles": request.max_tiles, "region": rect(request.region)}
+        return job_pb(self.app.start_clustering(params))
+
+    @rpc_method
+    def GetClustering(self, request: pb.GetClusteringRequest, context) -> pb.Clustering:
+        row = self.app.store.get_clustering(request.clustering_id)
+        return clustering_pb(row, self.app.clustering_tiles(row.id) if request.with_tiles else None)
+
+    @rpc_method
+    def ListClusterings(self, request: pb.ListClusteringsRequest, context) -> pb.ListClusteringsResponse:
+        return pb.ListClusteringsResponse(clusterings=[clustering_pb(r) for r in
+                                                       self.app.store.list_clusterings(request.slide_id)])
+
+    @rpc_method
+    def SelectTiles(self, request: pb.SelectRequest, context) -> pb.SelectResponse:
+        tiles = self.app.select_tiles(request.clustering_id, request.n, STRATEGY_FROM_PB.get(request.strategy, "?"),
+                                      list(request.exclude_clusters), request.model_id, request.seed,
+                                      request.skip_labelled)
+        return pb.SelectResponse(tiles=[cluster_tile_pb(t) for t in tiles])
+
+    @rpc_method
+    def AutoLabel(self, request: pb.AutoLabelRequest, context) -> pb.Job:
+        sam = request.sam
+        params = {
+            "slide_id": request.slide_id, "method": METHOD_FROM_PB.get(request.method, "?"),
+            "regions": [[r.x, r.y, r.width, r.height] for r in request.regions], "model_id": request.model_id,
+            "clustering_id": request.clustering_id,
+            "sam": {"points_per_side": sam.points_per_side, "pred_iou_thresh": sam.pred_iou_thresh,
+                    "stability_score_thresh": sam.stability_score_thresh, "min_area": sam.min_area,
+                    "max_area": sam.max_area, "has_thresholds": sam.has_thresholds},
+        }
+        return job_pb(self.app.start_autolabel(params))
+
+    @rpc_method
+    def ListProposals(self, request: pb.ListProposalsRequest, context) -> pb.ListProposalsResponse:
+        rows = self.app.store.list_proposals(request.slide_id, PB_TO_PROPOSAL_STATE.get(request.state, ""),
+                                             request.job_id)
+        return pb.ListProposalsResponse(proposals=[proposal_pb(r) for r in rows])
+
+    @rpc_method
+    def ReviewProposal(self, request: pb.ReviewRequest, context) -> pb.ReviewResponse:
+        decision = DECISION_FROM_PB.get(request.decision)
+        if decision is None:
+            raise InvalidInput("Say what to do with the proposal: accept, reject or replace.")
+        edit = request.WhichOneof("edit")
+        prop, label = self.app.review_proposal(
+            request.proposal_id, decision, request.reviewer,
+            mask_slide_id=request.mask_slide_id if edit == "mask_slide_id" else "",
+            roi_zip=request.roi_zip if edit == "roi_zip" else b"",
+            geojson=request.geojson if edit == "geojson" else b"",
+            coordinates=COORDS_FROM_PB.get(request.coordinates, ""))
+        return pb.ReviewResponse(proposal=proposal_pb(prop), label=label_pb(label) if label else None)
+
+    @rpc_method
+    def ExportProposals(self, request: pb.ListProposalsRequest, context) -> pb.Job:
+        return job_pb(self.app.start_proposal_export({
+            "slide_id": request.slide_id, "state": PB_TO_PROPOSAL_STATE.get(request.state, ""),
+            "job_id": request.job_id}))
+
+    @rpc_method
+    def ExportDataset(self, request: pb.ExportDatasetRequest, context) -> pb.Job:
+        return job_pb(self.app.start_dataset_export({"label_ids": list(request.label_ids),
+                                                     "format": request.format}))
+
+
 def add_services(server: grpc.Server, app: App) -> list[str]:
     """Register every fosgate service; returns their full names (for reflection and health)."""
     pbg.add_SlideServiceServicer_to_server(SlideService(app), server)
@@ -230,4 +345,5 @@ def add_services(server: grpc.Server, app: App) -> list[str]:
     pbg.add_ModelServiceServicer_to_server(ModelService(app), server)
     pbg.add_PredictionServiceServicer_to_server(PredictionService(app), server)
     pbg.add_JobServiceServicer_to_server(JobService(app), server)
+    pbg.add_LabellingServiceServicer_to_server(LabellingService(app), server)
     return [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]

@@ -4,7 +4,8 @@ Layout of ``data_dir``::
 
     fosgate.sqlite          metadata (slides, labels, models, jobs, artifacts)
     slides/<slide_id>/<name>   uploaded files (registered files stay where they are)
-    labels/<label_id>.tif      accepted label masks (uint32 instance labels or uint8 0/1)
+    labels/<label_id>.tif      accepted label masks (uint32 instance labels)
+    proposals/<id>.tif         label proposals awaiting review (uint32 instance labels)
     models/<model_id>/         model.keras + fosgate.json
     jobs/<job_id>/             job outputs (artifacts)
     tmp/                       partial uploads (same file system, so os.replace is atomic)
@@ -58,7 +59,19 @@ CREATE TABLE IF NOT EXISTS artifacts (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), name TEXT NOT NULL,
     path TEXT NOT NULL, size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, media_type TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS clusterings (
+    id TEXT PRIMARY KEY, slide_id TEXT NOT NULL REFERENCES slides(id), job_id TEXT NOT NULL, path TEXT NOT NULL,
+    k INTEGER NOT NULL, tile_size INTEGER NOT NULL, sizes TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS proposals (
+    id TEXT PRIMARY KEY, slide_id TEXT NOT NULL REFERENCES slides(id), path TEXT NOT NULL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    source TEXT NOT NULL, state TEXT NOT NULL, objects INTEGER NOT NULL, created TEXT NOT NULL,
+    job_id TEXT NOT NULL, label_id TEXT NOT NULL, reviewer TEXT NOT NULL, decided TEXT NOT NULL,
+    uncertainty REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS labels_slide ON labels(slide_id);
+CREATE INDEX IF NOT EXISTS proposals_slide ON proposals(slide_id);
 CREATE INDEX IF NOT EXISTS artifacts_job ON artifacts(job_id);
 """
 
@@ -121,6 +134,38 @@ class ModelRow:
 
 
 @dataclass
+class ClusteringRow:
+    id: str
+    slide_id: str
+    job_id: str
+    path: str
+    k: int
+    tile_size: int
+    sizes: list[int]
+    created: str
+
+
+@dataclass
+class ProposalRow:
+    id: str
+    slide_id: str
+    path: str
+    x: int
+    y: int
+    width: int
+    height: int
+    source: str
+    state: str  # pending | accepted | rejected | replaced
+    objects: int
+    created: str
+    job_id: str
+    label_id: str = ""
+    reviewer: str = ""
+    decided: str = ""
+    uncertainty: float = 0.0
+
+
+@dataclass
 class ArtifactRow:
     id: str
     job_id: str
@@ -156,7 +201,7 @@ class Store:
 
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir).resolve()
-        for sub in ("slides", "labels", "models", "jobs", "tmp"):
+        for sub in ("slides", "labels", "proposals", "models", "jobs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.root / "fosgate.sqlite", check_same_thread=False, isolation_level=None)
@@ -194,6 +239,9 @@ class Store:
 
     def label_path(self, label_id: str) -> Path:
         return self.root / "labels" / f"{label_id}.tif"
+
+    def proposal_path(self, proposal_id: str) -> Path:
+        return self.root / "proposals" / f"{proposal_id}.tif"
 
     def model_dir(self, model_id: str) -> Path:
         return self.root / "models" / model_id
@@ -273,6 +321,76 @@ class Store:
         else:
             rows = self._query("SELECT * FROM labels ORDER BY created, id")
         return [self._label(r) for r in rows]
+
+    # ------------------------------------------------------------------ clusterings
+    def add_clustering(self, row: ClusteringRow) -> ClusteringRow:
+        with self._tx() as db:
+            db.execute("INSERT INTO clusterings VALUES (?,?,?,?,?,?,?,?)",
+                       (row.id, row.slide_id, row.job_id, row.path, row.k, row.tile_size, json.dumps(row.sizes),
+                        row.created))
+        return row
+
+    @staticmethod
+    def _clustering(r: sqlite3.Row) -> ClusteringRow:
+        return ClusteringRow(r["id"], r["slide_id"], r["job_id"], r["path"], r["k"], r["tile_size"],
+                             json.loads(r["sizes"]), r["created"])
+
+    def get_clustering(self, clustering_id: str) -> ClusteringRow:
+        rows = self._query("SELECT * FROM clusterings WHERE id=?", (clustering_id,))
+        if not rows:
+            raise NotFound(f"There is no tile clustering with id '{clustering_id}' on this server.")
+        return self._clustering(rows[0])
+
+    def list_clusterings(self, slide_id: str = "") -> list[ClusteringRow]:
+        sql, args = "SELECT * FROM clusterings", ()
+        if slide_id:
+            sql, args = sql + " WHERE slide_id=?", (slide_id,)
+        return [self._clustering(r) for r in self._query(sql + " ORDER BY created, id", args)]
+
+    # ------------------------------------------------------------------ proposals
+    def add_proposal(self, row: ProposalRow) -> ProposalRow:
+        with self._tx() as db:
+            db.execute("INSERT INTO proposals VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (row.id, row.slide_id, row.path, row.x, row.y, row.width, row.height, row.source, row.state,
+                        row.objects, row.created, row.job_id, row.label_id, row.reviewer, row.decided,
+                        row.uncertainty))
+        return row
+
+    @staticmethod
+    def _proposal(r: sqlite3.Row) -> ProposalRow:
+        return ProposalRow(*[r[k] for k in r.keys()])
+
+    def get_proposal(self, proposal_id: str) -> ProposalRow:
+        rows = self._query("SELECT * FROM proposals WHERE id=?", (proposal_id,))
+        if not rows:
+            raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
+        return self._proposal(rows[0])
+
+    def list_proposals(self, slide_id: str = "", state: str = "", job_id: str = "") -> list[ProposalRow]:
+        where, args = [], []
+        for col, val in (("slide_id", slide_id), ("state", state), ("job_id", job_id)):
+            if val:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM proposals" + (" WHERE " + " AND ".join(where) if where else "")
+        return [self._proposal(r) for r in self._query(sql + " ORDER BY created, id", tuple(args))]
+
+    def decide_proposal(self, proposal_id: str, state: str, reviewer: str, label: LabelRow | None) -> ProposalRow:
+        """Record a review decision; with a label, the label row and the decision commit together."""
+        with self._tx() as db:
+            cur = db.execute("SELECT state FROM proposals WHERE id=?", (proposal_id,)).fetchone()
+            if cur is None:
+                raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
+            if label is not None:
+                db.execute(
+                    "INSERT INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (label.id, label.slide_id, label.path, label.x, label.y, label.width, label.height, label.source,
+                     label.reviewer, label.created, label.parent_id, label.version, label.foreground_pixels,
+                     label.objects),
+                )
+            db.execute("UPDATE proposals SET state=?, reviewer=?, decided=?, label_id=? WHERE id=?",
+                       (state, reviewer, now(), label.id if label else "", proposal_id))
+        return self.get_proposal(proposal_id)
 
     # ------------------------------------------------------------------ models
     def add_model(self, row: ModelRow) -> ModelRow:

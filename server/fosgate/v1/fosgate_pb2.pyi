@@ -22,6 +22,42 @@ class LabelSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABEL_SOURCE_MODEL: _ClassVar[LabelSource]
     LABEL_SOURCE_IMPORT: _ClassVar[LabelSource]
 
+class SelectStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SELECT_STRATEGY_UNSPECIFIED: _ClassVar[SelectStrategy]
+    SELECT_STRATEGY_BALANCED: _ClassVar[SelectStrategy]
+    SELECT_STRATEGY_PROPORTIONAL: _ClassVar[SelectStrategy]
+    SELECT_STRATEGY_RANDOM: _ClassVar[SelectStrategy]
+    SELECT_STRATEGY_ACTIVE: _ClassVar[SelectStrategy]
+
+class AutoLabelMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUTO_LABEL_METHOD_UNSPECIFIED: _ClassVar[AutoLabelMethod]
+    AUTO_LABEL_METHOD_CLASSICAL: _ClassVar[AutoLabelMethod]
+    AUTO_LABEL_METHOD_SAM: _ClassVar[AutoLabelMethod]
+    AUTO_LABEL_METHOD_MODEL: _ClassVar[AutoLabelMethod]
+
+class ProposalState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROPOSAL_STATE_UNSPECIFIED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_PENDING: _ClassVar[ProposalState]
+    PROPOSAL_STATE_ACCEPTED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_REJECTED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_REPLACED: _ClassVar[ProposalState]
+
+class ReviewDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVIEW_DECISION_UNSPECIFIED: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_ACCEPT: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_REJECT: _ClassVar[ReviewDecision]
+    REVIEW_DECISION_REPLACE: _ClassVar[ReviewDecision]
+
+class EditCoordinates(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EDIT_COORDINATES_UNSPECIFIED: _ClassVar[EditCoordinates]
+    EDIT_COORDINATES_TILE: _ClassVar[EditCoordinates]
+    EDIT_COORDINATES_SLIDE: _ClassVar[EditCoordinates]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -39,6 +75,27 @@ LABEL_SOURCE_CLASSICAL: LabelSource
 LABEL_SOURCE_SAM: LabelSource
 LABEL_SOURCE_MODEL: LabelSource
 LABEL_SOURCE_IMPORT: LabelSource
+SELECT_STRATEGY_UNSPECIFIED: SelectStrategy
+SELECT_STRATEGY_BALANCED: SelectStrategy
+SELECT_STRATEGY_PROPORTIONAL: SelectStrategy
+SELECT_STRATEGY_RANDOM: SelectStrategy
+SELECT_STRATEGY_ACTIVE: SelectStrategy
+AUTO_LABEL_METHOD_UNSPECIFIED: AutoLabelMethod
+AUTO_LABEL_METHOD_CLASSICAL: AutoLabelMethod
+AUTO_LABEL_METHOD_SAM: AutoLabelMethod
+AUTO_LABEL_METHOD_MODEL: AutoLabelMethod
+PROPOSAL_STATE_UNSPECIFIED: ProposalState
+PROPOSAL_STATE_PENDING: ProposalState
+PROPOSAL_STATE_ACCEPTED: ProposalState
+PROPOSAL_STATE_REJECTED: ProposalState
+PROPOSAL_STATE_REPLACED: ProposalState
+REVIEW_DECISION_UNSPECIFIED: ReviewDecision
+REVIEW_DECISION_ACCEPT: ReviewDecision
+REVIEW_DECISION_REJECT: ReviewDecision
+REVIEW_DECISION_REPLACE: ReviewDecision
+EDIT_COORDINATES_UNSPECIFIED: EditCoordinates
+EDIT_COORDINATES_TILE: EditCoordinates
+EDIT_COORDINATES_SLIDE: EditCoordinates
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -228,6 +285,216 @@ class ListLabelsResponse(_message.Message):
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
 
+class ClusterRequest(_message.Message):
+    __slots__ = ("slide_id", "tile_size", "margin", "k", "seed", "epochs", "max_tiles", "region")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TILES_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    tile_size: int
+    margin: int
+    k: int
+    seed: int
+    epochs: int
+    max_tiles: int
+    region: Rect
+    def __init__(self, slide_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., margin: _Optional[int] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., epochs: _Optional[int] = ..., max_tiles: _Optional[int] = ..., region: _Optional[_Union[Rect, _Mapping]] = ...) -> None: ...
+
+class ClusterTile(_message.Message):
+    __slots__ = ("index", "region", "cluster", "tsne_x", "tsne_y", "mean_intensity")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    TSNE_X_FIELD_NUMBER: _ClassVar[int]
+    TSNE_Y_FIELD_NUMBER: _ClassVar[int]
+    MEAN_INTENSITY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    region: Rect
+    cluster: int
+    tsne_x: float
+    tsne_y: float
+    mean_intensity: float
+    def __init__(self, index: _Optional[int] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., cluster: _Optional[int] = ..., tsne_x: _Optional[float] = ..., tsne_y: _Optional[float] = ..., mean_intensity: _Optional[float] = ...) -> None: ...
+
+class Clustering(_message.Message):
+    __slots__ = ("clustering_id", "slide_id", "k", "tile_size", "job_id", "cluster_sizes", "tiles", "created")
+    CLUSTERING_ID_FIELD_NUMBER: _ClassVar[int]
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SIZES_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    clustering_id: str
+    slide_id: str
+    k: int
+    tile_size: int
+    job_id: str
+    cluster_sizes: _containers.RepeatedScalarFieldContainer[int]
+    tiles: _containers.RepeatedCompositeFieldContainer[ClusterTile]
+    created: str
+    def __init__(self, clustering_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., k: _Optional[int] = ..., tile_size: _Optional[int] = ..., job_id: _Optional[str] = ..., cluster_sizes: _Optional[_Iterable[int]] = ..., tiles: _Optional[_Iterable[_Union[ClusterTile, _Mapping]]] = ..., created: _Optional[str] = ...) -> None: ...
+
+class GetClusteringRequest(_message.Message):
+    __slots__ = ("clustering_id", "with_tiles")
+    CLUSTERING_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_TILES_FIELD_NUMBER: _ClassVar[int]
+    clustering_id: str
+    with_tiles: bool
+    def __init__(self, clustering_id: _Optional[str] = ..., with_tiles: _Optional[bool] = ...) -> None: ...
+
+class ListClusteringsRequest(_message.Message):
+    __slots__ = ("slide_id",)
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+
+class ListClusteringsResponse(_message.Message):
+    __slots__ = ("clusterings",)
+    CLUSTERINGS_FIELD_NUMBER: _ClassVar[int]
+    clusterings: _containers.RepeatedCompositeFieldContainer[Clustering]
+    def __init__(self, clusterings: _Optional[_Iterable[_Union[Clustering, _Mapping]]] = ...) -> None: ...
+
+class SelectRequest(_message.Message):
+    __slots__ = ("clustering_id", "n", "strategy", "exclude_clusters", "model_id", "seed", "skip_labelled")
+    CLUSTERING_ID_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SKIP_LABELLED_FIELD_NUMBER: _ClassVar[int]
+    clustering_id: str
+    n: int
+    strategy: SelectStrategy
+    exclude_clusters: _containers.RepeatedScalarFieldContainer[int]
+    model_id: str
+    seed: int
+    skip_labelled: bool
+    def __init__(self, clustering_id: _Optional[str] = ..., n: _Optional[int] = ..., strategy: _Optional[_Union[SelectStrategy, str]] = ..., exclude_clusters: _Optional[_Iterable[int]] = ..., model_id: _Optional[str] = ..., seed: _Optional[int] = ..., skip_labelled: _Optional[bool] = ...) -> None: ...
+
+class SelectResponse(_message.Message):
+    __slots__ = ("tiles",)
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    tiles: _containers.RepeatedCompositeFieldContainer[ClusterTile]
+    def __init__(self, tiles: _Optional[_Iterable[_Union[ClusterTile, _Mapping]]] = ...) -> None: ...
+
+class SamParams(_message.Message):
+    __slots__ = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_area", "max_area", "has_thresholds")
+    POINTS_PER_SIDE_FIELD_NUMBER: _ClassVar[int]
+    PRED_IOU_THRESH_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_SCORE_THRESH_FIELD_NUMBER: _ClassVar[int]
+    MIN_AREA_FIELD_NUMBER: _ClassVar[int]
+    MAX_AREA_FIELD_NUMBER: _ClassVar[int]
+    HAS_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    points_per_side: int
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    min_area: int
+    max_area: int
+    has_thresholds: bool
+    def __init__(self, points_per_side: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., min_area: _Optional[int] = ..., max_area: _Optional[int] = ..., has_thresholds: _Optional[bool] = ...) -> None: ...
+
+class AutoLabelRequest(_message.Message):
+    __slots__ = ("slide_id", "regions", "method", "model_id", "sam", "clustering_id")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SAM_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERING_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    regions: _containers.RepeatedCompositeFieldContainer[Rect]
+    method: AutoLabelMethod
+    model_id: str
+    sam: SamParams
+    clustering_id: str
+    def __init__(self, slide_id: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[Rect, _Mapping]]] = ..., method: _Optional[_Union[AutoLabelMethod, str]] = ..., model_id: _Optional[str] = ..., sam: _Optional[_Union[SamParams, _Mapping]] = ..., clustering_id: _Optional[str] = ...) -> None: ...
+
+class Proposal(_message.Message):
+    __slots__ = ("proposal_id", "slide_id", "region", "source", "state", "objects", "created", "job_id", "label_id", "reviewer", "decided", "uncertainty")
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    slide_id: str
+    region: Rect
+    source: LabelSource
+    state: ProposalState
+    objects: int
+    created: str
+    job_id: str
+    label_id: str
+    reviewer: str
+    decided: str
+    uncertainty: float
+    def __init__(self, proposal_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., state: _Optional[_Union[ProposalState, str]] = ..., objects: _Optional[int] = ..., created: _Optional[str] = ..., job_id: _Optional[str] = ..., label_id: _Optional[str] = ..., reviewer: _Optional[str] = ..., decided: _Optional[str] = ..., uncertainty: _Optional[float] = ...) -> None: ...
+
+class ListProposalsRequest(_message.Message):
+    __slots__ = ("slide_id", "state", "job_id")
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    slide_id: str
+    state: ProposalState
+    job_id: str
+    def __init__(self, slide_id: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ListProposalsResponse(_message.Message):
+    __slots__ = ("proposals",)
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
+    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
+
+class ReviewRequest(_message.Message):
+    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates")
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    MASK_SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
+    GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    decision: ReviewDecision
+    reviewer: str
+    mask_slide_id: str
+    roi_zip: bytes
+    geojson: bytes
+    coordinates: EditCoordinates
+    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ...) -> None: ...
+
+class ReviewResponse(_message.Message):
+    __slots__ = ("proposal", "label")
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    proposal: Proposal
+    label: Label
+    def __init__(self, proposal: _Optional[_Union[Proposal, _Mapping]] = ..., label: _Optional[_Union[Label, _Mapping]] = ...) -> None: ...
+
+class ExportDatasetRequest(_message.Message):
+    __slots__ = ("label_ids", "format")
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    format: str
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., format: _Optional[str] = ...) -> None: ...
+
 class Model(_message.Message):
     __slots__ = ("model_id", "name", "version", "created", "in_channels", "receptive_field", "train_tile_size", "metrics", "label_ids", "normalization", "job_id", "parent_model_id")
     class MetricsEntry(_message.Message):
@@ -264,7 +531,7 @@ class Model(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id")
+    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience")
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +542,7 @@ class TrainRequest(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     epochs: int
     tile_size: int
@@ -285,7 +553,8 @@ class TrainRequest(_message.Message):
     learning_rate: float
     steps_per_epoch: int
     base_model_id: str
-    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ...) -> None: ...
+    patience: int
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("model_id",)

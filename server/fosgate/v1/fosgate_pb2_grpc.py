@@ -427,6 +427,427 @@ class LabelService:
             _registered_method=True)
 
 
+class LabellingServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ClusterTiles = channel.unary_unary(
+                '/fosgate.v1.LabellingService/ClusterTiles',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ClusterRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetClustering = channel.unary_unary(
+                '/fosgate.v1.LabellingService/GetClustering',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.GetClusteringRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Clustering.FromString,
+                _registered_method=True)
+        self.ListClusterings = channel.unary_unary(
+                '/fosgate.v1.LabellingService/ListClusterings',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListClusteringsRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListClusteringsResponse.FromString,
+                _registered_method=True)
+        self.SelectTiles = channel.unary_unary(
+                '/fosgate.v1.LabellingService/SelectTiles',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.SelectRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.SelectResponse.FromString,
+                _registered_method=True)
+        self.AutoLabel = channel.unary_unary(
+                '/fosgate.v1.LabellingService/AutoLabel',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.AutoLabelRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListProposals = channel.unary_unary(
+                '/fosgate.v1.LabellingService/ListProposals',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListProposalsRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListProposalsResponse.FromString,
+                _registered_method=True)
+        self.ReviewProposal = channel.unary_unary(
+                '/fosgate.v1.LabellingService/ReviewProposal',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewResponse.FromString,
+                _registered_method=True)
+        self.ExportProposals = channel.unary_unary(
+                '/fosgate.v1.LabellingService/ExportProposals',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListProposalsRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
+        self.ExportDataset = channel.unary_unary(
+                '/fosgate.v1.LabellingService/ExportDataset',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ExportDatasetRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
+
+
+class LabellingServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ClusterTiles(self, request, context):
+        """result_id: clustering id
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClustering(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusterings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SelectTiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AutoLabel(self, request, context):
+        """creates pending proposals
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProposals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportProposals(self, request, context):
+        """artifact proposals.zip: per proposal <id>.png (the tile), <id>.labels.tif, <id>.rois.zip (tile
+        coordinates, for Fiji's ROI Manager) and <id>.geojson (slide coordinates, for QuPath), + proposals.csv
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportDataset(self, request, context):
+        """artifact: dataset.zip (images/, masks/)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LabellingServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ClusterTiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterTiles,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ClusterRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+            'GetClustering': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClustering,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.GetClusteringRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Clustering.SerializeToString,
+            ),
+            'ListClusterings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusterings,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListClusteringsRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListClusteringsResponse.SerializeToString,
+            ),
+            'SelectTiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectTiles,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.SelectRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.SelectResponse.SerializeToString,
+            ),
+            'AutoLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutoLabel,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.AutoLabelRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+            'ListProposals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProposals,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListProposalsRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListProposalsResponse.SerializeToString,
+            ),
+            'ReviewProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewProposal,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewResponse.SerializeToString,
+            ),
+            'ExportProposals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportProposals,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListProposalsRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+            'ExportDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportDataset,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ExportDatasetRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fosgate.v1.LabellingService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fosgate.v1.LabellingService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LabellingService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ClusterTiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/ClusterTiles',
+            fosgate_dot_v1_dot_fosgate__pb2.ClusterRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClustering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/GetClustering',
+            fosgate_dot_v1_dot_fosgate__pb2.GetClusteringRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Clustering.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusterings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/ListClusterings',
+            fosgate_dot_v1_dot_fosgate__pb2.ListClusteringsRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.ListClusteringsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectTiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/SelectTiles',
+            fosgate_dot_v1_dot_fosgate__pb2.SelectRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.SelectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutoLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/AutoLabel',
+            fosgate_dot_v1_dot_fosgate__pb2.AutoLabelRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProposals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/ListProposals',
+            fosgate_dot_v1_dot_fosgate__pb2.ListProposalsRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.ListProposalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/ReviewProposal',
+            fosgate_dot_v1_dot_fosgate__pb2.ReviewRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.ReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportProposals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/ExportProposals',
+            fosgate_dot_v1_dot_fosgate__pb2.ListProposalsRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/ExportDataset',
+            fosgate_dot_v1_dot_fosgate__pb2.ExportDatasetRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ModelServiceStub:
     """Missing associated documentation comment in .proto file."""
 
