@@ -15,7 +15,7 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
-scripts/setup.sh dev,sam
+scripts/setup.sh dev,sam,imagej
 .venv/bin/ruff check .
 .venv/bin/python scripts/gen_protos.py --check
 exec .venv/bin/python -m pytest -q -ra "$@"

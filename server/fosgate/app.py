@@ -136,22 +136,34 @@ class App:
 
     # ------------------------------------------------------------------ labels
     def add_label(self, slide_id: str, mask_slide_id: str, region: tuple[int, int, int, int] | None,
-                  source: str, reviewer: str, parent_id: str = "") -> LabelRow:
+                  source: str, reviewer: str, parent_id: str = "", roi_zip: bytes = b"",
+                  geojson: bytes = b"") -> LabelRow:
         """Store a mask as an accepted label for a rectangle of an image. The mask may be binary
-        (0/1, 0/255) or an instance-label image; any non-zero pixel is foreground."""
+        (0/1, 0/255) or an instance-label image (any non-zero pixel is foreground), or be given as an
+        ImageJ ROI set (region coordinates) or QuPath GeoJSON (slide coordinates)."""
+        from fosgate.core.edits import labels_from_geojson, labels_from_roi_zip
 
         if source not in LABEL_SOURCES:
             raise InvalidInput(f"Unknown label source '{source}'; use one of {', '.join(LABEL_SOURCES)}.")
         image = self.store.get_slide(slide_id)
-        mask_row = self.store.get_slide(mask_slide_id)
         h, w = image.info["height"], image.info["width"]
-        mh, mw = mask_row.info["height"], mask_row.info["width"]
-        if mh * mw > self.config.max_label_pixels:
-            raise TooLarge(f"The mask is {mw}x{mh} px; labels are stored per tile or image up to "
-                           f"{self.config.max_label_pixels:,} pixels. Split it into smaller regions.")
         x, y, rw, rh = region if region and region[2] and region[3] else (0, 0, w, h)
         if x < 0 or y < 0 or x + rw > w or y + rh > h:
             raise InvalidInput(f"The label region {rw}x{rh} at ({x}, {y}) lies outside the {w}x{h} image.")
+        if rw * rh > self.config.max_label_pixels:
+            raise TooLarge(f"The labelled region is {rw}x{rh} px; labels are stored per tile or image up to "
+                           f"{self.config.max_label_pixels:,} pixels. Split it into smaller regions.")
+        if not mask_slide_id:
+            if roi_zip:
+                labels = labels_from_roi_zip(roi_zip, (rh, rw))
+            elif geojson:
+                labels = labels_from_geojson(geojson, (rh, rw), offset=(x, y))
+            else:
+                raise InvalidInput("Give the label as a mask image, an ImageJ ROI set or QuPath GeoJSON.")
+            return self.store.add_label(self._make_label(slide_id, labels, (x, y, rw, rh), source, reviewer,
+                                                         parent_id))
+        mask_row = self.store.get_slide(mask_slide_id)
+        mh, mw = mask_row.info["height"], mask_row.info["width"]
         if (mw, mh) != (rw, rh):
             raise InvalidInput(f"The mask is {mw}x{mh} px but the labelled region of the image is {rw}x{rh} px; "
                                "they must match.")

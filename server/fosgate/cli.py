@@ -135,6 +135,8 @@ def cmd_predict(args) -> int:
                              stem=file_stem(path))
             job = _job_bar(fg, job, f"Predicting {path.name}")
             files = fg.download_outputs(job, out)
+            if args.imagej:
+                files += imagej_copies(out, file_stem(path))
             count = int(job.metrics.get("count", 0))
             results.append({"image": str(path), "count": count, "job_id": job.job_id,
                             "files": [str(f) for f in files]})
@@ -322,6 +324,37 @@ def cmd_review(args) -> int:
     return 0
 
 
+def imagej_copies(out: Path, stem: str) -> list[Path]:
+    """ImageJ 1.x cannot open tiled TIFFs: write striped, zlib-compressed ImageJ TIFFs of the mask and labels."""
+    import numpy as np
+    import tifffile
+
+    written = []
+    for kind in ("mask", "labels"):
+        src = out / f"{stem}.{kind}.ome.tif"
+        if src.exists():
+            arr = tifffile.imread(src)
+            if arr.dtype == np.uint32:
+                arr = arr.astype(np.float32)  # ImageJ has no 32-bit integer images
+            dst = out / f"{stem}.{kind}.tif"
+            tifffile.imwrite(dst, arr, imagej=True, compression="zlib", rowsperstrip=64)
+            written.append(dst)
+    return written
+
+
+def cmd_label(args) -> int:
+    with _client(args) as fg:
+        slide_id = _slide_id(fg, args.image, args.channel)
+        mask_id = fg.upload_slide(Path(args.mask), role="mask").slide_id if args.mask else ""
+        label = fg.add_label(slide_id, mask_id, args.region, source="human", reviewer=args.reviewer,
+                             roi_zip=args.roi_zip, geojson=args.geojson)
+    if args.json:
+        print(json.dumps({"label_id": label.label_id, "slide_id": slide_id, "objects": label.objects}))
+    else:
+        print(f"{label.label_id}\t{label.objects} objects on slide {slide_id}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from fosgate.core.evaluate import evaluate_folders, format_table
 
@@ -385,8 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split-touching", action="store_true", help="watershed split of touching cells")
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--imagej", action="store_true",
+                    help="also write <stem>.mask.tif and <stem>.labels.tif that plain ImageJ 1.x opens (striped)")
     sp.add_argument("images", nargs="+", metavar="IMAGE")
     sp.set_defaults(fn=cmd_predict)
+
+    sp = sub.add_parser("label", help="store a reviewed label: an image plus a mask, ROI set or GeoJSON")
+    client_args(sp)
+    sp.add_argument("--image", required=True, help="image file (uploaded) or slide id")
+    sp.add_argument("--mask", default=None, help="mask image of the region's size (binary or instance labels)")
+    sp.add_argument("--roi-zip", default=None, help="ImageJ ROI set (region coordinates), e.g. the ROI Manager's")
+    sp.add_argument("--geojson", default=None, help="QuPath GeoJSON (slide coordinates)")
+    sp.add_argument("--region", type=_region_arg, default=None, metavar="X,Y,W,H", help="default: the whole image")
+    sp.add_argument("--reviewer", default="")
+    sp.add_argument("--channel", type=int, default=None)
+    sp.set_defaults(fn=cmd_label)
 
     sp = sub.add_parser("demo", help="generate a sample slide, label, train, predict; no server or data needed")
     sp.add_argument("--out", default="fosgate-demo")
@@ -495,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except FosgateClientError as err:
         print(f"fosgate: {err}", file=sys.stderr)
+        if getattr(args, "json", False):  # scripts and macros read stdout only
+            print(json.dumps({"error": str(err), "code": err.code.name if err.code else ""}))
         return 2
     except KeyboardInterrupt:
         return 130

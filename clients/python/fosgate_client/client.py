@@ -136,13 +136,21 @@ class FosgateClient:
             slide_id=slide_id, tile_size=tile_size, margin=margin, format=fmt))
 
     # ------------------------------------------------------------------ labels
-    def add_label(self, slide_id: str, mask_slide_id: str, region: tuple[int, int, int, int] | None = None,
-                  source: str = "human", reviewer: str = "", parent_id: str = "") -> pb.Label:
+    def add_label(self, slide_id: str, mask_slide_id: str = "", region: tuple[int, int, int, int] | None = None,
+                  source: str = "human", reviewer: str = "", parent_id: str = "", *,
+                  roi_zip: str | os.PathLike | bytes | None = None,
+                  geojson: str | os.PathLike | bytes | None = None) -> pb.Label:
+        """Store a label: an uploaded mask slide, or an ImageJ ROI set (region coordinates) or
+        QuPath GeoJSON (slide coordinates)."""
         src = getattr(pb, f"LABEL_SOURCE_{source.upper()}", pb.LABEL_SOURCE_HUMAN)
         r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()
-        return self._call(self.labels.AddLabel, pb.AddLabelRequest(
-            slide_id=slide_id, mask_slide_id=mask_slide_id, region=r, source=src, reviewer=reviewer,
-            parent_id=parent_id))
+        req = pb.AddLabelRequest(slide_id=slide_id, mask_slide_id=mask_slide_id, region=r, source=src,
+                                 reviewer=reviewer, parent_id=parent_id)
+        if roi_zip is not None:
+            req.roi_zip = roi_zip if isinstance(roi_zip, bytes) else Path(roi_zip).read_bytes()
+        if geojson is not None:
+            req.geojson = geojson if isinstance(geojson, bytes) else Path(geojson).read_bytes()
+        return self._call(self.labels.AddLabel, req)
 
     def list_labels(self, slide_id: str = "") -> list[pb.Label]:
         return list(self._call(self.labels.ListLabels, pb.ListLabelsRequest(slide_id=slide_id)).labels)

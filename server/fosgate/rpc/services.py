@@ -139,7 +139,8 @@ class LabelService(pbg.LabelServiceServicer):
     @rpc_method
     def AddLabel(self, request: pb.AddLabelRequest, context) -> pb.Label:
         row = self.app.add_label(request.slide_id, request.mask_slide_id, rect(request.region),
-                                 PB_TO_SOURCE.get(request.source, "human"), request.reviewer, request.parent_id)
+                                 PB_TO_SOURCE.get(request.source, "human"), request.reviewer, request.parent_id,
+                                 roi_zip=request.roi_zip, geojson=request.geojson)
         return label_pb(row)
 
     @rpc_method

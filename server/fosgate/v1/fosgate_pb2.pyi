@@ -258,20 +258,24 @@ class Label(_message.Message):
     def __init__(self, label_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., created: _Optional[str] = ..., parent_id: _Optional[str] = ..., version: _Optional[int] = ..., foreground_pixels: _Optional[int] = ..., objects: _Optional[int] = ...) -> None: ...
 
 class AddLabelRequest(_message.Message):
-    __slots__ = ("slide_id", "mask_slide_id", "region", "source", "reviewer", "parent_id")
+    __slots__ = ("slide_id", "mask_slide_id", "region", "source", "reviewer", "parent_id", "roi_zip", "geojson")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REVIEWER_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
+    GEOJSON_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
     mask_slide_id: str
     region: Rect
     source: LabelSource
     reviewer: str
     parent_id: str
-    def __init__(self, slide_id: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., parent_id: _Optional[str] = ...) -> None: ...
+    roi_zip: bytes
+    geojson: bytes
+    def __init__(self, slide_id: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., parent_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ...) -> None: ...
 
 class ListLabelsRequest(_message.Message):
     __slots__ = ("slide_id",)

@@ -1,0 +1,258 @@
+"""Prediction speed: fosgate's stitched prediction vs the reference tile loop vs one whole-image pass.
+
+Issue "Benchmarks", part 2 "Speed". One synthetic c-fos slide (``fosgate.core.synthetic.generate_cfos``,
+normalised as ``image / 255``) and one model (``fosgate.core.unet.build_unet(1, seed=0)``, untrained:
+speed does not depend on the weights) are timed three ways in one run:
+
+1. ``fosgate_tiled``: ``fosgate.core.predict.predict_tiled`` over an in-memory image, with the tile chosen
+   by ``auto_tile_size(h, w, 1, memory_budget_bytes=1.5e9, halo=halo)`` and
+   ``halo = required_halo(receptive_field_radius(model))`` (what the server does).
+2. ``reference_loop``: a faithful re-implementation of the reference recipe's prediction loop (Cai,
+   "Advanced Image Segmentation Techniques ... C-fos"; the reference notebooks' "crop" + "predict"
+   steps): the slide is cut into 128 x 128 px tiles stepping by 120 px (a 4 px margin on each side,
+   tiles at y, x = 0, 120, 240, ... while the tile fits inside the slide); each tile is written to a
+   PNG file and read back (the notebooks do this with cv2/PIL; PIL here), normalised, and predicted
+   with its own ``model.predict(tile[None], verbose=0)`` call; the prediction is stitched by keeping
+   only the centre 120 x 120 px of each tile. As in the reference, the outer 4 px of the slide and
+   any strip at the bottom/right that no full tile reaches get no prediction (reported as
+   ``lost_pixels``), and the 4 px margin is far smaller than the network's receptive field, so the
+   result also differs from a single pass inside the covered area (``max_abs_diff_covered``).
+3. ``single_pass``: ``fosgate.core.predict.predict_single_pass`` over the whole image: the compute floor.
+
+Every method is warmed up once on a small input first, so graph tracing and first-call set-up are not
+timed. Throughput is slide megapixels per second for all three (the reference loop is credited with
+the whole slide although it leaves the edges out). Targets: fosgate >= 10x faster than the reference
+loop, and fosgate time / single-pass time <= 1.15. ``max_abs_diff`` is max |fosgate - single pass|.
+
+    .venv/bin/python bench/bench_speed.py [--quick] [--out bench/out] [--markdown BENCHMARKS.md]
+
+Writes ``<out>/speed.json``, prints a Markdown table and writes the "Speed" section of BENCHMARKS.md
+(other sections of an existing file are kept). Full mode: a 2048 x 2048 slide; ``--quick``: 512 x 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REF_TILE = 128
+REF_MARGIN = 4
+MEMORY_BUDGET = 1.5e9
+TARGET_SPEEDUP = 10.0
+TARGET_OVERHEAD = 1.15
+METHODS = ("fosgate_tiled", "reference_loop", "single_pass")
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32)[..., None] / 255
+
+
+def fosgate_tiled(model: Any, image: np.ndarray, tile: int, halo: int) -> np.ndarray:
+    """Stitched prediction exactly as ``predict_array`` does it (reader over the in-memory image)."""
+    from fosgate.core.predict import predict_tiled
+
+    h, w = image.shape[:2]
+    out = np.zeros((h, w), np.float32)
+
+    def on_block(cy0: int, cy1: int, cx0: int, cx1: int, prob: np.ndarray) -> None:
+        out[cy0:cy1, cx0:cx1] = prob
+
+    predict_tiled(model, lambda y0, y1, x0, x1: image[y0:y1, x0:x1], h, w, tile=tile, halo=halo,
+                  on_block=on_block)
+    return out
+
+
+def reference_origins(n: int, tile: int = REF_TILE, margin: int = REF_MARGIN) -> list[int]:
+    """Tile origins along one axis: 0, step, 2 * step, ... while a whole tile fits."""
+    return list(range(0, n - tile + 1, tile - 2 * margin))
+
+
+def reference_loop(model: Any, image_u8: np.ndarray, workdir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The reference recipe's loop (module docstring). Returns (stitched, covered mask, phase timings)."""
+    h, w = image_u8.shape
+    ys, xs = reference_origins(h), reference_origins(w)
+    t0 = time.perf_counter()
+    paths = []
+    for y in ys:  # the "crop" step: every tile to a PNG file
+        for x in xs:
+            path = workdir / f"tile_{y}_{x}.png"
+            Image.fromarray(image_u8[y:y + REF_TILE, x:x + REF_TILE]).save(path)
+            paths.append((y, x, path))
+    t1 = time.perf_counter()
+    out = np.zeros((h, w), np.float32)
+    covered = np.zeros((h, w), bool)
+    m, core = REF_MARGIN, REF_TILE - REF_MARGIN
+    for y, x, path in paths:  # the "predict" step: read back, one predict call per tile, keep the centre
+        tile = normalise(np.asarray(Image.open(path)))
+        pred = model.predict(tile[None], verbose=0)[0, ..., 0]
+        out[y + m:y + core, x + m:x + core] = pred[m:core, m:core]
+        covered[y + m:y + core, x + m:x + core] = True
+    t2 = time.perf_counter()
+    return out, covered, {"crop_write_seconds": t1 - t0, "read_predict_stitch_seconds": t2 - t1,
+                          "tiles": len(paths)}
+
+
+def timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t0
+
+
+def run(size: int, seed: int, quick: bool) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from fosgate.core.predict import auto_tile_size, predict_single_pass
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.tiling import plan_windows
+    from fosgate.core.unet import build_unet, receptive_field_radius, required_halo
+
+    image_u8, _, _ = generate_cfos(size, size, seed)
+    image = normalise(image_u8)
+    h, w = image.shape[:2]
+    model = build_unet(1, seed=0)
+    radius = receptive_field_radius(model)
+    halo = required_halo(radius)
+    tile = auto_tile_size(h, w, 1, memory_budget_bytes=MEMORY_BUDGET, halo=halo)
+    windows = plan_windows(h, w, tile, halo)
+    window_pixels = sum((v.wy1 - v.wy0) * (v.wx1 - v.wx0) for v in windows)
+
+    # Warm-up on a small input (tracing, oneDNN primitive set-up, first PNG codec use).
+    small_u8 = image_u8[:256, :256]
+    small = normalise(small_u8)
+    fosgate_tiled(model, small, auto_tile_size(256, 256, 1, memory_budget_bytes=MEMORY_BUDGET, halo=halo), halo)
+    predict_single_pass(model, small)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference_loop(model, small_u8, Path(tmp))
+
+    tiled, t_fosgate = timed(fosgate_tiled, model, image, tile, halo)
+    with tempfile.TemporaryDirectory() as tmp:
+        (ref, covered, phases), t_ref = timed(reference_loop, model, image_u8, Path(tmp))
+    single, t_single = timed(predict_single_pass, model, image)
+
+    mpx = h * w / 1e6
+    lost = int(covered.size - covered.sum())
+    methods = {
+        "fosgate_tiled": {"seconds": t_fosgate, "megapixels_per_s": mpx / t_fosgate, "tile": tile, "halo": halo,
+                          "windows": len(windows), "window_size": windows[0].wy1 - windows[0].wy0,
+                          "window_pixels_over_slide_pixels": window_pixels / (h * w),
+                          "max_abs_diff_vs_single": float(np.abs(tiled - single).max())},
+        "reference_loop": {"seconds": t_ref, "megapixels_per_s": mpx / t_ref, "tile": REF_TILE,
+                           "margin": REF_MARGIN, "step": REF_TILE - 2 * REF_MARGIN, **phases,
+                           "lost_pixels": lost, "lost_fraction": lost / covered.size,
+                           "max_abs_diff_covered": float(np.abs(ref - single)[covered].max())},
+        "single_pass": {"seconds": t_single, "megapixels_per_s": mpx / t_single},
+    }
+    speedup = t_ref / t_fosgate
+    overhead = t_fosgate / t_single
+    return {
+        "mode": "quick" if quick else "full",
+        "slide": {"height": h, "width": w, "seed": seed, "generator": "fosgate.core.synthetic.generate_cfos"},
+        "model": {"builder": "fosgate.core.unet.build_unet(1, seed=0)", "trained": False,
+                  "parameters": int(model.count_params()), "receptive_field_radius": radius},
+        "methods": methods,
+        "speedup_vs_reference": speedup,
+        "fosgate_over_single_pass": overhead,
+        "targets": {"speedup_vs_reference_min": TARGET_SPEEDUP, "fosgate_over_single_pass_max": TARGET_OVERHEAD,
+                    "speedup_met": speedup >= TARGET_SPEEDUP, "overhead_met": overhead <= TARGET_OVERHEAD},
+        "max_abs_diff": methods["fosgate_tiled"]["max_abs_diff_vs_single"],
+        "machine": {"processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(), "load_average_1min_at_end": os.getloadavg()[0]},
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "numpy": np.__version__},
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def markdown_table(r: dict) -> str:
+    m = r["methods"]
+    f, ref, s = m["fosgate_tiled"], m["reference_loop"], m["single_pass"]
+    rows = [
+        ("fosgate stitched (`predict_tiled`)", f, f"tile {f['tile']}, halo {f['halo']}, {f['windows']} window(s) "
+         f"of {f['window_size']} px; max abs diff vs single pass {f['max_abs_diff_vs_single']:.2e}"),
+        ("reference loop (128 px tiles, 4 px margin, PNG round trip, one `predict` per tile)", ref,
+         f"{ref['tiles']} tiles; {ref['lost_pixels']} px ({ref['lost_fraction']:.1%}) at the edges "
+         f"not predicted; max abs diff vs single pass where predicted {ref['max_abs_diff_covered']:.2e}"),
+        ("single pass (`predict_single_pass`, compute floor)", s, "whole image in one call"),
+    ]
+    lines = ["| method | seconds | Mpx/s | notes |", "|---|---:|---:|---|"]
+    lines += [f"| {name} | {v['seconds']:.2f} | {v['megapixels_per_s']:.3f} | {note} |" for name, v, note in rows]
+    t = r["targets"]
+    lines += [
+        "",
+        f"- fosgate vs reference loop: **{r['speedup_vs_reference']:.1f}x faster** "
+        f"(target >= {t['speedup_vs_reference_min']:.0f}x: {'met' if t['speedup_met'] else 'NOT met'})",
+        f"- fosgate time / single-pass time: **{r['fosgate_over_single_pass']:.2f}** "
+        f"(target <= {t['fosgate_over_single_pass_max']}: {'met' if t['overhead_met'] else 'NOT met'})",
+        f"- max abs(stitched - single pass): {r['max_abs_diff']:.2e}",
+    ]
+    return "\n".join(lines)
+
+
+def speed_section(r: dict, table: str) -> str:
+    mc, v, sl = r["machine"], r["versions"], r["slide"]
+    return "\n".join([
+        "## Speed",
+        "",
+        f"Prediction on one synthetic {sl['height']} x {sl['width']} c-fos slide "
+        f"(`generate_cfos`, seed {sl['seed']}, {r['mode']} mode) with one untrained reference U-Net "
+        f"(`build_unet(1, seed=0)`, {r['model']['parameters']} parameters, receptive-field radius "
+        f"{r['model']['receptive_field_radius']} px; weights do not change the speed). Each method warmed up "
+        "once on a small input; one timed run each. Produced by `.venv/bin/python bench/bench_speed.py` "
+        "(see its docstring for exactly what the reference loop does).",
+        "",
+        table,
+        "",
+        f"Machine: processor `{mc['processor'] or 'unknown'}`, {mc['cpu_count']} CPUs, `{mc['platform']}` "
+        f"(1-min load average at the end: {mc['load_average_1min_at_end']:.1f}). "
+        f"Python {v['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, NumPy {v['numpy']}. "
+        f"Date: {r['date']}.",
+        "",
+    ])
+
+
+def write_markdown(path: Path, section: str) -> None:
+    """Write the Speed section into ``path``, replacing an existing one and keeping the other sections."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    start = text.find("## Speed\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + ("" if end < 0 else "\n" + text[end + 1:])
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="512 x 512 slide instead of 2048 x 2048")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="folder for speed.json")
+    ap.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
+                    help="Markdown file whose Speed section is (re)written")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    result = run(512 if args.quick else 2048, args.seed, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(result, indent=2))
+    table = markdown_table(result)
+    print(table)
+    write_markdown(args.markdown, speed_section(result, table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

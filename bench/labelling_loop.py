@@ -1,0 +1,165 @@
+"""The labelling loop on real data, through a real fosgate server, with a scripted reviewer.
+
+Data: Fluorescent Neuronal Cells (../shared/data/fnc, yellow + red; CC BY-SA 4.0, Morelli et al. 2021,
+Clissa et al. 2024). One image per colour is held out for evaluation; the others are the "slides".
+
+Per training slide: tile clustering (autoencoder + k-means). Then rounds of
+  select (round 1: balanced over clusters; later: active, guided by the current model)
+  -> auto-label (round 1: classical labeller; later: the current model's predictions)
+  -> review by a script that plays the biologist: it accepts a proposal whose objects match the
+     ground truth (object F1 >= ``accept_f1`` with the FNC rule: IoU >= 0.5 or centroids <= 40 px)
+     and otherwise replaces it with the ground-truth mask (that is one "touched" tile)
+  -> train on every label so far -> predict the held-out images -> evaluate.
+Reports per round: tiles reviewed, tiles touched, pixel F1/MIoU and object F1, count MAE.
+
+    .venv/bin/python bench/labelling_loop.py [--quick] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FNC = ROOT.parent / "shared" / "data" / "fnc"
+HELD_OUT = {"yellow": "Mar32bS2C2R2_DMl_200x.png", "red": "RT353S2C1R5_r1.png"}
+
+
+def read_mask(path: Path) -> np.ndarray:
+    return (np.asarray(Image.open(path).convert("L")) > 0).astype(np.uint8)
+
+
+def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epochs: int, accept_f1: float,
+        seed: int = 0) -> dict:
+    import tifffile
+
+    from fosgate.config import ServerConfig
+    from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
+    from fosgate.rpc.server import start_server
+    from fosgate_client.client import FosgateClient
+
+    out.mkdir(parents=True, exist_ok=True)
+    train_images, test_images = [], []
+    for colour in ("yellow", "red"):
+        for img in sorted((FNC / colour / "images").glob("*.png")):
+            pair = (img, FNC / colour / "masks" / img.name)
+            (test_images if img.name == HELD_OUT[colour] else train_images).append(pair)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        server = start_server(ServerConfig(data_dir=tmp / "data", port=0))
+        try:
+            with FosgateClient(f"127.0.0.1:{server.port}", timeout=600) as fg:
+                slides = []
+                for img, mask in train_images:
+                    s = fg.upload_slide(img)
+                    job = fg.wait(fg.cluster_tiles(s.slide_id, k=5, epochs=cluster_epochs, seed=seed).job_id)
+                    slides.append((s, job.result_id, read_mask(mask)))
+                tests = [(fg.upload_slide(img), read_mask(mask), img.stem) for img, mask in test_images]
+                model_id = ""
+                history = []
+                reviewed = touched = 0
+                for r in range(1, rounds + 1):
+                    t_round = time.perf_counter()
+                    strategy, method = ("balanced", "classical") if not model_id else ("active", "model")
+                    for s, clustering, truth in slides:
+                        picked = fg.select_tiles(clustering, tiles_per_slide, strategy, model_id=model_id,
+                                                 seed=seed + r, skip_labelled=True)
+                        if not picked:
+                            continue
+                        regions = [(t.region.x, t.region.y, t.region.width, t.region.height) for t in picked]
+                        job = fg.wait(fg.autolabel(s.slide_id, regions, method, model_id=model_id).job_id)
+                        props = fg.list_proposals(job_id=job.job_id)
+                        export = fg.wait(fg.export_proposals(job_id=job.job_id).job_id)
+                        pdir = tmp / f"review-{r}-{s.slide_id}"
+                        pdir.mkdir(parents=True)
+                        archive = fg.download_artifact(export.artifacts[0], pdir)
+                        import zipfile
+
+                        with zipfile.ZipFile(archive) as zf:
+                            zf.extractall(pdir)
+                        for p in props:
+                            x, y, w, h = p.region.x, p.region.y, p.region.width, p.region.height
+                            proposal = tifffile.imread(pdir / f"{p.proposal_id}.labels.tif")
+                            gt = truth[y:y + h, x:x + w]
+                            score = object_scores(proposal, gt, iou_threshold=0.5, centroid_px=40)
+                            reviewed += 1
+                            if score["f1"] >= accept_f1:
+                                fg.review(p.proposal_id, "accept", reviewer="scripted")
+                            else:
+                                touched += 1
+                                mpath = pdir / f"{p.proposal_id}.truth.png"
+                                Image.fromarray(gt * 255).save(mpath)
+                                fg.review(p.proposal_id, "replace", reviewer="scripted", mask=mpath)
+                    train = fg.wait(fg.train([], epochs=epochs, tile_size=128, batch_size=16, seed=seed,
+                                             name="fnc-loop", base_model_id=model_id).job_id)
+                    model_id = train.result_id
+                    pairs, objs = [], []
+                    for s, truth, stem in tests:
+                        job = fg.wait(fg.predict(s.slide_id, model_id, min_size=100, stem=stem).job_id)
+                        art = next(a for a in job.artifacts if a.name.endswith(".labels.ome.tif"))
+                        (tmp / f"pred-{r}").mkdir(exist_ok=True)
+                        pred = tifffile.imread(fg.download_artifact(art, tmp / f"pred-{r}"))
+                        pairs.append((pred > 0, truth > 0))
+                        objs.append(object_scores(pred, truth, iou_threshold=0.5, centroid_px=40))
+                    row = {"round": r, "selection": strategy, "proposals": method, "labels": len(fg.list_labels()),
+                           "tiles_reviewed": reviewed, "tiles_touched": touched,
+                           **mean_pixel_scores(pairs), **summarize_objects(objs),
+                           "seconds": time.perf_counter() - t_round}
+                    history.append(row)
+                    print(json.dumps(row), file=sys.stderr)
+        finally:
+            server.stop()
+    result = {"rounds": history, "held_out": [t[0].name for t in test_images], "epochs_per_round": epochs,
+              "tiles_per_slide_per_round": tiles_per_slide, "accept_f1": accept_f1,
+              "wall_seconds": time.perf_counter() - t0, "machine": platform.platform(), "cpus": _cpus()}
+    (out / "labelling_loop.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def markdown(result: dict) -> str:
+    lines = ["| round | selection | proposals | labels | tiles reviewed | touched | pixel F1 | pixel MIoU | "
+             "object F1 | count MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rounds"]:
+        lines.append(f"| {r['round']} | {r['selection']} | {r['proposals']} | {r['labels']} | {r['tiles_reviewed']} | "
+                     f"{r['tiles_touched']} | {r['pixel_f1']:.3f} | {r['pixel_miou']:.3f} | {r['object_f1']:.3f} | "
+                     f"{r['count_mae']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 round, few tiles, few epochs (a smoke test)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tiles", type=int, default=12, help="tiles per slide per round")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--accept-f1", type=float, default=0.8)
+    args = ap.parse_args(argv)
+    if not FNC.is_dir():
+        raise SystemExit(f"{FNC} is missing: the FNC data lives in ../shared/data/fnc")
+    if args.quick:
+        result = run(args.out, rounds=1, tiles_per_slide=2, epochs=1, cluster_epochs=1, accept_f1=args.accept_f1)
+    else:
+        result = run(args.out, rounds=args.rounds, tiles_per_slide=args.tiles, epochs=args.epochs, cluster_epochs=5,
+                     accept_f1=args.accept_f1)
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

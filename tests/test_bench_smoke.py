@@ -1,0 +1,24 @@
+"""Smoke test of the speed benchmark (bench/bench_speed.py) in quick mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_speed_quick(tmp_path):
+    markdown = tmp_path / "BENCHMARKS.md"  # keep the repository's BENCHMARKS.md untouched
+    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--quick", "--out", str(tmp_path),
+                    "--markdown", str(markdown)], check=True, timeout=600, cwd=ROOT)
+    result = json.loads((tmp_path / "speed.json").read_text())
+    assert set(result["methods"]) == {"fosgate_tiled", "reference_loop", "single_pass"}
+    assert all(m["seconds"] > 0 for m in result["methods"].values())
+    assert result["max_abs_diff"] < 1e-3
+    assert "## Speed" in markdown.read_text()
