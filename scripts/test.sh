@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite (what CI runs). Installs Debian's ImageJ and Xvfb when missing
+# Set up and run the whole test suite (what CI runs). Installs Debian's ImageJ, Xvfb, Groovy and grpc-java when missing
 # (needs root or sudo), creates .venv with the dev extras, checks lint and generated stubs, runs pytest.
 # Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES="imagej xvfb xauth"
+APT_PACKAGES="imagej xvfb xauth groovy protobuf-compiler protobuf-compiler-grpc-java-plugin libgrpc-java libnetty-java libperfmark-java libprotobuf-java libguava-java libgeronimo-annotation-1.3-spec-java"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

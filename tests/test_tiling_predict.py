@@ -91,5 +91,7 @@ def test_too_small_halo_shows_seams(unet):
 
 def test_auto_tile_size_is_grid_aligned_and_bounded():
     t = auto_tile_size(10_000, 7_000, 3, memory_budget_bytes=1.5e9, halo=96)
-    assert t % 16 == 0 and 256 <= t <= 4096
-    assert auto_tile_size(100, 50, 1, memory_budget_bytes=1.5e9, halo=96) == 112
+    assert t % 16 == 0 and 256 <= t and (t + 192) ** 2 * 1200 <= 1.5e9
+    assert auto_tile_size(100, 50, 1, memory_budget_bytes=1.5e9, halo=96) == 112  # one window
+    assert auto_tile_size(1000, 1000, 1, memory_budget_bytes=1.5e9, halo=96) == 1008  # one window
+    assert auto_tile_size(2048, 2048, 1, memory_budget_bytes=1.5e9, halo=96) == 688  # 3 x 3, evenly spread

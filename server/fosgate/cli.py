@@ -78,7 +78,8 @@ def cmd_serve(args) -> int:
 
     config = ServerConfig(data_dir=Path(args.data), host=args.host, port=args.port, roots=args.root or [],
                           max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
-                          sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model)
+                          sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model,
+                          predict_memory_bytes=int(args.predict_memory_gb * GiB))
     serve_forever(config)
     return 0
 
@@ -381,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default="fosgate-data", help="data folder (SQLite + files)")
     sp.add_argument("--root", action="append", type=Path, help="folder whose files may be registered by path")
     sp.add_argument("--max-upload-gb", type=float, default=64.0)
+    sp.add_argument("--predict-memory-gb", type=float, default=1.5,
+                    help="memory for one prediction window (bigger: larger tiles, less halo overhead)")
     sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")
     sp.add_argument("--sam-checkpoint", type=Path, default=None,
                     help="Segment Anything checkpoint file on this machine (never downloaded)")

@@ -218,7 +218,9 @@ def train_unet(
     compile_unet(model, config.learning_rate)
     sampler = _Sampler(train, tile, config.batch_size, config.foreground_bias, config.seed)
     train_px = sum(p.y.size for p in train)
-    steps = config.steps_per_epoch or int(np.clip(math.ceil(train_px / tile**2 / config.batch_size), 8, 400))
+    # about one pass over the labelled pixels per epoch, but never fewer than 25 steps: small label sets
+    # (a few dozen reviewed tiles) otherwise get too few gradient steps to learn anything
+    steps = config.steps_per_epoch or int(np.clip(math.ceil(train_px / tile**2 / config.batch_size), 25, 400))
     vx, vy = _val_tiles(val, tile) if val else (None, None)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "pixel_f1": [], "pixel_miou": []}
     best = (math.inf, None, {})

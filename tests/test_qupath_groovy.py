@@ -1,0 +1,66 @@
+"""The QuPath side's Groovy client core on Debian's groovy + grpc-java against a live server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import tifffile
+from test_end_to_end import discs
+from test_fiji_macros import model_id  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+QUPATH = ROOT / "clients" / "qupath"
+NEEDED = ["groovy", "protoc", "javac"]
+HAVE = all(shutil.which(t) for t in NEEDED) and os.path.exists("/usr/share/java/grpc-api.jar") and (
+    shutil.which("grpc_java_plugin") or shutil.which("protoc-gen-grpc-java"))
+
+pytestmark = [pytest.mark.java, pytest.mark.skipif(not HAVE, reason="needs groovy, protoc, the grpc-java plugin and "
+                                                                    "Debian's grpc-java jars")]
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stubs")
+    proc = subprocess.run([str(QUPATH / "build_stubs.sh"), str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "fosgate-v1-stubs.jar"
+
+
+def groovy(stubs: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FOSGATE_STUBS_JAR=str(stubs))
+    return subprocess.run([str(QUPATH / "run_groovy.sh"), str(QUPATH / "fosgate_cli.groovy"), *args],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_groovy_client_uploads_predicts_watches_and_fetches_geojson(server, client, model_id, stubs,  # noqa: F811
+                                                                   tmp_path):
+    img, _ = discs((256, 230), 20, seed=8)
+    tifffile.imwrite(tmp_path / "cells.tif", img)
+    proc = groovy(stubs, f"127.0.0.1:{server.port}", model_id, str(tmp_path / "cells.tif"), str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    progress = [int(line.split("=")[1].split()[0]) for line in lines if line.startswith("progress=")]
+    assert progress and progress == sorted(progress) and progress[-1] == 100
+    kv = dict(line.split("=", 1) for line in lines if not line.startswith("progress="))
+    job = [j for j in client.list_jobs() if j.kind == "predict"][-1]
+    assert int(kv["count"]) == int(job.metrics["count"]) > 3
+    fc = json.loads(Path(kv["geojson"]).read_text())
+    assert len(fc["features"]) == int(kv["count"])
+    assert all(f["properties"]["objectType"] == "detection" for f in fc["features"])
+
+
+@pytest.mark.parametrize("case", ["unreachable", "unknown_model"])
+def test_groovy_client_reports_errors_plainly(server, stubs, tmp_path, case):
+    img, _ = discs((64, 64), 3, seed=1)
+    tifffile.imwrite(tmp_path / "c.tif", img)
+    address = "127.0.0.1:9" if case == "unreachable" else f"127.0.0.1:{server.port}"
+    proc = groovy(stubs, address, "md_nope", str(tmp_path / "c.tif"), str(tmp_path / "out"))
+    assert proc.returncode == 2
+    error = proc.stdout.strip().splitlines()[-1]
+    expected = "Cannot reach the fosgate server at 127.0.0.1:9" if case == "unreachable" else "no model with id 'md_nope'"
+    assert error.startswith("error=") and expected in error
