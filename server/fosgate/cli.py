@@ -51,10 +51,23 @@ def match_pairs(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _read_token(path: str | None) -> str | None:
+    """A token from a file (first line), else $FOSGATE_TOKEN, else None."""
+    import os
+
+    if path:
+        try:
+            return Path(path).read_text().strip().splitlines()[0].strip()
+        except (OSError, IndexError):
+            raise SystemExit(f"fosgate: cannot read a token from '{path}'.") from None
+    return os.environ.get("FOSGATE_TOKEN") or None
+
+
 def _client(args):
     from fosgate_client.client import FosgateClient
 
-    return FosgateClient(args.server, timeout=args.timeout)
+    return FosgateClient(args.server, timeout=args.timeout, token=_read_token(getattr(args, "token_file", None)),
+                         tls_ca=getattr(args, "tls_ca", None) or None, tls=getattr(args, "tls", False))
 
 
 def _job_bar(client, job, desc: str):
@@ -77,9 +90,14 @@ def cmd_serve(args) -> int:
     from fosgate.rpc.server import serve_forever
 
     config = ServerConfig(data_dir=Path(args.data), host=args.host, port=args.port, roots=args.root or [],
+                          auth_token=_read_token(args.token_file), tls_cert=args.tls_cert, tls_key=args.tls_key,
                           max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
                           sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model,
                           predict_memory_bytes=int(args.predict_memory_gb * GiB))
+    try:
+        config.check_security()
+    except ValueError as err:
+        raise SystemExit(f"fosgate serve: {err}") from None
     serve_forever(config)
     return 0
 
@@ -375,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--server", default="127.0.0.1:50051", help="server address HOST:PORT")
         sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a single call")
         sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        sp.add_argument("--token-file", default=None, help="file holding the server's token (or set FOSGATE_TOKEN)")
+        sp.add_argument("--tls", action="store_true", help="connect with TLS (system trust store)")
+        sp.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this CA / self-signed cert (PEM)")
 
     sp = sub.add_parser("serve", help="run the gRPC server")
     sp.add_argument("--host", default="127.0.0.1")
@@ -382,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default="fosgate-data", help="data folder (SQLite + files)")
     sp.add_argument("--root", action="append", type=Path, help="folder whose files may be registered by path")
     sp.add_argument("--max-upload-gb", type=float, default=64.0)
+    sp.add_argument("--token-file", default=None,
+                    help="require this token from clients (first line of FILE; or set FOSGATE_TOKEN); needed when "
+                         "--host is not 127.0.0.1")
+    sp.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate chain (PEM)")
+    sp.add_argument("--tls-key", type=Path, default=None, help="TLS private key (PEM)")
     sp.add_argument("--predict-memory-gb", type=float, default=1.5,
                     help="memory for one prediction window (bigger: larger tiles, less halo overhead)")
     sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")

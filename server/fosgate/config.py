@@ -29,7 +29,26 @@ class ServerConfig:
     #: Segment Anything checkpoint on this machine (never downloaded) and its architecture
     sam_checkpoint: Path | None = None
     sam_model_type: str = "vit_b"
+    #: shared secret clients send as ``authorization: Bearer <token>``; required off loopback
+    auth_token: str | None = None
+    #: PEM files for TLS (both or neither)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.roots = [Path(r).resolve() for r in self.roots]
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+    def check_security(self) -> None:
+        """Refuse configurations that would expose an open server: any other address needs a token."""
+        if not self.loopback and not self.auth_token:
+            raise ValueError(f"Serving on {self.host} makes fosgate reachable from other machines: give a token "
+                             "(--token-file FILE or FOSGATE_TOKEN) and preferably TLS (--tls-cert/--tls-key).")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key.")
+        if self.auth_token is not None and len(self.auth_token) < 16:
+            raise ValueError("The token is too short; use at least 16 random characters (e.g. `openssl rand -hex 24`).")

@@ -48,6 +48,36 @@ def _explain(err: grpc.RpcError, address: str) -> FosgateClientError:
     return FosgateClientError(details or str(code), code)
 
 
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        metadata = list(d.metadata or []) + [self._header]
+        return _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
+
+    def intercept_unary_unary(self, continuation, d, request):
+        return continuation(self._details(d), request)
+
+    def intercept_unary_stream(self, continuation, d, request):
+        return continuation(self._details(d), request)
+
+    def intercept_stream_unary(self, continuation, d, request_iterator):
+        return continuation(self._details(d), request_iterator)
+
+    def intercept_stream_stream(self, continuation, d, request_iterator):
+        return continuation(self._details(d), request_iterator)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
+        self.method, self.timeout, self.metadata = method, timeout, metadata
+        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -59,11 +89,22 @@ def sha256_file(path: Path) -> str:
 class FosgateClient:
     """One connection to a fosgate server. Every method raises :class:`FosgateClientError`."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", timeout: float = 60.0):
+    def __init__(self, address: str = "127.0.0.1:50051", timeout: float = 60.0, *, token: str | None = None,
+                 tls_ca: str | os.PathLike | None = None, tls: bool = False):
+        """``token``: sent as ``authorization: Bearer <token>`` (default: $FOSGATE_TOKEN);
+        ``tls_ca``/``tls``: connect with TLS, trusting that CA file (or the system's roots)."""
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)])
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+        if tls or tls_ca:
+            creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes() if tls_ca else None)
+            channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            channel = grpc.insecure_channel(address, options=options)
+        token = token if token is not None else os.environ.get("FOSGATE_TOKEN")
+        if token:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
+        self.channel = channel
         self.slides = pbg.SlideServiceStub(self.channel)
         self.labels = pbg.LabelServiceStub(self.channel)
         self.models = pbg.ModelServiceStub(self.channel)

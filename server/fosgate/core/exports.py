@@ -71,31 +71,42 @@ def object_polygon(crop: np.ndarray, label: int, oy: int, ox: int):
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
-def iter_object_polygons(labels, objects: list[ObjectStats], band: int = 1024) -> Iterator[tuple[ObjectStats, object]]:
-    """(object, polygon) for each object, reading ``labels`` band by band (bands grow to hold the
-    tallest object starting in them)."""
+def iter_object_polygons(labels, objects: list[ObjectStats], band: int = 0) -> Iterator[tuple[ObjectStats, object]]:
+    """(object, polygon) for each object, in label order, reading ``labels`` band by band (a band
+    grows to hold the tallest object starting in it). Objects must be sorted by label, as
+    ``label_mask`` returns them; only one band's polygons are held at a time."""
+    from fosgate.core.instances import band_rows
+
     h = labels.shape[0]
-    objs = sorted(objects, key=lambda o: o.bbox[0])
-    result: dict[int, object] = {}
+    band = band_rows(labels.shape[1], band)
+    order = sorted(range(len(objects)), key=lambda i: objects[i].bbox[0])
+    pending: dict[int, object] = {}
+    nxt = 0  # index into objects of the next object to yield
     i = 0
     for y0 in range(0, h, band):
         members = []
-        while i < len(objs) and objs[i].bbox[0] < y0 + band:
-            members.append(objs[i])
+        while i < len(order) and objects[order[i]].bbox[0] < y0 + band:
+            members.append(order[i])
             i += 1
-        if not members:
-            continue
-        y1 = max(o.bbox[2] for o in members)
-        x0 = min(o.bbox[1] for o in members)
-        x1 = max(o.bbox[3] for o in members)
-        block = np.asarray(labels[y0:y1, x0:x1])
-        for o in members:
-            by0, bx0, by1, bx1 = o.bbox
-            crop = block[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
-            result[o.label] = object_polygon(crop, o.label, by0, bx0)
-    for o in objects:
-        if result.get(o.label) is not None:
-            yield o, result[o.label]
+        if members:
+            y1 = max(objects[k].bbox[2] for k in members)
+            x0 = min(objects[k].bbox[1] for k in members)
+            x1 = max(objects[k].bbox[3] for k in members)
+            block = np.asarray(labels[y0:y1, x0:x1])
+            for k in members:
+                o = objects[k]
+                by0, bx0, by1, bx1 = o.bbox
+                pending[k] = object_polygon(block[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0], o.label, by0, bx0)
+        while nxt < len(objects) and nxt in pending:
+            geom = pending.pop(nxt)
+            if geom is not None:
+                yield objects[nxt], geom
+            nxt += 1
+    while nxt < len(objects):
+        geom = pending.pop(nxt, None)
+        if geom is not None:
+            yield objects[nxt], geom
+        nxt += 1
 
 
 def _rings(geom) -> list[list[np.ndarray]]:
@@ -129,55 +140,86 @@ def roi_for(o: ObjectStats, geom, name: str):
     return roi
 
 
-def write_roi_zip(path: Path, polygons: Iterable[tuple[ObjectStats, object]]) -> Path:
-    """ImageJ ROI set (open in Fiji with the ROI Manager, or drag onto Fiji)."""
-    import zipfile
+class RoiZipWriter:
+    """ImageJ ROI set written one ROI at a time (open in Fiji with the ROI Manager, or drag onto Fiji)."""
 
-    tmp = Path(path).with_name(Path(path).name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for o, geom in polygons:
-            name = f"cell-{o.label:06d}"
-            zf.writestr(f"{name}.roi", roi_for(o, geom, name).tobytes())
-    tmp.replace(path)
-    return Path(path)
+    def __init__(self, path: Path):
+        import zipfile
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".part")
+        self.zf = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED)
+
+    def add(self, o: ObjectStats, geom) -> None:
+        name = f"cell-{o.label:06d}"
+        self.zf.writestr(f"{name}.roi", roi_for(o, geom, name).tobytes())
+
+    def close(self) -> Path:
+        self.zf.close()
+        self.tmp.replace(self.path)
+        return self.path
+
+
+class GeoJsonWriter:
+    """QuPath-compatible FeatureCollection of detections (File › Import objects in QuPath 0.4+),
+    written feature by feature."""
+
+    def __init__(self, path: Path, pixel_size_um: float = 0.0):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".part")
+        self.px = pixel_size_um
+        self.fh = open(self.tmp, "w")
+        self.fh.write('{"type": "FeatureCollection", "features": [\n')
+        self.first = True
+
+    def add(self, o: ObjectStats, geom) -> None:
+        from shapely.geometry import mapping
+
+        measurements = {
+            "Area px^2": o.area,
+            "Centroid X px": round(o.centroid_x, 3),
+            "Centroid Y px": round(o.centroid_y, 3),
+            "Mean intensity": round(o.mean_intensity, 4),
+            "fosgate label": o.label,
+        }
+        if self.px:
+            measurements["Area µm^2"] = round(o.area * self.px**2, 4)
+        feature = {
+            "type": "Feature",
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fosgate:{self.path.name}:{o.label}")),
+            "geometry": mapping(geom),
+            "properties": {
+                "objectType": "detection",
+                "name": f"cell-{o.label:06d}",
+                "classification": {"name": CLASS_NAME, "color": CLASS_COLOR},
+                "isLocked": False,
+                "measurements": measurements,
+            },
+        }
+        self.fh.write(("" if self.first else ",\n") + json.dumps(feature))
+        self.first = False
+
+    def close(self) -> Path:
+        self.fh.write("\n]}\n")
+        self.fh.close()
+        self.tmp.replace(self.path)
+        return self.path
+
+
+def write_roi_zip(path: Path, polygons: Iterable[tuple[ObjectStats, object]]) -> Path:
+    """ImageJ ROI set of (object, polygon) pairs."""
+    w = RoiZipWriter(path)
+    for o, g in polygons:
+        w.add(o, g)
+    return w.close()
 
 
 def write_geojson(path: Path, polygons: Iterable[tuple[ObjectStats, object]], pixel_size_um: float = 0.0) -> Path:
-    """QuPath-compatible FeatureCollection of detections (File › Import objects in QuPath 0.4+),
-    streamed feature by feature."""
-    from shapely.geometry import mapping
-
-    tmp = Path(path).with_name(Path(path).name + ".part")
-    with open(tmp, "w") as fh:
-        fh.write('{"type": "FeatureCollection", "features": [\n')
-        first = True
-        for o, geom in polygons:
-            measurements = {
-                "Area px^2": o.area,
-                "Centroid X px": round(o.centroid_x, 3),
-                "Centroid Y px": round(o.centroid_y, 3),
-                "Mean intensity": round(o.mean_intensity, 4),
-                "fosgate label": o.label,
-            }
-            if pixel_size_um:
-                measurements["Area µm^2"] = round(o.area * pixel_size_um**2, 4)
-            feature = {
-                "type": "Feature",
-                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fosgate:{Path(path).name}:{o.label}")),
-                "geometry": mapping(geom),
-                "properties": {
-                    "objectType": "detection",
-                    "name": f"cell-{o.label:06d}",
-                    "classification": {"name": CLASS_NAME, "color": CLASS_COLOR},
-                    "isLocked": False,
-                    "measurements": measurements,
-                },
-            }
-            fh.write(("" if first else ",\n") + json.dumps(feature))
-            first = False
-        fh.write("\n]}\n")
-    tmp.replace(path)
-    return Path(path)
+    """QuPath GeoJSON of (object, polygon) pairs."""
+    w = GeoJsonWriter(path, pixel_size_um)
+    for o, g in polygons:
+        w.add(o, g)
+    return w.close()
 
 
 COUNT_COLUMNS = ["label", "area_px", "area_um2", "centroid_x", "centroid_y", "bbox_x", "bbox_y", "bbox_width",
@@ -217,7 +259,7 @@ def write_overlay_png(path: Path, read: Callable[[int, int, int, int], np.ndarra
     for y0 in range(0, height, band):
         y1 = min(height, y0 + band)
         rows_img.append(read(y0, y1, 0, width)[::step, ::step].astype(np.float32))
-        rows_lab.append(np.asarray(labels[y0:y1])[::step, ::step])
+        rows_lab.append(np.asarray(labels[y0:y1])[::step, ::step].copy())  # a view would pin the band
     img = np.concatenate(rows_img)
     lab = np.concatenate(rows_lab)
     lo, hi = np.percentile(img, 1), np.percentile(img, 99.8)

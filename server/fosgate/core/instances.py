@@ -20,6 +20,12 @@ import numpy as np
 from scipy import ndimage
 
 FOUR = ndimage.generate_binary_structure(2, 1)
+BAND_PIXELS = 4_000_000  # pixels per band: bounds the working memory whatever the slide's width
+
+
+def band_rows(width: int, band: int = 0) -> int:
+    """Rows per band: ``band`` if given, else as many as fit ``BAND_PIXELS`` (64..1024)."""
+    return band if band > 0 else int(min(1024, max(64, BAND_PIXELS // max(width, 1))))
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def label_mask(
     min_size: int = 10,
     split_touching: bool = False,
     image_reader: Callable[[int, int, int, int], np.ndarray] | None = None,
-    band: int = 1024,
+    band: int = 0,
     split_min_distance: int = 0,
 ) -> list[ObjectStats]:
     """Label ``mask`` (2-D, non-zero = foreground) into ``labels_out`` (same shape, uint32) and return
@@ -70,6 +76,7 @@ def label_mask(
     from scipy.sparse.csgraph import connected_components
 
     h, w = mask.shape
+    band = band_rows(w, band)
     total = 0
     areas, sum_y, sum_x, sum_i = [], [], [], []
     y0s, x0s, y1s, x1s = [], [], [], []
@@ -79,8 +86,7 @@ def label_mask(
     for y0 in range(0, h, band):
         y1 = min(h, y0 + band)
         m = np.asarray(mask[y0:y1]) > 0
-        lab, n = ndimage.label(m, structure=FOUR)
-        lab = lab.astype(np.int64)
+        lab, n = ndimage.label(m, structure=FOUR, output=np.int64)
         if n:
             ys, xs = np.nonzero(lab)
             idx = lab[ys, xs]
@@ -88,8 +94,10 @@ def label_mask(
             sum_y.append(np.bincount(idx, weights=ys + float(y0), minlength=n + 1)[1:])
             sum_x.append(np.bincount(idx, weights=xs.astype(np.float64), minlength=n + 1)[1:])
             if image_reader is not None:
-                grey = _grey(image_reader(y0, y1, 0, w))
-                sum_i.append(np.bincount(idx, weights=grey[ys, xs], minlength=n + 1)[1:])
+                block = image_reader(y0, y1, 0, w)
+                grey = block[ys, xs].mean(axis=-1, dtype=np.float64) if block.ndim == 3 else block[ys, xs]
+                sum_i.append(np.bincount(idx, weights=grey, minlength=n + 1)[1:])
+                del block
             for sl in ndimage.find_objects(lab):
                 y0s.append(sl[0].start + y0)
                 y1s.append(sl[0].stop + y0)

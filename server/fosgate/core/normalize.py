@@ -52,7 +52,7 @@ class Normalization:
         rows = []
         for y0 in range(0, info.height, band):
             block = slide.read(y0, min(info.height, y0 + band), 0, info.width)
-            rows.append(block[::step, ::step])
+            rows.append(block[::step, ::step].copy())  # a view would keep the whole band alive
         return np.concatenate(rows, axis=0)
 
     @staticmethod

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from fosgate.core.exports import (
+    GeoJsonWriter,
+    RoiZipWriter,
     iter_object_polygons,
     write_counts_csv,
-    write_geojson,
     write_ome_tiff,
     write_overlay_png,
-    write_roi_zip,
 )
 from fosgate.core.instances import ObjectStats, label_mask
 from fosgate.core.normalize import Normalization
@@ -143,11 +143,14 @@ def predict_slide(
     write_ome_tiff(paths["mask"], _Scaled(mask, 255), dtype=np.uint8, pixel_size_um=px, name=f"{stem} mask")
     label_dtype = np.uint16 if len(objects) < 65535 else np.uint32
     write_ome_tiff(paths["labels"], labels, dtype=label_dtype, pixel_size_um=px, name=f"{stem} labels")
-    polygons = list(iter_object_polygons(labels, objects))
-    write_roi_zip(paths["rois"], polygons)
-    shifted = [(_shift(o, ry, rx), _translate(g, rx, ry)) for o, g in polygons]
-    write_geojson(paths["geojson"], shifted, pixel_size_um=px)
-    write_counts_csv(paths["counts"], [o for o, _ in shifted], pixel_size_um=px)
+    # one streamed pass over the objects writes the ROI set and the GeoJSON (no list of polygons in memory)
+    rois, geojson = RoiZipWriter(paths["rois"]), GeoJsonWriter(paths["geojson"], pixel_size_um=px)
+    for o, g in iter_object_polygons(labels, objects):
+        rois.add(o, g)
+        geojson.add(_shift(o, ry, rx), _translate(g, rx, ry))
+    rois.close()
+    geojson.close()
+    write_counts_csv(paths["counts"], (_shift(o, ry, rx) for o in objects), pixel_size_um=px)
     write_overlay_png(paths["overlay"], read_raw, labels, rh, rw)
     shutil.rmtree(work, ignore_errors=True)
     return PredictionOutputs(paths, len(objects), time.perf_counter() - t0, tile, halo, rh, rw)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,6 +19,40 @@ from fosgate.config import ServerConfig
 from fosgate.rpc.services import add_services
 
 log = logging.getLogger("fosgate.server")
+
+OPEN_METHODS = ("/grpc.health.v1.Health/",)  # load balancers and probes may check health without a token
+
+
+class TokenAuth(grpc.ServerInterceptor):
+    """Every call but health checks must carry ``authorization: Bearer <token>``."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith(OPEN_METHODS):
+            return continuation(details)
+        sent = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(sent.encode() if isinstance(sent, str) else bytes(sent), self._expected):
+            return continuation(details)
+        return _deny(continuation(details), "This fosgate server needs a token: pass --token-file (or set "
+                     "FOSGATE_TOKEN) with the token its administrator gave you." if not sent else
+                     "The token was not accepted by this fosgate server.")
+
+
+def _deny(handler, message: str):
+    def abort(request_or_iterator, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    if handler is None:
+        return None
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort)
+    return grpc.unary_unary_rpc_method_handler(abort)
 
 
 @dataclass
@@ -38,21 +74,28 @@ class RunningServer:
 
 def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
     """Start serving (non-blocking). ``config.port`` 0 picks a free port (see ``.port``)."""
+    config.check_security()
     app = App(config)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    interceptors = [TokenAuth(config.auth_token)] if config.auth_token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fosgate-rpc"),
-                         options=options)
+                         options=options, interceptors=interceptors)
     names = add_services(server, app)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert:
+        creds = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         app.close()
         raise OSError(f"Cannot listen on {config.host}:{config.port} (is another server using it?).")

@@ -1,0 +1,96 @@
+"""Peak memory of whole-slide prediction vs slide size: it must stay flat.
+
+For each size, a child process (fresh interpreter, so ``ru_maxrss`` is its own) writes a tiled
+BigTIFF slide of that size (a 512-px c-fos-like field repeated, so generation is fast), predicts it
+with ``fosgate.core.pipeline.predict_slide`` (all six outputs) and reports its peak RSS and time.
+
+    .venv/bin/python bench/bench_memory.py [--sizes 4096 10000 20000] [--model tiny|reference]
+        [--budget-gb 1.5] [--out bench/out]
+
+``--model threshold`` (default: a fixed 3x3 mean + sigmoid, i.e. "bright blobs", a realistic mask in
+seconds) keeps the run short: what is measured is the pipeline's own memory (reading, stitching,
+labelling, writing the six outputs), which does not depend on the network; a U-Net window's activation
+memory is bounded by ``--budget-gb`` for any model (``--model reference`` measures that too, slowly;
+an untrained ``tiny`` U-Net gives a noise mask with a huge number of objects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+import tifffile
+from fosgate.core.normalize import Normalization
+from fosgate.core.pipeline import predict_slide
+from fosgate.core.slides import open_slide
+from fosgate.core.synthetic import generate_cfos
+from fosgate.core.unet import build_unet, receptive_field_radius
+
+size, model_kind, budget, work = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
+field, _, kinds = generate_cfos(1024, 1024, seed=2)
+field = field[:512, :512]
+def tiles():
+    for _ in range((-(-size // 512)) ** 2):
+        yield field
+path = work / f"slide_{size}.tif"
+tifffile.imwrite(path, tiles(), shape=(size, size), dtype=np.uint8, tile=(512, 512), compression="zlib",
+                 bigtiff=True)
+if model_kind == "threshold":
+    import keras
+    inp = keras.Input((None, None, 1))
+    conv = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+    model = keras.Model(inp, conv(inp))
+    conv.set_weights([np.full((3, 3, 1, 1), 20 / 9, np.float32), np.array([-10.0], np.float32)])
+    rf = 1
+else:
+    filters = (2, 4, 8, 16, 32) if model_kind == "tiny" else (16, 32, 64, 128, 256)
+    model = build_unet(1, filters=filters, seed=0)
+    rf = receptive_field_radius(model)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+with open_slide(path) as slide:
+    out = predict_slide(slide, model, in_channels=1, normalization=Normalization(mode="range"), receptive_field=rf,
+                        out_dir=work, stem=f"s{size}", memory_budget=budget, threshold=0.5)
+print(json.dumps({"size": size, "model": model_kind, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_before_predict_mb": base / 1024, "seconds": time.perf_counter() - t0, "tile": out.tile,
+                  "halo": out.halo, "objects": out.count}))
+"""
+
+
+def measure(size: int, model: str, budget_gb: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(size), model, str(budget_gb * 2**30), tmp],
+                              capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 10000, 20000])
+    ap.add_argument("--model", choices=["threshold", "tiny", "reference"], default="threshold")
+    ap.add_argument("--budget-gb", type=float, default=1.5)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = ap.parse_args(argv)
+    rows = [measure(s, args.model, args.budget_gb) for s in args.sizes]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "memory.json").write_text(json.dumps(rows, indent=2))
+    print("| slide (px) | peak RSS (MB) | seconds | tile | objects |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} x {r['size']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | {r['tile']} | {r['objects']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
