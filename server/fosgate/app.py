@@ -49,9 +49,17 @@ class App:
         self.config = config
         self.store = Store(config.data_dir)
         self.runner = JobRunner(self.store, workers=config.job_workers)
+        self.executor = None
+        if config.dask_scheduler != "off":
+            from fosgate.distributed import DaskExecutor
+
+            self.executor = DaskExecutor(config.dask_scheduler, workers=config.dask_workers,
+                                         processes=config.dask_processes)
 
     def close(self) -> None:
         self.runner.shutdown(wait=False)
+        if self.executor is not None:
+            self.executor.close()
         self.store.close()
 
     # ------------------------------------------------------------------ slides

@@ -93,7 +93,9 @@ def cmd_serve(args) -> int:
                           auth_token=_read_token(args.token_file), tls_cert=args.tls_cert, tls_key=args.tls_key,
                           max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
                           sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model,
-                          predict_memory_bytes=int(args.predict_memory_gb * GiB))
+                          predict_memory_bytes=int(args.predict_memory_gb * GiB),
+                          dask_scheduler=args.dask_scheduler, dask_workers=args.dask_workers,
+                          dask_processes=args.dask_processes)
     try:
         config.check_security()
     except ValueError as err:
@@ -408,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "--host is not 127.0.0.1")
     sp.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate chain (PEM)")
     sp.add_argument("--tls-key", type=Path, default=None, help="TLS private key (PEM)")
+    sp.add_argument("--dask-scheduler", default="",
+                    help="Dask scheduler address (tcp://HOST:8786) to fan prediction out to; default: an in-process "
+                         "LocalCluster; 'off': no Dask")
+    sp.add_argument("--dask-workers", type=int, default=1, help="workers of the local Dask cluster")
+    sp.add_argument("--dask-processes", action="store_true", help="local Dask workers as processes, not threads")
     sp.add_argument("--predict-memory-gb", type=float, default=1.5,
                     help="memory for one prediction window (bigger: larger tiles, less halo overhead)")
     sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")

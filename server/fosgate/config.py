@@ -29,6 +29,11 @@ class ServerConfig:
     #: Segment Anything checkpoint on this machine (never downloaded) and its architecture
     sam_checkpoint: Path | None = None
     sam_model_type: str = "vit_b"
+    #: Dask: "" = in-process LocalCluster, "off" = no Dask, or a scheduler address (tcp://host:8786)
+    dask_scheduler: str = ""
+    dask_workers: int = 1
+    #: local worker processes instead of threads in the server process
+    dask_processes: bool = False
     #: shared secret clients send as ``authorization: Bearer <token>``; required off loopback
     auth_token: str | None = None
     #: PEM files for TLS (both or neither)

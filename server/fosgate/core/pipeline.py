@@ -85,13 +85,16 @@ def predict_slide(
     memory_budget: float = 1.5e9,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    executor=None,
+    model_dir: str | None = None,
 ) -> PredictionOutputs:
     """Predict ``slide`` (an open ``fosgate.core.slides.Slide``) with a Keras U-Net and write the
     outputs named ``<stem><suffix>`` (see ``OUTPUT_SUFFIXES``) into ``out_dir``.
 
     ``halo`` 0 means the smallest 16-multiple covering the model's receptive field, which makes
     the stitched result equal a single pass; ``tile`` 0 picks the largest tile the memory budget
-    allows."""
+    allows. With ``executor`` (a ``fosgate.distributed.DaskExecutor``) and ``model_dir`` the windows are
+    predicted by Dask workers, which read the slide file themselves; the result is the same mask."""
     import zarr
 
     t0 = time.perf_counter()
@@ -115,7 +118,8 @@ def predict_slide(
     halo = halo or required_halo(receptive_field)
     tile = tile or auto_tile_size(rh, rw, in_channels, memory_budget_bytes=memory_budget, halo=halo)
     chunks = (1024, 1024)
-    mask = zarr.open_array(work / "mask.zarr", mode="w", shape=(rh, rw), chunks=chunks, dtype="uint8",
+    # mask chunks == window cores: each core is written by exactly one writer (safe for parallel workers)
+    mask = zarr.open_array(work / "mask.zarr", mode="w", shape=(rh, rw), chunks=(tile, tile), dtype="uint8",
                            fill_value=0)
     labels = zarr.open_array(work / "labels.zarr", mode="w", shape=(rh, rw), chunks=chunks, dtype="uint32",
                              fill_value=0)
@@ -127,8 +131,17 @@ def predict_slide(
         report(0.7 * done / max(total, 1), f"Predicted {done}/{total} tiles.")
 
     report(0.0, f"Predicting {rw}x{rh} px in {tile}-px tiles with a {halo}-px halo.")
-    predict_tiled(model, read_input, rh, rw, tile=tile, halo=halo, on_block=on_block, progress=on_tile,
-                  should_cancel=should_cancel)
+    if executor is not None and model_dir:
+        from fosgate.core.tiling import plan_windows
+
+        report(0.0, f"Predicting {rw}x{rh} px in {tile}-px tiles with a {halo}-px halo on {executor.describe()}.")
+        executor.predict_mask(model_dir=model_dir, slide_path=str(slide.path), channel=_channel_of(slide),
+                              lo=lo, hi=hi, clip_max=normalization.clip_max, region=(rx, ry, rw, rh),
+                              windows=plan_windows(rh, rw, tile, halo), mask_path=work / "mask.zarr",
+                              threshold=threshold, progress=on_tile, should_cancel=should_cancel)
+    else:
+        predict_tiled(model, read_input, rh, rw, tile=tile, halo=halo, on_block=on_block, progress=on_tile,
+                      should_cancel=should_cancel)
 
     report(0.7, "Finding cells in the stitched mask.")
     objects = label_mask(mask, labels, min_size=min_size, split_touching=split_touching, image_reader=read_raw)
@@ -154,6 +167,11 @@ def predict_slide(
     write_overlay_png(paths["overlay"], read_raw, labels, rh, rw)
     shutil.rmtree(work, ignore_errors=True)
     return PredictionOutputs(paths, len(objects), time.perf_counter() - t0, tile, halo, rh, rw)
+
+
+def _channel_of(slide) -> int | None:
+    ch = slide.info.channel
+    return None if ch is None or ch < 0 else int(ch)
 
 
 def _shift(o: ObjectStats, dy: int, dx: int) -> ObjectStats:

@@ -118,6 +118,7 @@ def run_prediction(app: App, ctx: JobContext) -> str:
             split_touching=bool(p.get("split_touching")), region=region,
             memory_budget=app.config.predict_memory_bytes,
             progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled,
+            executor=app.executor, model_dir=model_row.path if app.executor else None,
         )
     if out.halo < meta.receptive_field:
         ctx.progress(0.99, f"Warning: the {out.halo}-px halo is smaller than the model's receptive field "

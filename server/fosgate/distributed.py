@@ -1,0 +1,135 @@
+"""Fan prediction out over Dask distributed.
+
+The server owns one :class:`DaskExecutor`, which connects lazily on first use to
+- an in-process ``LocalCluster`` (default: worker threads inside the server, nothing to install or start),
+- a ``LocalCluster`` of worker processes (``--dask-workers N --dask-processes``), or
+- an existing scheduler (``--dask-scheduler tcp://host:8786``), e.g. one started by dask-jobqueue's
+  ``SLURMCluster`` on an HPC system (docs/scale-out.md). Workers then need fosgate installed and the
+  server's data folder and slides on a shared file system.
+
+Work unit: a block of prediction windows (one row of the seam-free window plan). Each task reads its
+windows from the slide file, predicts them and writes the thresholded cores into the on-disk zarr
+mask whose chunks are exactly the window cores, so tasks never write the same chunk and a task that is
+run twice (a retry after a worker died) writes the same bytes: the stitched mask is the same whatever
+the scheduling. Models reach each worker once: a worker loads a model directory the first time a task
+needs it and keeps it (keyed by path) for later tasks.
+
+Invariant: ``predict_mask_distributed`` fills the mask exactly as the in-process ``predict_tiled``
+would (tests/test_distributed.py compares them, with a worker killed mid-job).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+_MODELS: dict[str, object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _model(model_dir: str):
+    with _MODELS_LOCK:
+        if model_dir not in _MODELS:
+            from fosgate.core.modelio import load_model
+
+            _MODELS[model_dir] = load_model(model_dir)[0]
+        return _MODELS[model_dir]
+
+
+def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list[float], hi: list[float],
+                  clip_max: float, region: tuple[int, int, int, int], windows: list[tuple[int, ...]],
+                  mask_path: str, threshold: float) -> int:
+    """A Dask task: predict ``windows`` (wy0, wy1, wx0, wx1, cy0, cy1, cx0, cx1) of ``region`` of the
+    slide and write their thresholded cores into the zarr mask. Returns the number of windows."""
+    import zarr
+
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.predict import _predict_batch
+    from fosgate.core.slides import open_slide
+
+    model = _model(model_dir)
+    rx, ry, rw, rh = region
+    lo_a, hi_a = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+    mask = zarr.open_array(mask_path, mode="r+")
+    with open_slide(slide_path, channel=channel) as slide:
+        for wy0, wy1, wx0, wx1, cy0, cy1, cx0, cx1 in windows:
+            y1, x1 = min(wy1, rh), min(wx1, rw)
+            raw = slide.read(ry + wy0, ry + y1, rx + wx0, rx + x1)
+            block = np.zeros((wy1 - wy0, wx1 - wx0, raw.shape[2]), np.float32)
+            block[: y1 - wy0, : x1 - wx0] = Normalization.apply(raw, lo_a, hi_a, clip_max)
+            prob = _predict_batch(model, block[None])[0]
+            core = prob[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+            mask[cy0:cy1, cx0:cx1] = (core >= threshold).astype(np.uint8)
+    return len(windows)
+
+
+class DaskExecutor:
+    """A lazily connected Dask client; safe to share between job threads."""
+
+    def __init__(self, scheduler: str = "", workers: int = 1, processes: bool = False, retries: int = 3):
+        self.scheduler, self.workers, self.processes, self.retries = scheduler, workers, processes, retries
+        self._client = None
+        self._cluster = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                from distributed import Client, LocalCluster
+
+                if self.scheduler:
+                    self._client = Client(self.scheduler, timeout="30s")
+                else:
+                    self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                                 processes=self.processes, dashboard_address=None,
+                                                 silence_logs=40)
+                    self._client = Client(self._cluster)
+            return self._client
+
+    def describe(self) -> str:
+        where = self.scheduler or ("local processes" if self.processes else "in-process")
+        return f"Dask ({where}, {len(self.client.scheduler_info().get('workers', {}))} worker(s))"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+            self._client = self._cluster = None
+
+    def predict_mask(self, *, model_dir: str, slide_path: str, channel: int | None, lo, hi, clip_max: float,
+                     region: tuple[int, int, int, int], windows, mask_path: Path, threshold: float,
+                     progress: Callable[[int, int], None] | None = None,
+                     should_cancel: Callable[[], bool] | None = None) -> int:
+        """Submit one task per row of windows; wait, reporting progress; raise if cancelled."""
+        from distributed import as_completed
+
+        from fosgate.errors import Cancelled
+
+        rows: dict[int, list[tuple[int, ...]]] = {}
+        for w in windows:
+            rows.setdefault(w.row, []).append((w.wy0, w.wy1, w.wx0, w.wx1, w.cy0, w.cy1, w.cx0, w.cx1))
+        client = self.client
+        run = uuid.uuid4().hex[:12]
+        futures = [client.submit(predict_block, model_dir, str(slide_path), channel, list(map(float, lo)),
+                                 list(map(float, hi)), clip_max, region, block, str(mask_path), threshold,
+                                 retries=self.retries, pure=False, key=f"fosgate-predict-{run}-{r}")
+                   for r, block in rows.items()]
+        done = 0
+        try:
+            for fut in as_completed(futures):
+                if should_cancel and should_cancel():
+                    raise Cancelled("Prediction cancelled.")
+                done += fut.result()
+                if progress:
+                    progress(done, len(windows))
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return done

@@ -1,0 +1,23 @@
+"""Peak RSS of whole-slide prediction does not grow with the slide (bench/bench_memory.py, child processes)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_peak_rss_is_flat_up_to_20k_square():
+    spec = importlib.util.spec_from_file_location("bench_memory", Path(__file__).resolve().parents[1] / "bench" /
+                                                  "bench_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    small = bench.measure(4096, "threshold", 1.5)
+    big = bench.measure(20000, "threshold", 1.5)
+    print(f"\npeak RSS: 4096^2 {small['peak_rss_mb']:.0f} MB, 20000^2 {big['peak_rss_mb']:.0f} MB "
+          f"({big['seconds']:.0f} s, {big['objects']} objects)")
+    assert big["peak_rss_mb"] < 2000
+    assert big["peak_rss_mb"] - small["peak_rss_mb"] < 400  # 24x the pixels, (almost) the same memory
