@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=["threshold", "tiny", "reference"], default="threshold")
     ap.add_argument("--budget-gb", type=float, default=1.5)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--quick", action="store_true", help="2048 and 4096 px only")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes = [2048, 4096]
     rows = [measure(s, args.model, args.budget_gb) for s in args.sizes]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory.json").write_text(json.dumps(rows, indent=2))
