@@ -152,3 +152,22 @@ def test_unreachable_server_message():
     with FosgateClient("127.0.0.1:1", timeout=2) as c, pytest.raises(FosgateClientError) as err:
         c.check(timeout=2)
     assert "Cannot reach" in str(err.value)
+
+
+def test_too_large_for_one_message_is_explained_before_sending(client, tmp_path):
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((32, 32), np.uint8))
+    slide = client.upload_slide(tmp_path / "img.tif")
+    with pytest.raises(FosgateClientError) as err:
+        client.add_label(slide.slide_id, roi_zip=b"PK" + b"\0" * (17 << 20))
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 16 MB" in str(err.value)
+    # and the server's own limit answers with a status, not a crash, for clients that do not check
+    from fosgate.v1 import fosgate_pb2_grpc as pbg
+
+    with pytest.raises(grpc.RpcError) as raw:
+        pbg.LabelServiceStub(client.channel).AddLabel(
+            pb.AddLabelRequest(slide_id=slide.slide_id, roi_zip=b"\0" * (17 << 20)), timeout=30)
+    assert raw.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    client.check()

@@ -164,6 +164,10 @@ class FosgateClient implements Closeable {
 
     /** Store QuPath annotations (GeoJSON text in slide coordinates) as a reviewed label of a rectangle. */
     Label addLabelGeoJson(String slideId, String geojson, List region, String reviewer) {
+        long size = geojson.getBytes("UTF-8").length
+        if (size > (16 << 20) - (64 << 10))
+            throw new FosgateException(String.format("The GeoJSON is %.1f MB; one request carries at most 16 MB. " +
+                    "Send a smaller region.", size / 1048576.0d), "RESOURCE_EXHAUSTED")
         AddLabelRequest.Builder b = AddLabelRequest.newBuilder().setSlideId(slideId)
                 .setGeojson(ByteString.copyFromUtf8(geojson)).setSource(LabelSource.LABEL_SOURCE_HUMAN)
                 .setReviewer(reviewer ?: "")

@@ -78,6 +78,17 @@ class _CallDetails(grpc.ClientCallDetails):
         self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
 
 
+def _payload(data: str | os.PathLike | bytes, what: str) -> bytes:
+    """Bytes for a unary call, refused with a plain message when they cannot fit in one message."""
+    blob = data if isinstance(data, bytes) else Path(data).read_bytes()
+    if len(blob) > MAX_MESSAGE - (64 << 10):
+        raise FosgateClientError(
+            f"The {what} is {len(blob) / 2**20:.1f} MB; one request carries at most {MAX_MESSAGE >> 20} MB. "
+            "Send a smaller region, or upload the mask as an image (it is streamed).",
+            grpc.StatusCode.RESOURCE_EXHAUSTED)
+    return blob
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -172,6 +183,10 @@ class FosgateClient:
     def list_slides(self) -> list[pb.Slide]:
         return list(self._call(self.slides.ListSlides, pb.ListSlidesRequest()).slides)
 
+    def delete_slide(self, slide_id: str) -> None:
+        """Delete an uploaded slide (refused while labels use it)."""
+        self._call(self.slides.DeleteSlide, pb.DeleteSlideRequest(slide_id=slide_id))
+
     def export_tiles(self, slide_id: str, tile_size: int = 128, margin: int = 4, fmt: str = "png") -> pb.Job:
         return self._call(self.slides.ExportTiles, pb.ExportTilesRequest(
             slide_id=slide_id, tile_size=tile_size, margin=margin, format=fmt))
@@ -188,9 +203,9 @@ class FosgateClient:
         req = pb.AddLabelRequest(slide_id=slide_id, mask_slide_id=mask_slide_id, region=r, source=src,
                                  reviewer=reviewer, parent_id=parent_id)
         if roi_zip is not None:
-            req.roi_zip = roi_zip if isinstance(roi_zip, bytes) else Path(roi_zip).read_bytes()
+            req.roi_zip = _payload(roi_zip, "ROI set")
         if geojson is not None:
-            req.geojson = geojson if isinstance(geojson, bytes) else Path(geojson).read_bytes()
+            req.geojson = _payload(geojson, "GeoJSON")
         return self._call(self.labels.AddLabel, req)
 
     def list_labels(self, slide_id: str = "") -> list[pb.Label]:
@@ -280,9 +295,9 @@ class FosgateClient:
         if mask is not None:
             req.mask_slide_id = self.upload_slide(mask, role="mask").slide_id
         elif roi_zip is not None:
-            req.roi_zip = roi_zip if isinstance(roi_zip, bytes) else Path(roi_zip).read_bytes()
+            req.roi_zip = _payload(roi_zip, "ROI set")
         elif geojson is not None:
-            req.geojson = geojson if isinstance(geojson, bytes) else Path(geojson).read_bytes()
+            req.geojson = _payload(geojson, "GeoJSON")
         return self._call(self.labelling.ReviewProposal, req)
 
     def export_dataset(self, label_ids: list[str] | None = None, fmt: str = "png") -> pb.Job:
