@@ -22,3 +22,13 @@ def test_bench_speed_quick(tmp_path):
     assert all(m["seconds"] > 0 for m in result["methods"].values())
     assert result["max_abs_diff"] < 1e-3
     assert "## Speed" in markdown.read_text()
+
+
+@pytest.mark.slow
+def test_bench_dsb_quick(tmp_path):
+    if not (ROOT.parent / "shared" / "data" / "dsb2018").is_dir():
+        pytest.skip("../shared/data/dsb2018 not available")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_dsb.py"), "--quick", "--out", str(tmp_path)],
+                   check=True, timeout=900, cwd=ROOT)
+    (row,) = json.loads((tmp_path / "dsb.json").read_text())["rows"]
+    assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5
