@@ -7,6 +7,8 @@ The server owns one :class:`DaskExecutor`, which connects lazily on first use to
   ``SLURMCluster`` on an HPC system (docs/scale-out.md). Workers then need fosgate installed and the
   server's data folder and slides on a shared file system.
 
+Auto-labelling (classical or model proposals) fans out the same way, in batches of tiles.
+
 Work unit: a block of prediction windows (one row of the seam-free window plan). Each task reads its
 windows from the slide file, predicts them and writes the thresholded cores into the on-disk zarr
 mask whose chunks are exactly the window cores, so tasks never write the same chunk and a task that is
@@ -67,6 +69,27 @@ def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list
     return len(windows)
 
 
+def propose_block(method: str, model_dir: str, slide_path: str, channel: int | None,
+                  regions: list[tuple[int, int, int, int]]) -> list[tuple[np.ndarray, float]]:
+    """A Dask task: label proposals (instance labels, uncertainty) for a batch of tiles."""
+    from fosgate.core.autolabel import ModelProposer, classical_proposal
+    from fosgate.core.slides import open_slide
+
+    out = []
+    with open_slide(slide_path, channel=channel) as slide:
+        if method == "model":
+            from fosgate.core.modelio import load_model
+
+            meta = load_model(model_dir)[1]  # small: the weights come from the worker's cache
+            proposer = ModelProposer(_model(model_dir), meta, slide)
+        for region in regions:
+            if method == "classical":
+                out.append((classical_proposal(slide, tuple(region)), 0.0))
+            else:
+                out.append(proposer(tuple(region)))
+    return out
+
+
 class DaskExecutor:
     """A lazily connected Dask client; safe to share between job threads."""
 
@@ -102,6 +125,31 @@ class DaskExecutor:
             if self._cluster is not None:
                 self._cluster.close()
             self._client = self._cluster = None
+
+    def propose(self, *, method: str, model_dir: str, slide_path: str, channel: int | None, regions: list,
+                on_result: Callable[[int, np.ndarray, float, int], None], batch: int = 8,
+                should_cancel: Callable[[], bool] | None = None) -> None:
+        """Proposals for ``regions`` in batches of tiles; ``on_result(index, labels, uncertainty, done)``."""
+        from distributed import as_completed
+
+        from fosgate.errors import Cancelled
+
+        client = self.client
+        starts = list(range(0, len(regions), batch))
+        futures = {client.submit(propose_block, method, model_dir, str(slide_path), channel,
+                                 [list(r) for r in regions[s:s + batch]], retries=self.retries, pure=False,
+                                 key=f"fosgate-propose-{uuid.uuid4().hex[:12]}-{s}"): s for s in starts}
+        done = 0
+        try:
+            for fut in as_completed(list(futures)):
+                if should_cancel and should_cancel():
+                    raise Cancelled("Auto-labelling cancelled.")
+                for k, (labels, uncertainty) in enumerate(fut.result()):
+                    done += 1
+                    on_result(futures[fut] + k, labels, uncertainty, done)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
 
     def predict_mask(self, *, model_dir: str, slide_path: str, channel: int | None, lo, hi, clip_max: float,
                      region: tuple[int, int, int, int], windows, mask_path: Path, threshold: float,

@@ -182,6 +182,8 @@ def run_autolabel(app: App, ctx: JobContext) -> str:
     method = p["method"]
     if method == "sam":
         return _run_sam_autolabel(app, ctx, slide_row, regions)
+    if app.executor is not None:
+        return _run_autolabel_dask(app, ctx, slide_row, regions, method)
     with app.open_slide(slide_row) as slide:
         if method == "model":
             from fosgate.core.modelio import load_model
@@ -197,6 +199,20 @@ def run_autolabel(app: App, ctx: JobContext) -> str:
                 labels, uncertainty = proposer(region)
             app.add_proposal(slide_row.id, labels, region, method, ctx.job_id, uncertainty)
             ctx.progress((i + 1) / len(regions), f"Proposed labels for tile {i + 1}/{len(regions)}.")
+    ctx.progress(1.0, f"{len(regions)} proposals waiting for review.", force=True, proposals=len(regions))
+    return slide_row.id
+
+
+def _run_autolabel_dask(app: App, ctx: JobContext, slide_row, regions: list[tuple], method: str) -> str:
+    """Classical or model proposals as Dask tasks (batches of tiles); each stored as it arrives."""
+    model_dir = app.store.get_model(ctx.params["model_id"]).path if method == "model" else ""
+
+    def on_result(i: int, labels, uncertainty: float, done: int) -> None:
+        app.add_proposal(slide_row.id, labels, regions[i], method, ctx.job_id, uncertainty)
+        ctx.progress(done / len(regions), f"Proposed labels for tile {done}/{len(regions)}.")
+
+    app.executor.propose(method=method, model_dir=model_dir, slide_path=slide_row.path, channel=slide_row.channel,
+                         regions=regions, on_result=on_result, should_cancel=ctx.cancelled)
     ctx.progress(1.0, f"{len(regions)} proposals waiting for review.", force=True, proposals=len(regions))
     return slide_row.id
 
