@@ -7,7 +7,8 @@ The server owns one :class:`DaskExecutor`, which connects lazily on first use to
   ``SLURMCluster`` on an HPC system (docs/scale-out.md). Workers then need fosgate installed and the
   server's data folder and slides on a shared file system.
 
-Auto-labelling (classical or model proposals) fans out the same way, in batches of tiles.
+Auto-labelling (classical or model proposals) fans out the same way, in batches of tiles, and so does
+the clustering job's encoding of every tile with the trained autoencoder.
 
 Work unit: a block of prediction windows (one row of the seam-free window plan). Each task reads its
 windows from the slide file, predicts them and writes the thresholded cores into the on-disk zarr
@@ -90,6 +91,28 @@ def propose_block(method: str, model_dir: str, slide_path: str, channel: int | N
     return out
 
 
+def encode_block(encoder_path: str, slide_path: str, channel: int | None, lo: list[float], hi: list[float],
+                 tile: int, origin: tuple[int, int], tiles: list[tuple[int, ...]]):
+    """A Dask task: autoencoder codes, mean and spread of a block of crop tiles."""
+    from fosgate.core.clustering import encode_tiles
+    from fosgate.core.slides import open_slide
+    from fosgate.core.tiling import CropTile
+
+    encoder = _keras(encoder_path)
+    with open_slide(slide_path, channel=channel) as slide:
+        return encode_tiles(encoder, slide, [CropTile(*t) for t in tiles], np.asarray(lo, np.float32),
+                            np.asarray(hi, np.float32), tile, origin)
+
+
+def _keras(path: str):
+    with _MODELS_LOCK:
+        if path not in _MODELS:
+            import keras
+
+            _MODELS[path] = keras.models.load_model(path, compile=False)
+        return _MODELS[path]
+
+
 class DaskExecutor:
     """A lazily connected Dask client; safe to share between job threads."""
 
@@ -150,6 +173,24 @@ class DaskExecutor:
         except BaseException:
             client.cancel(list(futures))
             raise
+
+    def encode(self, *, encoder_path: str, slide_path: str, channel: int | None, tiles, lo, hi, tile: int,
+               origin: tuple[int, int], block: int = 256):
+        """Codes of all tiles, in blocks over the workers; same order as ``tiles``."""
+        from dataclasses import astuple
+
+        client = self.client
+        run = uuid.uuid4().hex[:12]
+        futures = [client.submit(encode_block, encoder_path, str(slide_path), channel, list(map(float, lo)),
+                                 list(map(float, hi)), tile, origin, [astuple(t) for t in tiles[i:i + block]],
+                                 retries=self.retries, pure=False, key=f"fosgate-encode-{run}-{i}")
+                   for i in range(0, len(tiles), block)]
+        try:
+            parts = client.gather(futures)
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
     def predict_mask(self, *, model_dir: str, slide_path: str, channel: int | None, lo, hi, clip_max: float,
                      region: tuple[int, int, int, int], windows, mask_path: Path, threshold: float,

@@ -67,6 +67,18 @@ def read_grey_tiles(slide, tiles: list[CropTile], lo: np.ndarray, hi: np.ndarray
     return out
 
 
+def encode_tiles(encoder, slide, tiles: list[CropTile], lo, hi, tile: int, origin: tuple[int, int] = (0, 0),
+                 block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flattened codes, mean, spread) of every tile, reading ``block`` tiles at a time."""
+    codes, means, spreads = [], [], []
+    for i in range(0, len(tiles), block):
+        data = read_grey_tiles(slide, tiles[i:i + block], lo, hi, tile, origin)
+        codes.append(np.asarray(encoder(data, training=False)).reshape(len(data), -1))
+        means.append(data.mean(axis=(1, 2, 3)))
+        spreads.append(data.std(axis=(1, 2, 3)))
+    return np.concatenate(codes), np.concatenate(means), np.concatenate(spreads)
+
+
 def cluster_tiles(
     slide,
     *,
@@ -80,8 +92,11 @@ def cluster_tiles(
     normalization: Normalization | None = None,
     progress: Callable[[float, str], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    encode: Callable | None = None,
 ) -> ClusterResult:
-    """Cluster every crop tile of ``slide`` (or ``region``: x, y, w, h)."""
+    """Cluster every crop tile of ``slide`` (or ``region``: x, y, w, h). Only the autoencoder's
+    training sample is held in memory; all tiles are then encoded in streamed blocks, here or by
+    ``encode(encoder, tiles, lo, hi, tile, origin) -> (codes, mean, spread)`` (e.g. over Dask)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -96,15 +111,15 @@ def cluster_tiles(
         raise InvalidInput(f"The image has {len(tiles)} tiles of {tile} px; that is fewer than the {k} clusters asked for.")
     norm = normalization or Normalization()
     lo, hi = norm.stats(slide)
-    report(0.02, f"Reading {len(tiles)} tiles.")
-    data = read_grey_tiles(slide, tiles, lo, hi, tile, (rx, ry))
     rng = np.random.default_rng(seed)
-    train_idx = rng.choice(len(tiles), size=min(max_tiles, len(tiles)), replace=False)
+    train_idx = np.sort(rng.choice(len(tiles), size=min(max_tiles, len(tiles)), replace=False))
+    report(0.02, f"Reading {len(train_idx)} of {len(tiles)} tiles to train the autoencoder.")
+    data = read_grey_tiles(slide, [tiles[i] for i in train_idx], lo, hi, tile, (rx, ry))
     ae, encoder = build_autoencoder(tile, seed)
     batch = 32
-    steps = max(1, len(train_idx) // batch)
+    steps = max(1, len(data) // batch)
     for epoch in range(epochs):
-        order = rng.permutation(train_idx)
+        order = rng.permutation(len(data))
         losses = []
         for s in range(steps):
             if should_cancel and should_cancel():
@@ -113,10 +128,12 @@ def cluster_tiles(
             losses.append(float(np.asarray(ae.train_on_batch(b, b)).ravel()[0]))
         report(0.05 + 0.6 * (epoch + 1) / max(epochs, 1), f"Autoencoder epoch {epoch + 1}/{epochs}: "
                f"reconstruction error {np.mean(losses):.4f}.")
-    codes = np.concatenate([np.asarray(encoder(data[i:i + 256], training=False)).reshape(min(256, len(data) - i), -1)
-                            for i in range(0, len(data), 256)])
-    mean = data.mean(axis=(1, 2, 3))
-    spread = data.std(axis=(1, 2, 3))
+    del data
+    report(0.65, f"Encoding {len(tiles)} tiles.")
+    if encode is not None:
+        codes, mean, spread = encode(encoder, tiles, lo, hi, tile, (rx, ry))
+    else:
+        codes, mean, spread = encode_tiles(encoder, slide, tiles, lo, hi, tile, (rx, ry))
     n_comp = int(min(16, codes.shape[1], len(codes) - 1)) or 1
     reduced = PCA(n_components=n_comp, random_state=seed).fit_transform(codes)
     reduced /= reduced.std() + 1e-8

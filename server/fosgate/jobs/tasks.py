@@ -154,10 +154,18 @@ def run_clustering(app: App, ctx: JobContext) -> str:
     p = ctx.params
     slide_row = app.store.get_slide(p["slide_id"])
     region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
+    encode = None
+    if app.executor is not None:
+        def encode(encoder, tiles, lo, hi, tile, origin):
+            path = ctx.workdir / "encoder.keras"
+            encoder.save(path)
+            return app.executor.encode(encoder_path=str(path), slide_path=slide_row.path, channel=slide_row.channel,
+                                       tiles=tiles, lo=lo, hi=hi, tile=tile, origin=origin)
     with app.open_slide(slide_row) as slide:
         result = cluster_tiles(slide, tile=p["tile_size"], margin=p["margin"], k=p["k"], seed=int(p.get("seed") or 0),
                                epochs=p["epochs"], max_tiles=p["max_tiles"], region=region,
-                               progress=lambda f, m: ctx.progress(0.9 * f, m), should_cancel=ctx.cancelled)
+                               progress=lambda f, m: ctx.progress(0.9 * f, m), should_cancel=ctx.cancelled,
+                               encode=encode)
         ctx.progress(0.9, "Drawing the cluster pictures.", force=True)
         pictures = plot_clusters(result, slide, ctx.workdir / "pictures")
     csv_path = write_cluster_csv(result, ctx.workdir / "clusters.csv")
