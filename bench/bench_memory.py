@@ -1,6 +1,7 @@
 """Peak memory of whole-slide prediction vs slide size: it must stay flat.
 
-For each size, a child process (fresh interpreter, so ``ru_maxrss`` is its own) writes a tiled
+For each size, a child process (fresh interpreter; its peak is read from ``VmHWM``, which, unlike
+``ru_maxrss``, does not carry over the parent's peak across exec) writes a tiled
 BigTIFF slide of that size (a 512-px c-fos-like field repeated, so generation is fast), predicts it
 with ``fosgate.core.pipeline.predict_slide`` (all six outputs) and reports its peak RSS and time.
 
@@ -56,13 +57,19 @@ else:
     filters = (2, 4, 8, 16, 32) if model_kind == "tiny" else (16, 32, 64, 128, 256)
     model = build_unet(1, filters=filters, seed=0)
     rf = receptive_field_radius(model)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_mb():
+    # VmHWM belongs to this process image; ru_maxrss is not reset by exec and would report the parent's peak
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_mb()
 t0 = time.perf_counter()
 with open_slide(path) as slide:
     out = predict_slide(slide, model, in_channels=1, normalization=Normalization(mode="range"), receptive_field=rf,
                         out_dir=work, stem=f"s{size}", memory_budget=budget, threshold=0.5)
-print(json.dumps({"size": size, "model": model_kind, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "rss_before_predict_mb": base / 1024, "seconds": time.perf_counter() - t0, "tile": out.tile,
+print(json.dumps({"size": size, "model": model_kind, "peak_rss_mb": peak_mb(),
+                  "rss_before_predict_mb": base, "seconds": time.perf_counter() - t0, "tile": out.tile,
                   "halo": out.halo, "objects": out.count}))
 """
 

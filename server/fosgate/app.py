@@ -116,10 +116,15 @@ class App:
             raise Forbidden("This server has no folders configured for registration (start it with --root DIR).")
         if not path:
             raise InvalidInput("No path given.")
+        if "\x00" in path or len(path) > 4096:
+            raise InvalidInput("That is not a valid file path.")
         p = Path(path)
         if ".." in p.parts:
             raise Forbidden(f"'{path}' contains '..'; give a path inside the server's image folders.")
-        resolved = p.resolve()
+        try:
+            resolved = p.resolve()
+        except (OSError, RuntimeError):
+            raise InvalidInput(f"The path '{path}' cannot be resolved on the server.") from None
         if not any(resolved == r or r in resolved.parents for r in self.config.roots):
             raise Forbidden(f"'{path}' is outside the folders this server may read "
                             f"({', '.join(str(r) for r in self.config.roots)}).")
