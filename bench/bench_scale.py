@@ -1,0 +1,75 @@
+"""Scale: one slide predicted over a Dask LocalCluster of 1 vs 2 worker processes (same model, same tiles).
+
+Each cluster is warmed up (workers load the model on a first prediction), then the second prediction
+of a ``--size`` px synthetic slide is timed. Workers pin TensorFlow to ``--threads`` threads each, so
+1 x 2 threads and 2 x 1 thread use the same cores; on a 2-core machine this shows the fan-out overhead
+rather than a speed-up, which needs more cores or machines.
+
+    .venv/bin/python bench/bench_scale.py [--size 3072] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=3072)
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = ap.parse_args(argv)
+    import tifffile
+
+    from fosgate.core.modelio import ModelMeta, save_model
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.pipeline import predict_slide
+    from fosgate.core.slides import open_slide
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.unet import build_unet, receptive_field_radius
+    from fosgate.distributed import DaskExecutor
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        image, _, _ = generate_cfos(args.size, args.size, seed=0)
+        tifffile.imwrite(tmp / "s.tif", image, tile=(512, 512))
+        model = build_unet(1, seed=0)
+        rf = receptive_field_radius(model)
+        model_dir = save_model(model, ModelMeta("md_b", "b", 1, 0.0, 1, Normalization().to_json(), rf, 128), tmp / "m")
+        for workers in (1, 2):
+            os.environ["TF_NUM_INTRAOP_THREADS"] = str(max(1, (os.cpu_count() or 2) // workers))
+            ex = DaskExecutor(workers=workers, processes=True)
+            try:
+                times = []
+                for run in range(2):
+                    with open_slide(tmp / "s.tif") as slide:
+                        t0 = time.perf_counter()
+                        out = predict_slide(slide, model, in_channels=1, normalization=Normalization(), receptive_field=rf,
+                                            out_dir=tmp / f"o{workers}{run}", stem="s", tile=args.tile, executor=ex,
+                                            model_dir=str(model_dir))
+                        times.append(time.perf_counter() - t0)
+                rows.append({"workers": workers, "seconds": times[1], "first_run_seconds": times[0], "count": out.count})
+            finally:
+                ex.close()
+    base = rows[0]["seconds"]
+    for r in rows:
+        r["speedup"] = base / r["seconds"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps({"rows": rows, "size": args.size, "cpus": os.cpu_count()}, indent=2))
+    print("| Dask workers | seconds (warm) | speed-up | cells |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['workers']} | {r['seconds']:.1f} | {r['speedup']:.2f} | {r['count']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
