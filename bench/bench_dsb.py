@@ -39,7 +39,7 @@ def run(sizes: list[int], steps: int, n_test: int, seed: int = 0) -> dict:
     from fosgate.core.metrics import object_scores, pixel_scores
     from fosgate.core.normalize import Normalization
     from fosgate.core.predict import predict_array
-    from fosgate.core.training import TrainConfig, TrainingPair, _stats_of_array, train_unet
+    from fosgate.core.training import TrainConfig, TrainingPair, train_unet
     from fosgate.core.unet import receptive_field_radius, required_halo
 
     names = sorted(p.name for p in (DSB / "images").glob("*.png"))
@@ -61,7 +61,7 @@ def run(sizes: list[int], steps: int, n_test: int, seed: int = 0) -> dict:
         halo = required_halo(receptive_field_radius(model))
         aps, f1s, pix = [], [], []
         for img, truth in test_data:
-            lo, hi = _stats_of_array(img, norm)
+            lo, hi = norm.stats_of_array(img)
             prob = predict_array(model, Normalization.apply(img, lo, hi, norm.clip_max), tile=256, halo=halo)
             lab = np.zeros(prob.shape, np.uint32)
             label_mask(prob >= 0.5, lab, min_size=15, split_touching=True)

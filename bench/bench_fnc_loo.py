@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
     from fosgate.core.normalize import Normalization
     from fosgate.core.predict import predict_array
-    from fosgate.core.training import TrainConfig, TrainingPair, _stats_of_array, train_unet
+    from fosgate.core.training import TrainConfig, TrainingPair, train_unet
     from fosgate.core.unet import receptive_field_radius, required_halo
 
     items = [(p, FNC / c / "masks" / p.name) for c in ("yellow", "red") for p in sorted((FNC / c / "images").glob("*.png"))]
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         train = [TrainingPair(im, tr.astype(np.uint8), n) for j, (n, im, tr) in enumerate(data) if j != i]
         model, _, _ = train_unet(train, norm, TrainConfig(epochs=args.epochs, tile_size=128, val_fraction=0.0, seed=0))
-        lo, hi = _stats_of_array(img, norm)
+        lo, hi = norm.stats_of_array(img)
         prob = predict_array(model, Normalization.apply(img, lo, hi, norm.clip_max), tile=512,
                              halo=required_halo(receptive_field_radius(model)))
         lab = np.zeros(prob.shape, np.uint32)

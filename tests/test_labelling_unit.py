@@ -139,3 +139,15 @@ def test_metrics_definitions():
     assert (s["tp"], s["fp"], s["fn"]) == (0, 1, 1) and s["ap"] == 0.0
     s = object_scores(a, b, iou_threshold=0.5, centroid_px=40)
     assert s["tp"] == 1 and s["f1"] == 1.0 and s["count_error"] == 0
+
+
+def test_measure_labels_keeps_touching_instances_apart():
+    from fosgate.core.instances import measure_labels
+
+    lab = np.zeros((20, 30), np.uint32)
+    lab[5:15, 2:12] = 4
+    lab[5:15, 12:22] = 9  # touches 4 along a whole edge
+    objs = measure_labels(lab)
+    assert [(o.label, o.area, o.bbox) for o in objs] == [(4, 100, (5, 2, 15, 12)), (9, 100, (5, 12, 15, 22))]
+    polys = list(iter_object_polygons(lab, objs))
+    assert [g.area for _, g in polys] == [100, 100]

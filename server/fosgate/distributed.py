@@ -44,14 +44,14 @@ def _model(model_dir: str):
 
 
 def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list[float], hi: list[float],
-                  clip_max: float, region: tuple[int, int, int, int], windows: list[tuple[int, ...]],
+                  clip_max: float, region: tuple[int, int, int, int], windows: list,
                   mask_path: str, threshold: float) -> int:
-    """A Dask task: predict ``windows`` (wy0, wy1, wx0, wx1, cy0, cy1, cx0, cx1) of ``region`` of the
-    slide and write their thresholded cores into the zarr mask. Returns the number of windows."""
+    """A Dask task: predict ``windows`` (``fosgate.core.tiling.Window``) of ``region`` of the slide and
+    write their thresholded cores into the zarr mask. Returns the number of windows."""
     import zarr
 
     from fosgate.core.normalize import Normalization
-    from fosgate.core.predict import _predict_batch
+    from fosgate.core.predict import _predict_batch, read_window
     from fosgate.core.slides import open_slide
 
     model = _model(model_dir)
@@ -59,14 +59,13 @@ def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list
     lo_a, hi_a = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
     mask = zarr.open_array(mask_path, mode="r+")
     with open_slide(slide_path, channel=channel) as slide:
-        for wy0, wy1, wx0, wx1, cy0, cy1, cx0, cx1 in windows:
-            y1, x1 = min(wy1, rh), min(wx1, rw)
-            raw = slide.read(ry + wy0, ry + y1, rx + wx0, rx + x1)
-            block = np.zeros((wy1 - wy0, wx1 - wx0, raw.shape[2]), np.float32)
-            block[: y1 - wy0, : x1 - wx0] = Normalization.apply(raw, lo_a, hi_a, clip_max)
-            prob = _predict_batch(model, block[None])[0]
-            core = prob[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
-            mask[cy0:cy1, cx0:cx1] = (core >= threshold).astype(np.uint8)
+        def read(y0, y1, x0, x1):
+            return Normalization.apply(slide.read(ry + y0, ry + y1, rx + x0, rx + x1), lo_a, hi_a, clip_max)
+
+        for win in windows:
+            prob = _predict_batch(model, read_window(read, win, rh, rw)[None])[0]
+            core = prob[win.cy0 - win.wy0:win.cy1 - win.wy0, win.cx0 - win.wx0:win.cx1 - win.wx0]
+            mask[win.cy0:win.cy1, win.cx0:win.cx1] = (core >= threshold).astype(np.uint8)
     return len(windows)
 
 
@@ -201,9 +200,9 @@ class DaskExecutor:
 
         from fosgate.errors import Cancelled
 
-        rows: dict[int, list[tuple[int, ...]]] = {}
+        rows: dict[int, list] = {}
         for w in windows:
-            rows.setdefault(w.row, []).append((w.wy0, w.wy1, w.wx0, w.wx1, w.cy0, w.cy1, w.cx0, w.cx1))
+            rows.setdefault(w.row, []).append(w)
         client = self.client
         run = uuid.uuid4().hex[:12]
         futures = [client.submit(predict_block, model_dir, str(slide_path), channel, list(map(float, lo)),

@@ -56,6 +56,17 @@ def _stats_of(lab: np.ndarray, ids: np.ndarray, grey: np.ndarray | None, oy: int
     return out
 
 
+def measure_labels(labels: np.ndarray, grey: np.ndarray | None = None) -> list[ObjectStats]:
+    """Measurements of every instance of an in-memory label image, keeping its numbering (touching
+    instances stay separate, unlike ``label_mask`` which finds connected components)."""
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None:
+            out += _stats_of(labels[sl], np.array([i]), grey[sl] if grey is not None else None, sl[0].start,
+                             sl[1].start)
+    return out
+
+
 def label_mask(
     mask,
     labels_out,

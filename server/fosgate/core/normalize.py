@@ -31,18 +31,21 @@ class Normalization:
             raise ValueError(f"unknown normalisation mode {self.mode!r}")
 
     def stats(self, slide) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel ``(lo, hi)`` for an open slide, read band by band on a strided grid."""
-        info = slide.info
-        c = info.channels
+        """Per-channel ``(lo, hi)`` for an open slide, from a strided overview read band by band."""
         if self.mode == "range":
-            top = float(np.iinfo(np.dtype(info.dtype)).max)
+            return self.stats_of_array(np.zeros((1, 1, slide.info.channels), np.dtype(slide.info.dtype)))
+        return self.stats_of_array(self.overview(slide))
+
+    def stats_of_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel ``(lo, hi)`` of an in-memory ``(h, w, C)`` image (the same rule as ``stats``)."""
+        c = image.shape[-1]
+        if self.mode == "range":
+            top = float(np.iinfo(image.dtype).max)
             return np.zeros(c, np.float32), np.full(c, top, np.float32)
-        overview = self.overview(slide)
-        flat = overview.reshape(-1, c).astype(np.float32)
+        flat = image.reshape(-1, c).astype(np.float32)
         lo = np.percentile(flat, self.low, axis=0).astype(np.float32)
         hi = np.percentile(flat, self.high, axis=0).astype(np.float32)
-        hi = np.maximum(hi, lo + 1.0)  # a flat image must not divide by zero
-        return lo, hi
+        return lo, np.maximum(hi, lo + 1.0)  # a flat image must not divide by zero
 
     @staticmethod
     def overview(slide, max_pixels: int = OVERVIEW_PIXELS) -> np.ndarray:

@@ -42,7 +42,8 @@ def predict_single_pass(model, image: np.ndarray, align: int = ALIGN) -> np.ndar
     return _predict_batch(model, padded[None])[0, :h, :w]
 
 
-def _read_window(read: Reader, win: Window, h: int, w: int, channels: int | None) -> np.ndarray:
+def read_window(read: Reader, win: Window, h: int, w: int) -> np.ndarray:
+    """The window's pixels from ``read``, zero-padded past the image's bottom/right edge."""
     y1, x1 = min(win.wy1, h), min(win.wx1, w)
     block = read(win.wy0, y1, win.wx0, x1)
     if block.shape[0] == win.wy1 - win.wy0 and block.shape[1] == win.wx1 - win.wx0:
@@ -77,7 +78,7 @@ def predict_tiled(
         if should_cancel and should_cancel():
             raise Cancelled("Prediction cancelled.")
         group = windows[start:start + batch_size]
-        batch = np.stack([_read_window(read, win, height, width, None) for win in group])
+        batch = np.stack([read_window(read, win, height, width) for win in group])
         probs = _predict_batch(model, batch)
         for win, prob in zip(group, probs, strict=True):
             oy, ox = win.cy0 - win.wy0, win.cx0 - win.wx0

@@ -94,7 +94,7 @@ def _prepare(pair: TrainingPair, normalization: Normalization, tile: int) -> _Pr
         raise InvalidInput(f"Image and mask of '{pair.name}' differ in size: {image.shape[1]}x{image.shape[0]} "
                            f"vs {pair.mask.shape[1]}x{pair.mask.shape[0]}.")
     if pair.lo is None or pair.hi is None:
-        lo, hi = _stats_of_array(image, normalization)
+        lo, hi = normalization.stats_of_array(image)
     else:
         lo, hi = pair.lo, pair.hi
     x = Normalization.apply(image, lo, hi, normalization.clip_max)
@@ -105,17 +105,6 @@ def _prepare(pair: TrainingPair, normalization: Normalization, tile: int) -> _Pr
         x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
         y = np.pad(y, ((0, ph), (0, pw)))
     return _Prepared(x, y, np.argwhere(y > 0))
-
-
-def _stats_of_array(image: np.ndarray, normalization: Normalization):
-    if normalization.mode == "range":
-        top = float(np.iinfo(image.dtype).max)
-        c = image.shape[-1]
-        return np.zeros(c, np.float32), np.full(c, top, np.float32)
-    flat = image.reshape(-1, image.shape[-1]).astype(np.float32)
-    lo = np.percentile(flat, normalization.low, axis=0)
-    hi = np.maximum(np.percentile(flat, normalization.high, axis=0), lo + 1)
-    return lo.astype(np.float32), hi.astype(np.float32)
 
 
 def split_pairs(prepared: list[_Prepared], val_fraction: float, tile: int, seed: int

@@ -7,6 +7,7 @@ library core, publishes its files as artifacts and returns a result id (e.g. the
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -263,7 +264,6 @@ def run_dataset_export(app: App, ctx: JobContext) -> str:
     import csv
 
     import tifffile
-    from PIL import Image
 
     p = ctx.params
     out = ctx.workdir / "dataset"
@@ -279,14 +279,7 @@ def run_dataset_export(app: App, ctx: JobContext) -> str:
             slide_row = app.store.get_slide(lb.slide_id)
             with app.open_slide(slide_row) as slide:
                 img = slide.read(lb.y, lb.y + lb.height, lb.x, lb.x + lb.width)
-            img = img[..., 0] if img.shape[-1] == 1 else img
-            if p["format"] == "png":
-                Image.fromarray(img).save(out / "images" / f"{lid}.png")
-            else:
-                tifffile.imwrite(out / "images" / f"{lid}.tif", img)
-            labels = tifffile.imread(lb.path)
-            dtype = np.uint16 if labels.max() < 65535 else np.uint32
-            tifffile.imwrite(out / "masks" / f"{lid}.tif", labels.astype(dtype), compression="zlib")
+            _write_tile(img, tifffile.imread(lb.path), out / "images" / lid, out / "masks" / f"{lid}.tif", p["format"])
             wr.writerow([lid, slide_row.name, lb.x, lb.y, lb.width, lb.height, lb.source, lb.reviewer, lb.created,
                          lb.parent_id, lb.version, lb.objects])
             ctx.progress(0.9 * (i + 1) / len(p["label_ids"]), f"Exported label {i + 1}/{len(p['label_ids'])}.")
@@ -301,11 +294,10 @@ def run_proposal_export(app: App, ctx: JobContext) -> str:
     import csv
 
     import tifffile
-    from PIL import Image
     from shapely.affinity import translate
 
     from fosgate.core.exports import iter_object_polygons, write_geojson, write_roi_zip
-    from fosgate.core.instances import label_mask
+    from fosgate.core.instances import measure_labels
 
     ids = ctx.params["proposal_ids"]
     out = ctx.workdir / "proposals"
@@ -320,16 +312,9 @@ def run_proposal_export(app: App, ctx: JobContext) -> str:
             slide_row = app.store.get_slide(prop.slide_id)
             with app.open_slide(slide_row) as slide:
                 img = slide.read(prop.y, prop.y + prop.height, prop.x, prop.x + prop.width)
-            img = img[..., 0] if img.shape[-1] == 1 else img
-            if img.dtype == np.uint16:
-                tifffile.imwrite(out / f"{pid}.tif", img)
-            else:
-                Image.fromarray(img).save(out / f"{pid}.png")
             labels = tifffile.imread(prop.path)
-            tifffile.imwrite(out / f"{pid}.labels.tif", labels.astype(np.uint16 if labels.max() < 65535 else np.uint32))
-            relabelled = np.zeros(labels.shape, np.uint32)
-            objects = label_mask(labels, relabelled, min_size=1)
-            polygons = list(iter_object_polygons(relabelled, objects))
+            _write_tile(img, labels, out / pid, out / f"{pid}.labels.tif")
+            polygons = list(iter_object_polygons(labels, measure_labels(labels)))
             write_roi_zip(out / f"{pid}.rois.zip", polygons)
             write_geojson(out / f"{pid}.geojson", [(o, translate(g, prop.x, prop.y)) for o, g in polygons])
             wr.writerow([pid, prop.slide_id, slide_row.name, prop.x, prop.y, prop.width, prop.height, prop.source,
@@ -339,6 +324,24 @@ def run_proposal_export(app: App, ctx: JobContext) -> str:
     shutil.rmtree(out, ignore_errors=True)
     ctx.add_artifact(archive)
     return ""
+
+
+def _write_tile(img: np.ndarray, labels: np.ndarray, image_path: Path, labels_path: Path, fmt: str = "png") -> Path:
+    """A labelled tile as files: the image as PNG (8-bit; 16-bit images always as TIFF) or TIFF, and
+    its instance labels as uint16 (uint32 above 65,534 objects) TIFF. Returns the image's path."""
+    import tifffile
+    from PIL import Image
+
+    img = img[..., 0] if img.shape[-1] == 1 else img
+    if fmt == "png" and img.dtype == np.uint8:
+        image_path = image_path.with_suffix(".png")
+        Image.fromarray(img).save(image_path)
+    else:
+        image_path = image_path.with_suffix(".tif")
+        tifffile.imwrite(image_path, img)
+    dtype = np.uint16 if labels.max() < 65535 else np.uint32
+    tifffile.imwrite(labels_path, labels.astype(dtype), compression="zlib")
+    return image_path
 
 
 def _stem(name: str) -> str:

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -296,13 +296,13 @@ class Store:
         return row
 
     # ------------------------------------------------------------------ labels
+    @staticmethod
+    def _insert_label(db: sqlite3.Connection, row: LabelRow) -> None:
+        db.execute("INSERT INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", astuple(row))
+
     def add_label(self, row: LabelRow) -> LabelRow:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (row.id, row.slide_id, row.path, row.x, row.y, row.width, row.height, row.source,
-                 row.reviewer, row.created, row.parent_id, row.version, row.foreground_pixels, row.objects),
-            )
+            self._insert_label(db, row)
         return row
 
     @staticmethod
@@ -382,12 +382,7 @@ class Store:
             if cur is None:
                 raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
             if label is not None:
-                db.execute(
-                    "INSERT INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (label.id, label.slide_id, label.path, label.x, label.y, label.width, label.height, label.source,
-                     label.reviewer, label.created, label.parent_id, label.version, label.foreground_pixels,
-                     label.objects),
-                )
+                self._insert_label(db, label)
             db.execute("UPDATE proposals SET state=?, reviewer=?, decided=?, label_id=? WHERE id=?",
                        (state, reviewer, now(), label.id if label else "", proposal_id))
         return self.get_proposal(proposal_id)
