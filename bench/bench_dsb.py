@@ -9,7 +9,7 @@ is predicted whole (seam-free tiling), thresholded at 0.5, split into instances 
 watershed of touching nuclei, min size 15 px) and scored: AP@0.5 = TP / (TP + FP + FN) with one-to-one
 IoU matching (as StarDist / CellSeg1 report it), averaged over test images; also pixel F1 and object F1.
 
-    .venv/bin/python bench/bench_dsb.py [--sizes 1 5 10 40] [--steps 500] [--quick] [--out bench/out]
+    .venv/bin/python bench/bench_dsb.py [--sizes 1 5 10 all] [--steps 500] [--quick] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, save
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return img[..., None], np.asarray(Image.open(DSB / "masks" / name)).astype(np.int64)
 
 
-def run(sizes: list[int], steps: int, n_test: int, seed: int = 0) -> dict:
+def run(sizes: list[str], steps: int, n_test: int, seed: int = 0) -> dict:
     from fosgate.core.instances import label_mask
     from fosgate.core.metrics import object_scores, pixel_scores
     from fosgate.core.normalize import Normalization
@@ -49,7 +50,8 @@ def run(sizes: list[int], steps: int, n_test: int, seed: int = 0) -> dict:
     norm = Normalization()
     test_data = [load(n) for n in test]
     rows = []
-    for size in sizes:
+    for size_arg in sizes:
+        size = len(pool) if size_arg == "all" else int(size_arg)
         train_names = pool[:size]
         pairs = [TrainingPair(*load(n), name=n) for n in train_names]
         epochs = max(1, steps // 25)
@@ -77,19 +79,20 @@ def run(sizes: list[int], steps: int, n_test: int, seed: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 10, 40])
+    ap.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"],
+                    help="training-set sizes; 'all' = every image not held out")
     ap.add_argument("--steps", type=int, default=500, help="gradient steps per setting (batch 8 of 128 px)")
     ap.add_argument("--test", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="1 image, 25 steps, 5 test images")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if not DSB.is_dir():
         raise SystemExit(f"{DSB} is missing: the DSB2018 data lives in ../shared/data/dsb2018")
     if args.quick:
-        args.sizes, args.steps, args.test = [1], 25, 5
+        args.sizes, args.steps, args.test = ["1"], 25, 5
     result = run(args.sizes, args.steps, args.test)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dsb.json").write_text(json.dumps(result, indent=2))
+    result["mode"] = "quick" if args.quick else "full"
+    save(args.out, "dsb", result)
     print("| training images | steps | train s | AP@0.5 | object F1 | pixel F1 |\n|---|---|---|---|---|---|")
     for r in result["rows"]:
         print(f"| {r['train_images']} | {r['steps']} | {r['train_seconds']:.0f} | {r['ap50']:.3f} | "

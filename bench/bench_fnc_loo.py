@@ -7,7 +7,7 @@ crops, ``--epochs`` epochs), whole-image seam-free prediction, threshold 0.5, in
 one-to-one. Reports per-image and pooled object F1, count MAE, pixel F1 and MIoU (mean over images).
 Published c-ResUnet on the full FNC test set: F1 0.81, MAE 3.09 (a different, larger test set).
 
-    .venv/bin/python bench/bench_fnc_loo.py [--epochs 12] [--out bench/out]
+    .venv/bin/python bench/bench_fnc_loo.py [--epochs 12] [--quick] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, save
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +29,11 @@ FNC = ROOT.parent / "shared" / "data" / "fnc"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--quick", action="store_true", help="hold out one image only, 1 epoch")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs = 1
     from fosgate.core.instances import label_mask
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
     from fosgate.core.normalize import Normalization
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             for p, m in items]
     norm = Normalization()
     rows, objs, pairs = [], [], []
-    for i, (name, img, truth) in enumerate(data):
+    for i, (name, img, truth) in enumerate(data[:1] if args.quick else data):
         t0 = time.perf_counter()
         train = [TrainingPair(im, tr.astype(np.uint8), n) for j, (n, im, tr) in enumerate(data) if j != i]
         model, _, _ = train_unet(train, norm, TrainConfig(epochs=args.epochs, tile_size=128, val_fraction=0.0, seed=0))
@@ -58,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                      "pixel_f1": mean_pixel_scores([(lab > 0, truth)])["pixel_f1"], "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {**summarize_objects(objs), **mean_pixel_scores(pairs), "epochs": args.epochs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fnc_loo.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    save(args.out, "fnc_loo", {"rows": rows, "summary": summary, "mode": "quick" if args.quick else "full"})
     print("| held-out image | object F1 | predicted | true | pixel F1 |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['image']} | {r['object_f1']:.3f} | {r['n_pred']} | {r['n_true']} | {r['pixel_f1']:.3f} |")

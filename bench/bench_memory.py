@@ -5,8 +5,8 @@ For each size, a child process (fresh interpreter; its peak is read from ``VmHWM
 BigTIFF slide of that size (a 512-px c-fos-like field repeated, so generation is fast), predicts it
 with ``fosgate.core.pipeline.predict_slide`` (all six outputs) and reports its peak RSS and time.
 
-    .venv/bin/python bench/bench_memory.py [--sizes 4096 10000 20000] [--model tiny|reference]
-        [--budget-gb 1.5] [--out bench/out]
+    .venv/bin/python bench/bench_memory.py [--sizes 4096 10000 20000 50000] [--model tiny|reference]
+        [--budget-gb 1.5] [--out bench/results]
 
 ``--model threshold`` (default: a fixed 3x3 mean + sigmoid, i.e. "bright blobs", a realistic mask in
 seconds) keeps the run short: what is measured is the pipeline's own memory (reading, stitching,
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from common import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,17 +87,17 @@ def measure(size: int, model: str, budget_gb: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 10000, 20000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 10000, 20000, 50000])
     ap.add_argument("--model", choices=["threshold", "tiny", "reference"], default="threshold")
     ap.add_argument("--budget-gb", type=float, default=1.5)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--quick", action="store_true", help="2048 and 4096 px only")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes = [2048, 4096]
     rows = [measure(s, args.model, args.budget_gb) for s in args.sizes]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps(rows, indent=2))
+    save(args.out, "memory", {"rows": rows, "model": args.model, "budget_gb": args.budget_gb,
+                              "mode": "quick" if args.quick else "full"})
     print("| slide (px) | peak RSS (MB) | seconds | tile | objects |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['size']} x {r['size']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | {r['tile']} | {r['objects']} |")

@@ -5,18 +5,19 @@ of a ``--size`` px synthetic slide is timed. Workers pin TensorFlow to ``--threa
 1 x 2 threads and 2 x 1 thread use the same cores; on a 2-core machine this shows the fan-out overhead
 rather than a speed-up, which needs more cores or machines.
 
-    .venv/bin/python bench/bench_scale.py [--size 3072] [--out bench/out]
+    .venv/bin/python bench/bench_scale.py [--size 3072] [--quick] [--out bench/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=3072)
     ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--quick", action="store_true", help="a 1024 px slide")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.size = 1024
     import tifffile
 
     from fosgate.core.modelio import ModelMeta, save_model
@@ -63,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["seconds"]
     for r in rows:
         r["speedup"] = base / r["seconds"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.json").write_text(json.dumps({"rows": rows, "size": args.size, "cpus": os.cpu_count()}, indent=2))
+    save(args.out, "scale", {"rows": rows, "size": args.size, "tile": args.tile,
+                             "mode": "quick" if args.quick else "full"})
     print("| Dask workers | seconds (warm) | speed-up | cells |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['workers']} | {r['seconds']:.1f} | {r['speedup']:.2f} | {r['count']} |")

@@ -19,24 +19,22 @@ speed does not depend on the weights) are timed three ways in one run:
    result also differs from a single pass inside the covered area (``max_abs_diff_covered``).
 3. ``single_pass``: ``fosgate.core.predict.predict_single_pass`` over the whole image: the compute floor.
 
-Every method is warmed up once on a small input first, so graph tracing and first-call set-up are not
-timed. Throughput is slide megapixels per second for all three (the reference loop is credited with
+Every method is warmed up first (fosgate and the single pass with one untimed run over the whole slide,
+the reference loop on a 256-px crop: its input shape never changes), so graph tracing, per-shape
+compilation and first-call set-up are not timed. Throughput is slide megapixels per second for all three (the reference loop is credited with
 the whole slide although it leaves the edges out). Targets: fosgate >= 10x faster than the reference
 loop, and fosgate time / single-pass time <= 1.15. ``max_abs_diff`` is max |fosgate - single pass|.
 
-    .venv/bin/python bench/bench_speed.py [--quick] [--out bench/out] [--markdown BENCHMARKS.md]
+    .venv/bin/python bench/bench_speed.py [--quick] [--out bench/results]
 
-Writes ``<out>/speed.json``, prints a Markdown table and writes the "Speed" section of BENCHMARKS.md
-(other sections of an existing file are kept). Full mode: a 2048 x 2048 slide; ``--quick``: 512 x 512.
+Writes ``<out>/speed.json`` and prints a Markdown table (``bench/report.py`` renders BENCHMARKS.md).
+Full mode: a 2048 x 2048 slide (``--size``); ``--quick``: 512 x 512. Other Keras backends run it too
+(``KERAS_BACKEND=jax``: the GPU check, where TensorFlow is not installed).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import RESULTS, save
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REF_TILE = 128
 REF_MARGIN = 4
 MEMORY_BUDGET = 1.5e9
+SWEEP_BUDGETS = (3e9, 6e9)
+REFERENCE_RADIUS = 94  # receptive_field_radius(build_unet(1)) measured with TensorFlow
 TARGET_SPEEDUP = 10.0
 TARGET_OVERHEAD = 1.15
 METHODS = ("fosgate_tiled", "reference_loop", "single_pass")
@@ -105,6 +106,26 @@ def reference_loop(model: Any, image_u8: np.ndarray, workdir: Path) -> tuple[np.
                           "tiles": len(paths)}
 
 
+def accelerator(backend: str) -> str:
+    """The GPU the Keras backend computes on, or "" for CPU."""
+    try:
+        if backend == "jax":
+            import jax
+
+            return ", ".join(d.device_kind for d in jax.devices() if d.platform == "gpu")
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return ", ".join(d.name for d in tf.config.list_physical_devices("GPU"))
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    except Exception:  # noqa: BLE001 - provenance only
+        return ""
+    return ""
+
+
 def timed(fn: Any, *args: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     result = fn(*args)
@@ -112,9 +133,6 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 def run(size: int, seed: int, quick: bool) -> dict:
-    import keras
-    import tensorflow as tf
-
     from fosgate.core.predict import auto_tile_size, predict_single_pass
     from fosgate.core.synthetic import generate_cfos
     from fosgate.core.tiling import plan_windows
@@ -123,25 +141,44 @@ def run(size: int, seed: int, quick: bool) -> dict:
     image_u8, _, _ = generate_cfos(size, size, seed)
     image = normalise(image_u8)
     h, w = image.shape[:2]
+    import keras
+
     model = build_unet(1, seed=0)
-    radius = receptive_field_radius(model)
+    backend = keras.backend.backend()
+    # the measurement uses TensorFlow gradients; other Keras backends (the GPU check runs Keras on JAX
+    # where TensorFlow is not installed) take the value measured for this same architecture
+    radius = receptive_field_radius(model) if backend == "tensorflow" else REFERENCE_RADIUS
     halo = required_halo(radius)
     tile = auto_tile_size(h, w, 1, memory_budget_bytes=MEMORY_BUDGET, halo=halo)
     windows = plan_windows(h, w, tile, halo)
     window_pixels = sum((v.wy1 - v.wy0) * (v.wx1 - v.wx0) for v in windows)
 
-    # Warm-up on a small input (tracing, oneDNN primitive set-up, first PNG codec use).
-    small_u8 = image_u8[:256, :256]
-    small = normalise(small_u8)
-    fosgate_tiled(model, small, auto_tile_size(256, 256, 1, memory_budget_bytes=MEMORY_BUDGET, halo=halo), halo)
-    predict_single_pass(model, small)
+    # Warm-up (tracing, per-shape compilation on JAX/XLA, oneDNN primitive set-up, first PNG codec use):
+    # fosgate and the single pass once on the whole slide (their input shapes), the reference loop on a
+    # small crop (its shape is always 128 x 128).
+    fosgate_tiled(model, image, tile, halo)
+    predict_single_pass(model, image)
     with tempfile.TemporaryDirectory() as tmp:
-        reference_loop(model, small_u8, Path(tmp))
+        reference_loop(model, image_u8[:256, :256], Path(tmp))
 
     tiled, t_fosgate = timed(fosgate_tiled, model, image, tile, halo)
     with tempfile.TemporaryDirectory() as tmp:
         (ref, covered, phases), t_ref = timed(reference_loop, model, image_u8, Path(tmp))
     single, t_single = timed(predict_single_pass, model, image)
+    # The halo overhead is set by the window budget: time the larger budgets a user can give
+    # (``--predict-memory-gb``) that change the tiling, up to one window for the whole slide.
+    sweep = []
+    for budget in SWEEP_BUDGETS:
+        t_b = auto_tile_size(h, w, 1, memory_budget_bytes=budget, halo=halo)
+        if t_b == tile or any(x["tile"] == t_b for x in sweep):
+            continue
+        wins = plan_windows(h, w, t_b, halo)
+        fosgate_tiled(model, image, t_b, halo)  # warm-up at this window shape
+        out_b, sec = timed(fosgate_tiled, model, image, t_b, halo)
+        sweep.append({"budget_gb": budget / 1e9, "tile": t_b, "windows": len(wins), "seconds": sec,
+                      "over_single_pass": sec / t_single,
+                      "window_pixels_over_slide_pixels": sum((v.wy1 - v.wy0) * (v.wx1 - v.wx0) for v in wins) / (h * w),
+                      "max_abs_diff_vs_single": float(np.abs(out_b - single).max())})
 
     mpx = h * w / 1e6
     lost = int(covered.size - covered.sum())
@@ -169,11 +206,11 @@ def run(size: int, seed: int, quick: bool) -> dict:
         "targets": {"speedup_vs_reference_min": TARGET_SPEEDUP, "fosgate_over_single_pass_max": TARGET_OVERHEAD,
                     "speedup_met": speedup >= TARGET_SPEEDUP, "overhead_met": overhead <= TARGET_OVERHEAD},
         "max_abs_diff": methods["fosgate_tiled"]["max_abs_diff_vs_single"],
-        "machine": {"processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(), "load_average_1min_at_end": os.getloadavg()[0]},
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                     "keras": keras.__version__, "numpy": np.__version__},
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "reference_over_single_pass": t_ref / t_single,
+        "budget_sweep": sweep,
+        "memory_budget_gb": MEMORY_BUDGET / 1e9,
+        "keras_backend": backend,
+        "accelerator": accelerator(backend),
     }
 
 
@@ -202,55 +239,17 @@ def markdown_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def speed_section(r: dict, table: str) -> str:
-    mc, v, sl = r["machine"], r["versions"], r["slide"]
-    return "\n".join([
-        "## Speed",
-        "",
-        f"Prediction on one synthetic {sl['height']} x {sl['width']} c-fos slide "
-        f"(`generate_cfos`, seed {sl['seed']}, {r['mode']} mode) with one untrained reference U-Net "
-        f"(`build_unet(1, seed=0)`, {r['model']['parameters']} parameters, receptive-field radius "
-        f"{r['model']['receptive_field_radius']} px; weights do not change the speed). Each method warmed up "
-        "once on a small input; one timed run each. Produced by `.venv/bin/python bench/bench_speed.py` "
-        "(see its docstring for exactly what the reference loop does).",
-        "",
-        table,
-        "",
-        f"Machine: processor `{mc['processor'] or 'unknown'}`, {mc['cpu_count']} CPUs, `{mc['platform']}` "
-        f"(1-min load average at the end: {mc['load_average_1min_at_end']:.1f}). "
-        f"Python {v['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, NumPy {v['numpy']}. "
-        f"Date: {r['date']}.",
-        "",
-    ])
-
-
-def write_markdown(path: Path, section: str) -> None:
-    """Write the Speed section into ``path``, replacing an existing one and keeping the other sections."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = text.find("## Speed\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end < 0 else "\n" + text[end + 1:])
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="512 x 512 slide instead of 2048 x 2048")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="folder for speed.json")
-    ap.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
-                    help="Markdown file whose Speed section is (re)written")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=2048, help="slide side in px (full mode)")
     args = ap.parse_args(argv)
 
-    result = run(512 if args.quick else 2048, args.seed, args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(result, indent=2))
-    table = markdown_table(result)
-    print(table)
-    write_markdown(args.markdown, speed_section(result, table))
+    result = run(512 if args.quick else args.size, args.seed, args.quick)
+    save(args.out, "speed", result)
+    print(markdown_table(result))
     return 0
 
 

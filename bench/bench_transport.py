@@ -5,14 +5,12 @@ streaming, 1 MiB chunks, SHA-256 on both sides, fsync on the server) and downloa
 same size with ``download_artifact`` (server streaming, SHA-256 checked); the floor is the same bytes
 sent through a plain loopback socket (no hashing, no disk). Reports MB/s and ratios.
 
-    .venv/bin/python bench/bench_transport.py [--mb 256] [--out bench/out]
+    .venv/bin/python bench/bench_transport.py [--mb 256] [--quick] [--out bench/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import socket
 import sys
 import tempfile
@@ -21,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +54,11 @@ def raw_socket_mb_s(data: bytes) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--quick", action="store_true", help="16 MB")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.mb = 16
     import tifffile
 
     from fosgate.config import ServerConfig
@@ -86,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     result = {"file_mb": size / 1e6, "download_mb": art.size_bytes / 1e6, "raw_socket_mb_s": raw,
               "grpc_upload_mb_s": up, "grpc_download_mb_s": down, "upload_vs_raw": up / raw,
-              "download_vs_raw": down / raw, "cpus": os.cpu_count()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transport.json").write_text(json.dumps(result, indent=2))
+              "download_vs_raw": down / raw, "mode": "quick" if args.quick else "full"}
+    save(args.out, "transport", result)
     print("| path | MB/s | vs raw socket |\n|---|---|---|")
     print(f"| raw loopback socket | {raw:.0f} | 1.00 |")
     print(f"| gRPC upload (stream + SHA-256 + fsync) | {up:.0f} | {up / raw:.2f} |")

@@ -12,20 +12,20 @@ Per training slide: tile clustering (autoencoder + k-means). Then rounds of
   -> train on every label so far -> predict the held-out images -> evaluate.
 Reports per round: tiles reviewed, tiles touched, pixel F1/MIoU and object F1, count MAE.
 
-    .venv/bin/python bench/labelling_loop.py [--quick] [--out bench/out]
+    .venv/bin/python bench/labelling_loop.py [--quick] [--out bench/results]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, save
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,15 +120,9 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
             server.stop()
     result = {"rounds": history, "held_out": [t[0].name for t in test_images], "epochs_per_round": epochs,
               "tiles_per_slide_per_round": tiles_per_slide, "accept_f1": accept_f1,
-              "wall_seconds": time.perf_counter() - t0, "machine": platform.platform(), "cpus": _cpus()}
-    (out / "labelling_loop.json").write_text(json.dumps(result, indent=2))
+              "wall_seconds": time.perf_counter() - t0}
+    save(out, "labelling_loop", result)
     return result
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 def markdown(result: dict) -> str:
@@ -144,7 +138,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 round, few tiles, few epochs (a smoke test)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tiles", type=int, default=12, help="tiles per slide per round")
     ap.add_argument("--epochs", type=int, default=20)

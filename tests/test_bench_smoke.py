@@ -1,4 +1,5 @@
-"""Smoke test of the speed benchmark (bench/bench_speed.py) in quick mode."""
+"""Smoke test of the benchmarks: ``bench/run_all.py --quick`` runs every benchmark at smoke-test size
+in its own process and renders the report (the README's one benchmark command, small)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,59 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_bench_speed_quick(tmp_path):
-    markdown = tmp_path / "BENCHMARKS.md"  # keep the repository's BENCHMARKS.md untouched
-    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--quick", "--out", str(tmp_path),
-                    "--markdown", str(markdown)], check=True, timeout=600, cwd=ROOT)
-    result = json.loads((tmp_path / "speed.json").read_text())
-    assert set(result["methods"]) == {"fosgate_tiled", "reference_loop", "single_pass"}
-    assert all(m["seconds"] > 0 for m in result["methods"].values())
-    assert result["max_abs_diff"] < 1e-3
-    assert "## Speed" in markdown.read_text()
+def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
+    markdown = tmp_path / "BENCHMARKS.md"  # the repository's BENCHMARKS.md and bench/results stay untouched
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--out", str(tmp_path),
+                           "--markdown", str(markdown)], capture_output=True, text=True, timeout=2400, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    text = markdown.read_text()
+    assert "Quick mode" in text
 
+    speed = results["speed"]
+    assert set(speed["methods"]) == {"fosgate_tiled", "reference_loop", "single_pass"}
+    assert speed["max_abs_diff"] < 1e-3  # stitched == single pass
+    assert speed["methods"]["reference_loop"]["lost_pixels"] > 0  # the reference leaves edge strips out
+    memory = results["memory"]["rows"]
+    assert [r["size"] for r in memory] == [2048, 4096] and all(r["peak_rss_mb"] > 0 for r in memory)
+    assert (tmp_path / "memory.png").stat().st_size > 0
+    scale = results["scale"]["rows"]
+    assert [r["workers"] for r in scale] == [1, 2] and scale[0]["count"] == scale[1]["count"]
+    assert results["transport"]["grpc_upload_mb_s"] > 0 and results["transport"]["grpc_download_mb_s"] > 0
+    for name in ("speed", "memory", "scale", "transport"):
+        assert results[name]["machine"]["cpus"] >= 1 and results[name]["date"]
 
-@pytest.mark.slow
-def test_bench_dsb_quick(tmp_path):
-    if not (ROOT.parent / "shared" / "data" / "dsb2018").is_dir():
-        pytest.skip("../shared/data/dsb2018 not available")
-    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_dsb.py"), "--quick", "--out", str(tmp_path)],
-                   check=True, timeout=900, cwd=ROOT)
-    (row,) = json.loads((tmp_path / "dsb.json").read_text())["rows"]
-    assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5
+    expected = {"dsb": "dsb2018", "delivr": "delivr-cfos", "fnc_loo": "fnc", "label_efficiency": "fnc",
+                "labelling_loop": "fnc"}
+    for name, data in expected.items():
+        if not (SHARED_DATA / data).is_dir():
+            assert name not in results and "Not run yet: `.venv/bin/python bench/" in text
+            continue
+        assert name in results, f"{name} did not write its result"
+    if "dsb" in results:
+        (row,) = results["dsb"]["rows"]
+        assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5
+        assert (tmp_path / "dsb.png").stat().st_size > 0
+    if "delivr" in results:
+        (fold,) = results["delivr"]["folds"]
+        assert fold["test_slices"] == 200 and 0.0 <= results["delivr"]["pooled"]["pixel_f1"] <= 1.0
+        assert not set(fold["train_volumes"]) & set(fold["test_volumes"])
+    if "fnc_loo" in results:
+        assert len(results["fnc_loo"]["rows"]) == 1
+    if "label_efficiency" in results:
+        rows = results["label_efficiency"]["rows"]
+        assert {(r["strategy"], r["fraction"]) for r in rows} == {
+            (s, f) for s in ("random", "balanced", "active") for f in (0.1, 0.25)}
+        by = {(r["strategy"], r["fraction"]): r["labelled_tiles"] for r in rows}
+        assert by[("random", 0.1)] == by[("balanced", 0.1)] == by[("active", 0.1)] < by[("active", 0.25)]
+        assert (tmp_path / "label_efficiency.png").stat().st_size > 0
+    if "labelling_loop" in results:
+        (row,) = results["labelling_loop"]["rounds"]
+        assert row["tiles_reviewed"] == 8 and 0 <= row["tiles_touched"] <= 8 and row["labels"] == 8
+        assert 0.0 <= row["pixel_f1"] <= 1.0 and 0.0 <= row["object_f1"] <= 1.0

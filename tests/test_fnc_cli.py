@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,18 +59,3 @@ def test_train_on_fnc_and_predict_held_out_image(server, tmp_path):
           f"({obj['n_pred']} predicted / {obj['n_true']} true)")
     # a trained model must beat the untrained network by far (reference paper: untrained F1 0.02)
     assert px["f1"] > 0.4 and obj["f1"] > 0.4
-
-
-@pytest.mark.slow
-def test_labelling_loop_on_fnc_smoke(tmp_path):
-    """bench/labelling_loop.py --quick: cluster -> select -> auto-label -> scripted review -> train ->
-    predict -> evaluate, through a real server on the FNC images."""
-    shared_data("fnc")
-    script = Path(__file__).resolve().parents[1] / "bench" / "labelling_loop.py"
-    proc = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True,
-                          text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "labelling_loop.json").read_text())
-    (row,) = result["rounds"]
-    assert row["tiles_reviewed"] == 8 and 0 <= row["tiles_touched"] <= 8 and row["labels"] == 8
-    assert 0.0 <= row["pixel_f1"] <= 1.0 and 0.0 <= row["object_f1"] <= 1.0

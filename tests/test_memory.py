@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_peak_rss_is_flat_up_to_20k_square():
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))  # bench_memory imports bench/common.py
     spec = importlib.util.spec_from_file_location("bench_memory", Path(__file__).resolve().parents[1] / "bench" /
                                                   "bench_memory.py")
     bench = importlib.util.module_from_spec(spec)
