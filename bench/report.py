@@ -327,15 +327,18 @@ def delivr(r: dict, plots: Path) -> str:
         f"`bench/bench_delivr.py`: {DATA_CREDITS['delivr']}. 33 volumes of 100³ voxels (~1.6 x 1.6 x 6 µm); "
         f"grouped by sample and split into {st['folds']} folds (no test slice has a neighbour in training). "
         f"Per fold the reference U-Net is trained on every z-slice of the training volumes ({st['steps']} steps, "
-        f"batch {st['batch']} of {st['crop']}-px crops, volume-wise 1-99.8 percentile normalisation); every "
-        "held-out z-slice is predicted, thresholded at 0.5 and scored against its mask slice. Pixel F1 / IoU are "
+        f"batch {st['batch']} of {st['crop']}-px crops, volume-wise 1-99.8 percentile normalisation, "
+        f"{st.get('val_fraction', 0) * 100:.0f} % of the training slices for validation: best epoch kept and the "
+        "probability threshold calibrated on them); every held-out z-slice is predicted, thresholded and scored "
+        "against its mask slice. Pixel F1 / IoU are "
         "pooled over all held-out voxels (most slices hold no cell); object F1 is pooled over slices with 2-D "
         f"components (min size {st['min_size']} px; a match is IoU >= 0.5 or centroids <= {st['centroid_px']:.0f} px: "
         "cells are only ~5-10 px across).",
         "",
-        _table(["fold", "train / test volumes", "train s", "pixel F1", "pixel IoU", "object F1", "precision",
-                "recall", "true / predicted objects", "count MAE per slice"],
+        _table(["fold", "train / test volumes", "train s", "threshold", "pixel F1", "pixel IoU", "object F1",
+                "precision", "recall", "true / predicted objects", "count MAE per slice"],
                [[x["fold"], f"{len(x['train_volumes'])} / {len(x['test_volumes'])}", f"{x['train_seconds']:.0f}",
+                 f"{x.get('threshold', 0.5):.2f}",
                  f"{x['pixel_f1']:.3f}", f"{x['pixel_iou']:.3f}", f"{x['object_f1']:.3f}",
                  f"{x['object_precision']:.3f}", f"{x['object_recall']:.3f}",
                  f"{x['true_objects']} / {x['predicted_objects']}", f"{x['count_mae']:.2f}"] for x in r["folds"]]),

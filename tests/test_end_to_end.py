@@ -69,7 +69,13 @@ def test_train_then_predict_writes_six_outputs(client, trained, tmp_path):
     img, truth = discs((700, 530), 60, seed=7)
     tifffile.imwrite(tmp_path / "big.tif", img, tile=(128, 128))
     slide = client.upload_slide(tmp_path / "big.tif")
-    pjob = client.wait(client.predict(slide.slide_id, model.model_id, tile_size=128).job_id, timeout=600)
+    pevents = []
+    pjob = client.wait(client.predict(slide.slide_id, model.model_id, tile_size=128).job_id,
+                       on_event=pevents.append, timeout=600)
+    # no threshold in the request: the one calibrated on the validation image at training is used
+    thr = model.metrics["threshold"]
+    assert 0 < thr < 1 and any(e.message == f"Probability threshold {thr:g} (the model's own, calibrated at "
+                                              "training)." for e in pevents), [e.message for e in pevents]
     out = tmp_path / "out"
     files = {p.name for p in client.download_outputs(pjob, out)}
     assert files == {"big.mask.ome.tif", "big.labels.ome.tif", "big.rois.zip", "big.geojson", "big.counts.csv",

@@ -108,7 +108,7 @@ class FosgateClient implements Closeable {
     /** Start a prediction job. options: tileSize, halo, threshold, minSize, splitTouching, stem, region [x, y, w, h]. */
     Job predict(String slideId, String modelId, Map options) {
         PredictRequest.Builder b = PredictRequest.newBuilder().setSlideId(slideId).setModelId(modelId)
-                .setThreshold((options.threshold ?: 0.5) as double).setMinSize((options.minSize ?: 10) as int)
+                .setThreshold((options.threshold ?: 0.0) as double).setMinSize((options.minSize ?: 10) as int)
                 .setTileSize((options.tileSize ?: 0) as int).setHalo((options.halo ?: 0) as int)
                 .setSplitTouching((options.splitTouching ?: false) as boolean).setStem((options.stem ?: "") as String)
         if (options.region) {

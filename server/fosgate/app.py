@@ -247,8 +247,8 @@ class App:
         halo = int(params.get("halo") or 0)
         if halo < 0 or halo > 1024:
             raise InvalidInput(f"The halo must be between 0 and 1024 px (got {halo}).")
-        thr = float(params.get("threshold") or 0.5)
-        if not 0.0 < thr < 1.0:
+        thr = float(params.get("threshold") or 0.0)  # 0: the model's own (calibrated at training)
+        if thr and not 0.0 < thr < 1.0:
             raise InvalidInput(f"The threshold must lie strictly between 0 and 1 (got {thr}).")
         region = params.get("region")
         if region and region[2] and region[3]:

@@ -449,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, help="model id (see 'fosgate models')")
     sp.add_argument("--tile-size", type=int, default=0, help="tile size in px (0: chosen from memory)")
     sp.add_argument("--halo", type=int, default=0, help="context per side in px (0: the model's receptive field)")
-    sp.add_argument("--threshold", type=float, default=0.5)
+    sp.add_argument("--threshold", type=float, default=0.0,
+                    help="probability threshold (0: the model's own, calibrated on validation tiles at training; "
+                         "0.5 for models trained without a validation split)")
     sp.add_argument("--min-size", type=int, default=10, help="smallest object in pixels")
     sp.add_argument("--split-touching", action="store_true", help="watershed split of touching cells")
     sp.add_argument("--channel", type=int, default=None)

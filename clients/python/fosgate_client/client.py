@@ -223,7 +223,7 @@ class FosgateClient:
         return list(self._call(self.models.ListModels, pb.ListModelsRequest()).models)
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, slide_id: str, model_id: str, *, tile_size: int = 0, halo: int = 0, threshold: float = 0.5,
+    def predict(self, slide_id: str, model_id: str, *, tile_size: int = 0, halo: int = 0, threshold: float = 0.0,
                 min_size: int = 10, split_touching: bool = False,
                 region: tuple[int, int, int, int] | None = None, stem: str = "") -> pb.Job:
         r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()

@@ -88,6 +88,7 @@ def run_training(app: App, ctx: JobContext) -> str:
         train_tile_size=config.tile_size, metrics={k: float(v) for k, v in metrics.items()},
         label_ids=list(p["label_ids"]), parent_model_id=p.get("base_model_id") or "",
         fosgate_version=__version__, filters=[16, 32, 64, 128, 256],
+        threshold=float(metrics.get("threshold", 0.5)),
     )
     directory = app.store.model_dir(model_id)
     save_model(model, meta, directory)
@@ -108,13 +109,16 @@ def run_prediction(app: App, ctx: JobContext) -> str:
     model_row = app.store.get_model(p["model_id"])
     ctx.progress(0.0, "Loading the model.", force=True)
     model, meta = load_model(model_row.path)
+    threshold = float(p.get("threshold") or meta.threshold)
+    origin = "" if p.get("threshold") else " (the model's own, calibrated at training)"
+    ctx.progress(0.0, f"Probability threshold {threshold:g}{origin}.", force=True)
     stem = p.get("stem") or _stem(slide_row.name)
     region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
     with app.open_slide(slide_row) as slide:
         out = predict_slide(
             slide, model, in_channels=meta.in_channels, normalization=Normalization.from_json(meta.normalization),
             receptive_field=meta.receptive_field, out_dir=ctx.workdir, stem=stem, tile=int(p.get("tile_size") or 0),
-            halo=int(p.get("halo") or 0), threshold=float(p.get("threshold") or meta.threshold),
+            halo=int(p.get("halo") or 0), threshold=threshold,
             min_size=int(p["min_size"]) if p.get("min_size") is not None else 10,
             split_touching=bool(p.get("split_touching")), region=region,
             memory_budget=app.config.predict_memory_bytes,

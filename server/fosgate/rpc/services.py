@@ -180,7 +180,7 @@ class PredictionService(pbg.PredictionServiceServicer):
     def Predict(self, request: pb.PredictRequest, context) -> pb.Job:
         params = {
             "slide_id": request.slide_id, "model_id": request.model_id, "tile_size": request.tile_size,
-            "halo": request.halo, "threshold": request.threshold or 0.5,
+            "halo": request.halo, "threshold": request.threshold,
             "min_size": request.min_size if request.min_size > 0 else 10,
             "split_touching": request.split_touching, "region": rect(request.region), "stem": request.stem,
         }
