@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from common import RESULTS, save
 from PIL import Image
+from report import speed as speed_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,31 +215,6 @@ def run(size: int, seed: int, quick: bool) -> dict:
     }
 
 
-def markdown_table(r: dict) -> str:
-    m = r["methods"]
-    f, ref, s = m["fosgate_tiled"], m["reference_loop"], m["single_pass"]
-    rows = [
-        ("fosgate stitched (`predict_tiled`)", f, f"tile {f['tile']}, halo {f['halo']}, {f['windows']} window(s) "
-         f"of {f['window_size']} px; max abs diff vs single pass {f['max_abs_diff_vs_single']:.2e}"),
-        ("reference loop (128 px tiles, 4 px margin, PNG round trip, one `predict` per tile)", ref,
-         f"{ref['tiles']} tiles; {ref['lost_pixels']} px ({ref['lost_fraction']:.1%}) at the edges "
-         f"not predicted; max abs diff vs single pass where predicted {ref['max_abs_diff_covered']:.2e}"),
-        ("single pass (`predict_single_pass`, compute floor)", s, "whole image in one call"),
-    ]
-    lines = ["| method | seconds | Mpx/s | notes |", "|---|---:|---:|---|"]
-    lines += [f"| {name} | {v['seconds']:.2f} | {v['megapixels_per_s']:.3f} | {note} |" for name, v, note in rows]
-    t = r["targets"]
-    lines += [
-        "",
-        f"- fosgate vs reference loop: **{r['speedup_vs_reference']:.1f}x faster** "
-        f"(target >= {t['speedup_vs_reference_min']:.0f}x: {'met' if t['speedup_met'] else 'NOT met'})",
-        f"- fosgate time / single-pass time: **{r['fosgate_over_single_pass']:.2f}** "
-        f"(target <= {t['fosgate_over_single_pass_max']}: {'met' if t['overhead_met'] else 'NOT met'})",
-        f"- max abs(stitched - single pass): {r['max_abs_diff']:.2e}",
-    ]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="512 x 512 slide instead of 2048 x 2048")
@@ -249,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = run(512 if args.quick else args.size, args.seed, args.quick)
     save(args.out, "speed", result)
-    print(markdown_table(result))
+    print(speed_section(result, args.out))
     return 0
 
 

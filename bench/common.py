@@ -39,9 +39,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def save(out: Path, name: str, result: dict[str, Any]) -> Path:
-    """Write ``result`` (plus machine, date and command) to ``out/name.json`` and return the path."""
+    """Stamp ``result`` in place with the machine, date and command, write it to ``out/name.json`` and
+    return the path."""
     out.mkdir(parents=True, exist_ok=True)
-    stamped = dict(result)
+    stamped = result
     stamped.setdefault("machine", machine_info())
     stamped.setdefault("date", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     stamped.setdefault("command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
