@@ -110,7 +110,9 @@ def run_prediction(app: App, ctx: JobContext) -> str:
     ctx.progress(0.0, "Loading the model.", force=True)
     model, meta = load_model(model_row.path)
     threshold = float(p.get("threshold") or meta.threshold)
-    origin = "" if p.get("threshold") else " (the model's own, calibrated at training)"
+    calibrated = "val_pixel_f1_pooled_at_threshold" in (meta.metrics or {})
+    origin = "" if p.get("threshold") else (" (the model's own, calibrated at training)" if calibrated
+                                            else " (the default; the model was trained without a validation split)")
     ctx.progress(0.0, f"Probability threshold {threshold:g}{origin}.", force=True)
     stem = p.get("stem") or _stem(slide_row.name)
     region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
