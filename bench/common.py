@@ -45,7 +45,8 @@ def save(out: Path, name: str, result: dict[str, Any]) -> Path:
     stamped = result
     stamped.setdefault("machine", machine_info())
     stamped.setdefault("date", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    stamped.setdefault("command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    args = [a.replace(f"{ROOT}/", "") for a in sys.argv[1:]]
+    stamped.setdefault("command", " ".join([Path(sys.argv[0]).name, *args]))
     path = out / f"{name}.json"
     path.write_text(json.dumps(stamped, indent=2))
     return path
