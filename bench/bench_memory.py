@@ -71,7 +71,7 @@ with open_slide(path) as slide:
     out = predict_slide(slide, model, in_channels=1, normalization=Normalization(mode="range"), receptive_field=rf,
                         out_dir=work, stem=f"s{size}", memory_budget=budget, threshold=0.5)
 print(json.dumps({"size": size, "model": model_kind, "peak_rss_mb": peak_mb(),
-                  "rss_before_predict_mb": base, "seconds": time.perf_counter() - t0, "tile": out.tile,
+                  "rss_before_predict_mb": base, "seconds": time.perf_counter() - t0, "tile": out.tile, "windows": out.windows,
                   "halo": out.halo, "objects": out.count}))
 """
 

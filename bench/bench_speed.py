@@ -4,8 +4,8 @@ Issue "Benchmarks", part 2 "Speed". One synthetic c-fos slide (``fosgate.core.sy
 normalised as ``image / 255``) and one model (``fosgate.core.unet.build_unet(1, seed=0)``, untrained:
 speed does not depend on the weights) are timed three ways in one run:
 
-1. ``fosgate_tiled``: ``fosgate.core.predict.predict_tiled`` over an in-memory image, with the tile chosen
-   by ``auto_tile_size(h, w, 1, memory_budget_bytes=1.5e9, halo=halo)`` and
+1. ``fosgate_tiled``: ``fosgate.core.predict.predict_tiled`` over an in-memory image, with the window shape
+   chosen by ``auto_tile(h, w, 1, memory_budget_bytes=1.5e9, halo=halo)`` and
    ``halo = required_halo(receptive_field_radius(model))`` (what the server does).
 2. ``reference_loop``: a faithful re-implementation of the reference recipe's prediction loop (Cai,
    "Advanced Image Segmentation Techniques ... C-fos"; the reference notebooks' "crop" + "predict"
@@ -21,7 +21,9 @@ speed does not depend on the weights) are timed three ways in one run:
 
 Every method is warmed up first (fosgate and the single pass with one untimed run over the whole slide,
 the reference loop on a 256-px crop: its input shape never changes), so graph tracing, per-shape
-compilation and first-call set-up are not timed. Throughput is slide megapixels per second for all three (the reference loop is credited with
+compilation and first-call set-up are not timed. Then the three are timed in turn, ``--repeats`` times
+(3 in full mode), and each method's median is reported, so a passing load spike hits all methods alike and
+none twice. Throughput is slide megapixels per second for all three (the reference loop is credited with
 the whole slide although it leaves the edges out). Targets: fosgate >= 10x faster than the reference
 loop, and fosgate time / single-pass time <= 1.15. ``max_abs_diff`` is max |fosgate - single pass|.
 
@@ -62,7 +64,7 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)[..., None] / 255
 
 
-def fosgate_tiled(model: Any, image: np.ndarray, tile: int, halo: int) -> np.ndarray:
+def fosgate_tiled(model: Any, image: np.ndarray, tile: tuple[int, int], halo: int) -> np.ndarray:
     """Stitched prediction exactly as ``predict_array`` does it (reader over the in-memory image)."""
     from fosgate.core.predict import predict_tiled
 
@@ -133,8 +135,19 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - t0
 
 
-def run(size: int, seed: int, quick: bool) -> dict:
-    from fosgate.core.predict import auto_tile_size, predict_single_pass
+def window_shape(windows: list) -> list[int]:
+    return [windows[0].wy1 - windows[0].wy0, windows[0].wx1 - windows[0].wx0]
+
+
+def median_time(fn: Any, *args: Any, times: list[float]) -> Any:
+    """Run ``fn`` once, append its seconds to ``times``, return its result."""
+    result, sec = timed(fn, *args)
+    times.append(sec)
+    return result
+
+
+def run(size: int, seed: int, quick: bool, repeats: int = 3) -> dict:
+    from fosgate.core.predict import auto_tile, predict_single_pass
     from fosgate.core.synthetic import generate_cfos
     from fosgate.core.tiling import plan_windows
     from fosgate.core.unet import build_unet, receptive_field_radius, required_halo
@@ -150,7 +163,7 @@ def run(size: int, seed: int, quick: bool) -> dict:
     # where TensorFlow is not installed) take the value measured for this same architecture
     radius = receptive_field_radius(model) if backend == "tensorflow" else REFERENCE_RADIUS
     halo = required_halo(radius)
-    tile = auto_tile_size(h, w, 1, memory_budget_bytes=MEMORY_BUDGET, halo=halo)
+    tile = auto_tile(h, w, 1, memory_budget_bytes=MEMORY_BUDGET, halo=halo)
     windows = plan_windows(h, w, tile, halo)
     window_pixels = sum((v.wy1 - v.wy0) * (v.wx1 - v.wx0) for v in windows)
 
@@ -162,21 +175,29 @@ def run(size: int, seed: int, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         reference_loop(model, image_u8[:256, :256], Path(tmp))
 
-    tiled, t_fosgate = timed(fosgate_tiled, model, image, tile, halo)
-    with tempfile.TemporaryDirectory() as tmp:
-        (ref, covered, phases), t_ref = timed(reference_loop, model, image_u8, Path(tmp))
-    single, t_single = timed(predict_single_pass, model, image)
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    for _ in range(repeats):
+        tiled = median_time(fosgate_tiled, model, image, tile, halo, times=times["fosgate_tiled"])
+        with tempfile.TemporaryDirectory() as tmp:
+            ref, covered, phases = median_time(reference_loop, model, image_u8, Path(tmp),
+                                               times=times["reference_loop"])
+        single = median_time(predict_single_pass, model, image, times=times["single_pass"])
+    t_fosgate, t_ref, t_single = (float(np.median(times[m])) for m in METHODS)
     # The halo overhead is set by the window budget: time the larger budgets a user can give
     # (``--predict-memory-gb``) that change the tiling, up to one window for the whole slide.
     sweep = []
     for budget in SWEEP_BUDGETS:
-        t_b = auto_tile_size(h, w, 1, memory_budget_bytes=budget, halo=halo)
-        if t_b == tile or any(x["tile"] == t_b for x in sweep):
+        t_b = auto_tile(h, w, 1, memory_budget_bytes=budget, halo=halo)
+        if t_b == tile or any(tuple(x["tile"]) == t_b for x in sweep):
             continue
         wins = plan_windows(h, w, t_b, halo)
         fosgate_tiled(model, image, t_b, halo)  # warm-up at this window shape
-        out_b, sec = timed(fosgate_tiled, model, image, t_b, halo)
-        sweep.append({"budget_gb": budget / 1e9, "tile": t_b, "windows": len(wins), "seconds": sec,
+        secs: list[float] = []
+        for _ in range(repeats):
+            out_b = median_time(fosgate_tiled, model, image, t_b, halo, times=secs)
+        sec = float(np.median(secs))
+        sweep.append({"budget_gb": budget / 1e9, "tile": list(t_b), "windows": len(wins),
+                      "window_size": window_shape(wins), "seconds": sec, "seconds_all": secs,
                       "over_single_pass": sec / t_single,
                       "window_pixels_over_slide_pixels": sum((v.wy1 - v.wy0) * (v.wx1 - v.wx0) for v in wins) / (h * w),
                       "max_abs_diff_vs_single": float(np.abs(out_b - single).max())})
@@ -184,8 +205,8 @@ def run(size: int, seed: int, quick: bool) -> dict:
     mpx = h * w / 1e6
     lost = int(covered.size - covered.sum())
     methods = {
-        "fosgate_tiled": {"seconds": t_fosgate, "megapixels_per_s": mpx / t_fosgate, "tile": tile, "halo": halo,
-                          "windows": len(windows), "window_size": windows[0].wy1 - windows[0].wy0,
+        "fosgate_tiled": {"seconds": t_fosgate, "megapixels_per_s": mpx / t_fosgate, "tile": list(tile), "halo": halo,
+                          "windows": len(windows), "window_size": window_shape(windows),
                           "window_pixels_over_slide_pixels": window_pixels / (h * w),
                           "max_abs_diff_vs_single": float(np.abs(tiled - single).max())},
         "reference_loop": {"seconds": t_ref, "megapixels_per_s": mpx / t_ref, "tile": REF_TILE,
@@ -196,8 +217,11 @@ def run(size: int, seed: int, quick: bool) -> dict:
     }
     speedup = t_ref / t_fosgate
     overhead = t_fosgate / t_single
+    for m in METHODS:
+        methods[m]["seconds_all"] = times[m]
     return {
         "mode": "quick" if quick else "full",
+        "repeats": repeats,
         "slide": {"height": h, "width": w, "seed": seed, "generator": "fosgate.core.synthetic.generate_cfos"},
         "model": {"builder": "fosgate.core.unet.build_unet(1, seed=0)", "trained": False,
                   "parameters": int(model.count_params()), "receptive_field_radius": radius},
@@ -221,10 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=2048, help="slide side in px (full mode)")
+    ap.add_argument("--sizes", type=int, nargs="+", help="several slide sides, one run each, saved together as "
+                    "{'runs': [...]} (the GPU check: --sizes 2048 4096 8192 --name speed_gpu)")
+    ap.add_argument("--name", default="", help="result name (default: speed, or speed_gpu with --sizes)")
+    ap.add_argument("--repeats", type=int, default=0, help="timed runs of each method (default 3, quick 1)")
     args = ap.parse_args(argv)
-
-    result = run(512 if args.quick else args.size, args.seed, args.quick)
-    save(args.out, "speed", result)
+    repeats = args.repeats or (1 if args.quick else 3)
+    if args.sizes:
+        runs = [run(size, args.seed, args.quick, repeats) for size in args.sizes]
+        save(args.out, args.name or "speed_gpu", {"runs": runs, "how": "bench_speed.py --sizes, Keras backend "
+                                                  f"{runs[0]['keras_backend']}, {runs[0]['accelerator'] or 'CPU'}"})
+        for r in runs:
+            print(f"{r['slide']['height']}^2: {r['speedup_vs_reference']:.1f}x the reference loop, "
+                  f"{r['fosgate_over_single_pass']:.2f}x the single pass, max abs diff {r['max_abs_diff']:.1e}")
+        return 0
+    result = run(512 if args.quick else args.size, args.seed, args.quick, repeats)
+    save(args.out, args.name or "speed", result)
     print(speed_section(result, args.out))
     return 0
 

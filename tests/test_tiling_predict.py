@@ -7,12 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fosgate.core.predict import BYTES_PER_WINDOW_PIXEL, auto_tile_size, predict_array, predict_single_pass
+from fosgate.core.predict import BYTES_PER_WINDOW_PIXEL, auto_tile, predict_array, predict_single_pass
 from fosgate.core.tiling import plan_crop_tiles, plan_windows
 
+TILES = st.sampled_from([16, 32, 64, 128, 256])
 
-@given(h=st.integers(1, 700), w=st.integers(1, 700), tile=st.sampled_from([16, 32, 64, 128, 256]),
-       halo=st.integers(0, 130))
+
+@given(h=st.integers(1, 700), w=st.integers(1, 700), tile=TILES | st.tuples(TILES, TILES), halo=st.integers(0, 130))
 @settings(max_examples=200, deadline=None)
 def test_windows_cover_every_pixel_once(h, w, tile, halo):
     cover = np.zeros((h, w), np.int32)
@@ -29,6 +30,13 @@ def test_windows_cover_every_pixel_once(h, w, tile, halo):
         assert win.wx1 - win.cx1 >= halo or win.wx1 >= w
     assert (cover == 1).all()
     assert len(sizes) == 1, "all windows have one size (one compiled graph)"
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    wh, ww = sizes.pop()
+    halo16 = -(-halo // 16) * 16
+    assert wh == min(th + 2 * halo16, -(-h // 16) * 16) and ww == min(tw + 2 * halo16, -(-w // 16) * 16)
+    rows = {win.row for win in plan_windows(h, w, tile, halo)}
+    # the fewest windows of that size: one fewer per axis could not cover the axis with halos in between
+    assert len(rows) == 1 or (len(rows) - 1) * wh - 2 * (len(rows) - 2) * halo16 < -(-h // 16) * 16
 
 
 @given(h=st.integers(1, 600), w=st.integers(1, 600), tile=st.integers(9, 300), margin=st.integers(0, 4))
@@ -65,7 +73,10 @@ def test_reference_unet_shape_and_receptive_field(unet):
     assert 60 < radius <= halo <= 112
 
 
-@given(h=st.integers(20, 300), w=st.integers(20, 300), tile=st.sampled_from([16, 32, 48, 64, 128]),
+SMALL_TILES = st.sampled_from([16, 32, 48, 64, 128])
+
+
+@given(h=st.integers(20, 300), w=st.integers(20, 300), tile=SMALL_TILES | st.tuples(SMALL_TILES, SMALL_TILES),
        extra=st.integers(0, 40), seed=st.integers(0, 10_000))
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_stitched_equals_single_pass(unet, h, w, tile, extra, seed):
@@ -89,10 +100,41 @@ def test_too_small_halo_shows_seams(unet):
     assert np.abs(tiled - single).max() > 1e-3
 
 
-def test_auto_tile_size_is_grid_aligned_and_bounded():
-    t = auto_tile_size(10_000, 7_000, 3, memory_budget_bytes=1.5e9, halo=96)
-    assert t % 16 == 0 and 256 <= t and (t + 192) ** 2 * (BYTES_PER_WINDOW_PIXEL + 12) <= 1.5e9
-    assert auto_tile_size(100, 50, 1, memory_budget_bytes=1.5e9, halo=96) == 112  # one window
-    assert auto_tile_size(1000, 1000, 1, memory_budget_bytes=1.5e9, halo=96) == 1008  # one window
-    assert auto_tile_size(2048, 2048, 1, memory_budget_bytes=1.5e9, halo=96) == 1024  # 2 x 2, evenly spread
-    assert auto_tile_size(4096, 4096, 1, memory_budget_bytes=1.5e9, halo=96) == 1376  # 3 x 3, evenly spread
+def _plan_cost(h, w, tile, halo=96):
+    wins = plan_windows(h, w, tile, halo)
+    return len(wins) * (wins[0].wy1 - wins[0].wy0) * (wins[0].wx1 - wins[0].wx0), wins
+
+
+def test_auto_tile_fits_the_budget_and_beats_square_tiles():
+    budget = 1.5e9
+    for h, w, c in [(10_000, 7_000, 3), (2048, 2048, 1), (4096, 4096, 1), (20_000, 20_000, 1), (3000, 700, 1)]:
+        tile = auto_tile(h, w, c, memory_budget_bytes=budget, halo=96)
+        assert tile[0] % 16 == 0 and tile[1] % 16 == 0
+        cost, wins = _plan_cost(h, w, tile)
+        assert (wins[0].wy1 - wins[0].wy0) * (wins[0].wx1 - wins[0].wx0) * (BYTES_PER_WINDOW_PIXEL + 4 * c) <= budget
+        # no square tile that fits the same budget computes fewer window pixels
+        for t in range(16, 4096, 16):
+            side = min(t + 192, -(-max(h, w) // 16) * 16)
+            if side * side * (BYTES_PER_WINDOW_PIXEL + 4 * c) <= budget:
+                assert cost <= _plan_cost(h, w, t)[0], (h, w, t)
+    assert auto_tile(100, 50, 1, memory_budget_bytes=budget, halo=96) == (112, 64)  # one window
+    assert auto_tile(1000, 1000, 1, memory_budget_bytes=budget, halo=96) == (1008, 1008)  # one window
+    # 2048^2 does not fit: two full-length strips (1.09x the pixels), not 2 x 2 squares (1.41x)
+    cost, wins = _plan_cost(2048, 2048, auto_tile(2048, 2048, 1, memory_budget_bytes=budget, halo=96))
+    assert len(wins) == 2 and cost / 2048**2 < 1.1
+    # nothing fits a tiny budget: the smallest windows, still a valid plan
+    tile = auto_tile(2000, 2000, 1, memory_budget_bytes=1e6, halo=96)
+    assert tile == (16, 16)
+
+
+def test_budget_chosen_windows_are_seam_free(unet):
+    """The plan ``auto_tile`` picks for a small budget (several windows) stitches to the single pass."""
+    model, halo, _ = unet
+    image = np.random.default_rng(5).random((420, 260, 1), dtype=np.float32)
+    budget = 416 * 272 * (BYTES_PER_WINDOW_PIXEL + 4)  # fits 416 x 272 px windows, not the 432 x 272 image
+    tile = auto_tile(420, 260, 1, memory_budget_bytes=budget, halo=halo)
+    wins = plan_windows(420, 260, tile, halo)
+    assert len(wins) > 1
+    assert (wins[0].wy1 - wins[0].wy0) * (wins[0].wx1 - wins[0].wx0) <= 416 * 272
+    np.testing.assert_allclose(predict_array(model, image, tile=tile, halo=halo), predict_single_pass(model, image),
+                               atol=2e-5, rtol=0)

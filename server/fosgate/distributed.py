@@ -11,10 +11,10 @@ Auto-labelling (classical or model proposals) fans out the same way, in batches 
 the clustering job's encoding of every tile with the trained autoencoder.
 
 Work unit: a block of prediction windows (one row of the seam-free window plan). Each task reads its
-windows from the slide file, predicts them and writes the thresholded cores into the on-disk zarr
-mask whose chunks are exactly the window cores, so tasks never write the same chunk and a task that is
-run twice (a retry after a worker died) writes the same bytes: the stitched mask is the same whatever
-the scheduling. Models reach each worker once: a worker loads a model directory the first time a task
+windows from the slide file, predicts them and returns their thresholded cores, bit-packed (1/8 byte
+per pixel); the server writes each core into the mask as the task completes and drops it. Workers
+therefore never write shared files, and a task that is run twice (a retry after a worker died) returns
+the same bits: the stitched mask is the same whatever the scheduling. Models reach each worker once: a worker loads a model directory the first time a task
 needs it and keeps it (keyed by path) for later tasks.
 
 Invariant: ``predict_mask_distributed`` fills the mask exactly as the in-process ``predict_tiled``
@@ -26,7 +26,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -45,11 +44,9 @@ def _model(model_dir: str):
 
 def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list[float], hi: list[float],
                   clip_max: float, region: tuple[int, int, int, int], windows: list,
-                  mask_path: str, threshold: float) -> int:
-    """A Dask task: predict ``windows`` (``fosgate.core.tiling.Window``) of ``region`` of the slide and
-    write their thresholded cores into the zarr mask. Returns the number of windows."""
-    import zarr
-
+                  threshold: float) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """A Dask task: predict ``windows`` (``fosgate.core.tiling.Window``) of ``region`` of the slide.
+    Returns ``(cy0, cy1, cx0, cx1, np.packbits(core >= threshold))`` per window."""
     from fosgate.core.normalize import Normalization
     from fosgate.core.predict import _predict_batch, read_window
     from fosgate.core.slides import open_slide
@@ -57,7 +54,7 @@ def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list
     model = _model(model_dir)
     rx, ry, rw, rh = region
     lo_a, hi_a = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
-    mask = zarr.open_array(mask_path, mode="r+")
+    cores = []
     with open_slide(slide_path, channel=channel) as slide:
         def read(y0, y1, x0, x1):
             return Normalization.apply(slide.read(ry + y0, ry + y1, rx + x0, rx + x1), lo_a, hi_a, clip_max)
@@ -65,8 +62,8 @@ def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list
         for win in windows:
             prob = _predict_batch(model, read_window(read, win, rh, rw)[None])[0]
             core = prob[win.cy0 - win.wy0:win.cy1 - win.wy0, win.cx0 - win.wx0:win.cx1 - win.wx0]
-            mask[win.cy0:win.cy1, win.cx0:win.cx1] = (core >= threshold).astype(np.uint8)
-    return len(windows)
+            cores.append((win.cy0, win.cy1, win.cx0, win.cx1, np.packbits(core >= threshold)))
+    return cores
 
 
 def propose_block(method: str, model_dir: str, slide_path: str, channel: int | None,
@@ -192,10 +189,14 @@ class DaskExecutor:
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
     def predict_mask(self, *, model_dir: str, slide_path: str, channel: int | None, lo, hi, clip_max: float,
-                     region: tuple[int, int, int, int], windows, mask_path: Path, threshold: float,
+                     region: tuple[int, int, int, int], windows, threshold: float,
+                     on_mask: Callable[[int, int, int, int, np.ndarray], None],
                      progress: Callable[[int, int], None] | None = None,
                      should_cancel: Callable[[], bool] | None = None) -> int:
-        """Submit one task per row of windows; wait, reporting progress; raise if cancelled."""
+        """Submit one task per row of windows; hand each thresholded core (uint8 0/1) to
+        ``on_mask(cy0, cy1, cx0, cx1, core)`` in this thread as its task completes, reporting progress;
+        raise if cancelled. A finished task's result is released at once, so memory holds only the rows
+        in flight."""
         from distributed import as_completed
 
         from fosgate.errors import Cancelled
@@ -205,19 +206,25 @@ class DaskExecutor:
             rows.setdefault(w.row, []).append(w)
         client = self.client
         run = uuid.uuid4().hex[:12]
-        futures = [client.submit(predict_block, model_dir, str(slide_path), channel, list(map(float, lo)),
-                                 list(map(float, hi)), clip_max, region, block, str(mask_path), threshold,
-                                 retries=self.retries, pure=False, key=f"fosgate-predict-{run}-{r}")
-                   for r, block in rows.items()]
+        pending = {f.key: f for f in (
+            client.submit(predict_block, model_dir, str(slide_path), channel, list(map(float, lo)),
+                          list(map(float, hi)), clip_max, region, block, threshold,
+                          retries=self.retries, pure=False, key=f"fosgate-predict-{run}-{r}")
+            for r, block in rows.items())}
         done = 0
         try:
-            for fut in as_completed(futures):
+            for fut in as_completed(list(pending.values())):
                 if should_cancel and should_cancel():
                     raise Cancelled("Prediction cancelled.")
-                done += fut.result()
+                for cy0, cy1, cx0, cx1, bits in fut.result():
+                    n = (cy1 - cy0) * (cx1 - cx0)
+                    on_mask(cy0, cy1, cx0, cx1, np.unpackbits(bits, count=n).reshape(cy1 - cy0, cx1 - cx0))
+                    done += 1
+                del pending[fut.key]
+                fut.release()
                 if progress:
                     progress(done, len(windows))
         except BaseException:
-            client.cancel(futures)
+            client.cancel(list(pending.values()))
             raise
         return done

@@ -71,13 +71,13 @@ def tile_uncertainty(model, meta, slide, tiles: Sequence[CropTile], tile_size: i
                      should_cancel: Callable[[], bool] | None = None) -> np.ndarray:
     """Mean ``4 p (1 - p)`` over each crop tile's core, from one seam-free pass over the slide
     (crop-tile cores partition the image, so every pixel counts once)."""
-    from fosgate.core.predict import auto_tile_size
+    from fosgate.core.predict import auto_tile
 
     norm = Normalization.from_json(meta.normalization)
     lo, hi = norm.stats(slide)
     info = slide.info
     halo = required_halo(meta.receptive_field)
-    tile = tile_size or auto_tile_size(info.height, info.width, info.channels, memory_budget_bytes=1.0e9, halo=halo)
+    tile = tile_size or auto_tile(info.height, info.width, info.channels, memory_budget_bytes=1.0e9, halo=halo)
     sums = np.zeros(len(tiles))
     areas = np.zeros(len(tiles))
     cores = np.array([(t.core_y, t.core_y + t.core_height, t.core_x, t.core_x + t.core_width) for t in tiles])

@@ -30,7 +30,8 @@ from fosgate.core.exports import (
 )
 from fosgate.core.instances import ObjectStats, label_mask
 from fosgate.core.normalize import Normalization
-from fosgate.core.predict import auto_tile_size, predict_tiled
+from fosgate.core.predict import auto_tile, predict_tiled
+from fosgate.core.tiling import plan_windows
 from fosgate.core.unet import required_halo
 
 Progress = Callable[[float, str], None]
@@ -50,7 +51,8 @@ class PredictionOutputs:
     paths: dict[str, Path]
     count: int
     seconds: float
-    tile: int
+    tile: tuple[int, int]  # core size (height, width) of an interior window
+    windows: int
     halo: int
     height: int
     width: int
@@ -76,7 +78,7 @@ def predict_slide(
     receptive_field: int,
     out_dir: Path,
     stem: str,
-    tile: int = 0,
+    tile: int | tuple[int, int] = 0,
     halo: int = 0,
     threshold: float = 0.5,
     min_size: int = 10,
@@ -92,8 +94,8 @@ def predict_slide(
     outputs named ``<stem><suffix>`` (see ``OUTPUT_SUFFIXES``) into ``out_dir``.
 
     ``halo`` 0 means the smallest 16-multiple covering the model's receptive field, which makes
-    the stitched result equal a single pass; ``tile`` 0 picks the largest tile the memory budget
-    allows. With ``executor`` (a ``fosgate.distributed.DaskExecutor``) and ``model_dir`` the windows are
+    the stitched result equal a single pass; ``tile`` 0 picks the window shape that fits the memory
+    budget with the least halo recomputation (``auto_tile``). With ``executor`` (a ``fosgate.distributed.DaskExecutor``) and ``model_dir`` the windows are
     predicted by Dask workers, which read the slide file themselves; the result is the same mask."""
     import zarr
 
@@ -116,10 +118,12 @@ def predict_slide(
         return Normalization.apply(read_raw(y0, y1, x0, x1), lo, hi, normalization.clip_max)
 
     halo = halo or required_halo(receptive_field)
-    tile = tile or auto_tile_size(rh, rw, in_channels, memory_budget_bytes=memory_budget, halo=halo)
+    tile = tile or auto_tile(rh, rw, in_channels, memory_budget_bytes=memory_budget, halo=halo)
+    windows = plan_windows(rh, rw, tile, halo)
+    win_h, win_w = windows[0].wy1 - windows[0].wy0, windows[0].wx1 - windows[0].wx0
     chunks = (1024, 1024)
-    # mask chunks == window cores: each core is written by exactly one writer (safe for parallel workers)
-    mask = zarr.open_array(work / "mask.zarr", mode="w", shape=(rh, rw), chunks=(tile, tile), dtype="uint8",
+    # written by this thread only (Dask workers send their thresholded cores back), so chunks need not match cores
+    mask = zarr.open_array(work / "mask.zarr", mode="w", shape=(rh, rw), chunks=chunks, dtype="uint8",
                            fill_value=0)
     labels = zarr.open_array(work / "labels.zarr", mode="w", shape=(rh, rw), chunks=chunks, dtype="uint32",
                              fill_value=0)
@@ -127,19 +131,21 @@ def predict_slide(
     def on_block(cy0: int, cy1: int, cx0: int, cx1: int, prob: np.ndarray) -> None:
         mask[cy0:cy1, cx0:cx1] = (prob >= threshold).astype(np.uint8)
 
+    def on_mask(cy0: int, cy1: int, cx0: int, cx1: int, core: np.ndarray) -> None:
+        mask[cy0:cy1, cx0:cx1] = core
+
     def on_tile(done: int, total: int) -> None:
         report(0.7 * done / max(total, 1), f"Predicted {done}/{total} tiles.")
 
-    report(0.0, f"Predicting {rw}x{rh} px in {tile}-px tiles with a {halo}-px halo.")
+    plan = f"{len(windows)} window(s) of {win_w}x{win_h} px with a {halo}-px halo"
     if executor is not None and model_dir:
-        from fosgate.core.tiling import plan_windows
-
-        report(0.0, f"Predicting {rw}x{rh} px in {tile}-px tiles with a {halo}-px halo on {executor.describe()}.")
+        report(0.0, f"Predicting {rw}x{rh} px in {plan} on {executor.describe()}.")
         executor.predict_mask(model_dir=model_dir, slide_path=str(slide.path), channel=_channel_of(slide),
                               lo=lo, hi=hi, clip_max=normalization.clip_max, region=(rx, ry, rw, rh),
-                              windows=plan_windows(rh, rw, tile, halo), mask_path=work / "mask.zarr",
-                              threshold=threshold, progress=on_tile, should_cancel=should_cancel)
+                              windows=windows, on_mask=on_mask, threshold=threshold, progress=on_tile,
+                              should_cancel=should_cancel)
     else:
+        report(0.0, f"Predicting {rw}x{rh} px in {plan}.")
         predict_tiled(model, read_input, rh, rw, tile=tile, halo=halo, on_block=on_block, progress=on_tile,
                       should_cancel=should_cancel)
 
@@ -166,7 +172,8 @@ def predict_slide(
     write_counts_csv(paths["counts"], (_shift(o, ry, rx) for o in objects), pixel_size_um=px)
     write_overlay_png(paths["overlay"], read_raw, labels, rh, rw)
     shutil.rmtree(work, ignore_errors=True)
-    return PredictionOutputs(paths, len(objects), time.perf_counter() - t0, tile, halo, rh, rw)
+    tile_hw = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+    return PredictionOutputs(paths, len(objects), time.perf_counter() - t0, tile_hw, len(windows), halo, rh, rw)
 
 
 def _channel_of(slide) -> int | None:

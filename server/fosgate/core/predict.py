@@ -14,6 +14,7 @@ exactly as the border windows do.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 import numpy as np
@@ -63,7 +64,7 @@ def predict_tiled(
     height: int,
     width: int,
     *,
-    tile: int,
+    tile: int | tuple[int, int],
     halo: int,
     on_block: Callable[[int, int, int, int, np.ndarray], None],
     progress: Callable[[int, int], None] | None = None,
@@ -94,7 +95,7 @@ def predict_tiled(
     return total
 
 
-def predict_array(model, image: np.ndarray, *, tile: int, halo: int, align: int = ALIGN) -> np.ndarray:
+def predict_array(model, image: np.ndarray, *, tile: int | tuple[int, int], halo: int, align: int = ALIGN) -> np.ndarray:
     """Tiled prediction of an in-memory normalised image (convenience for tests and training)."""
     h, w = image.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -107,18 +108,42 @@ def predict_array(model, image: np.ndarray, *, tile: int, halo: int, align: int 
     return out
 
 
-def auto_tile_size(height: int, width: int, channels: int, *, memory_budget_bytes: float, halo: int,
-                   align: int = ALIGN, max_tile: int = 8192) -> int:
-    """The core size (multiple of ``align``) for a memory budget, with as little halo overhead as
-    possible: one window when the whole (padded) image fits, otherwise the fewest cores per side
-    that fit, spread evenly (no thin last row of tiles recomputing a full window)."""
-    side = int(np.sqrt(memory_budget_bytes / (BYTES_PER_WINDOW_PIXEL + 4 * channels)))
-    longest = round_up(max(height, width), align)
-    if longest <= side:
-        return int(min(longest, max_tile))
+def _axis_options(n: int, halo: int, align: int) -> list[tuple[int, int]]:
+    """(windows, window length) along an axis of length ``n`` for 1, 2, ... windows: the shortest
+    window with which ``k`` windows cover it (see ``tiling._axis_windows``); lengths never increase."""
+    padded = round_up(n, align)
+    out = [(1, padded)]
+    for k in range(2, padded // align + 1):
+        size = round_up(-(-(padded + 2 * (k - 1) * halo) // k), align)
+        if size - 2 * halo < align:
+            break
+        if size < out[-1][1]:
+            out.append((1 + -(-(padded - size) // (size - 2 * halo)), size))  # k, or fewer after rounding
+    return out
+
+
+def auto_tile(height: int, width: int, channels: int, *, memory_budget_bytes: float, halo: int,
+              align: int = ALIGN) -> tuple[int, int]:
+    """The core size ``(tile_h, tile_w)`` for ``plan_windows`` that computes the fewest window pixels
+    (the least halo recomputation) with windows that fit the memory budget: one window when the whole
+    (padded) image fits, else, e.g., two full-width strips rather than four squares. Windows may be
+    rectangular; with several equally cheap plans, the one with fewer windows wins. When not even the
+    smallest windows fit, the smallest are used."""
+    budget_px = memory_budget_bytes / (BYTES_PER_WINDOW_PIXEL + 4 * channels)
     halo = round_up(halo, align)
-    for n in range(2, longest // align + 1):
-        tile = round_up(-(-longest // n), align)
-        if tile + 2 * halo <= side or tile <= align:
-            return int(min(max(tile, align), max_tile))
-    return align
+    ys, xs = _axis_options(height, halo, align), _axis_options(width, halo, align)
+    x_sizes = [-size for _, size in xs]  # ascending, for bisect
+    best: tuple[float, int, int, int] | None = None
+    for ky, wy in ys:
+        i = bisect.bisect_left(x_sizes, -budget_px / wy)  # first x option whose window fits next to wy
+        if i == len(xs):
+            continue
+        kx, wx = xs[i]
+        cand = (ky * kx * wy * wx, ky * kx, wy, wx)
+        best = cand if best is None or cand[:2] < best[:2] else best
+    if best is None:  # nothing fits the budget: the smallest windows
+        wy, wx = ys[-1][1], xs[-1][1]
+    else:
+        wy, wx = best[2], best[3]
+    pad_y, pad_x = round_up(height, align), round_up(width, align)
+    return (pad_y if wy == pad_y else wy - 2 * halo, pad_x if wx == pad_x else wx - 2 * halo)

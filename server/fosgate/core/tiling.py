@@ -2,11 +2,13 @@
 
 Two plans, both covering every pixel of an ``height x width`` image exactly once with their cores:
 
-- :func:`plan_windows` (prediction): cores are a grid of ``tile`` x ``tile`` squares starting at 0
-  (the last row/column is partial); each core gets an input window extending ``halo`` px beyond it,
-  all windows of one size, with origins on the network's pooling grid (multiples of ``align``) and
-  pulled inside the (padded) image at the borders. A core pixel therefore always sees at least
-  ``halo`` px of real context or the true image border, which is what makes stitching seam-free.
+- :func:`plan_windows` (prediction): a grid of equal input windows (``tile + 2 * halo`` per axis,
+  rectangular if asked), the fewest that cover the image, with origins on the network's pooling grid
+  (multiples of ``align``) spread evenly from the top-left corner to the bottom-right one of the
+  (padded) image. Their cores partition the image; every core edge lies at least ``halo`` px inside
+  its window or on the true image border. A core pixel therefore always sees at least ``halo`` px of
+  real context or the image border, which is what makes stitching seam-free, and border windows
+  spend no halo beyond the image.
 - :func:`plan_crop_tiles` (the reference "crop" step, 128 px tiles with a 4 px margin): tiles of
   ``tile`` px stepping by ``tile - 2 * margin``; unlike the reference code the last row and column
   are kept (the last tile is shifted back to end at the border), and each tile records the core
@@ -44,29 +46,49 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def _axis_windows(n: int, tile: int, halo: int, align: int) -> list[tuple[int, int, int, int]]:
-    """(w0, w1, c0, c1) along one axis of length ``n``; window coordinates may run past ``n`` up
-    to the padded length ``round_up(n, align)`` (read as zeros)."""
+    """(w0, w1, c0, c1) along one axis of length ``n``: the fewest windows of one length
+    ``min(tile + 2 * halo, padded)`` that cover the axis, origins spread evenly on the ``align`` grid from
+    0 to ``padded - length`` (window coordinates may run past ``n`` up to the padded length
+    ``round_up(n, align)``, read as zeros). A split between two neighbouring cores lies at least
+    ``halo`` inside both windows; the first and last windows need no halo at the image border, so
+    their cores are up to ``tile + halo`` long (less recomputed overlap than equal cores)."""
     padded = round_up(n, align)
     halo = round_up(halo, align)  # keeps window origins on the grid without eating into the halo
     size = min(tile + 2 * halo, padded)
+    if size == padded:
+        return [(0, padded, 0, n)]
+    reach = size - 2 * halo  # how far a window may start past its neighbour (a positive multiple of align)
+    k = 1 + -(-(padded - size) // reach)
+    units = (padded - size) // align
+    origins = [align * (i * units // (k - 1)) for i in range(k)]
+    cuts = [0]
+    for i in range(1, k):
+        lo, hi = origins[i] + halo, origins[i - 1] + size - halo  # the split must see `halo` in both windows
+        cuts.append(min(lo + (hi - lo) // 2 // align * align, n - 1))
+    cuts.append(n)
     out = []
-    for c0 in range(0, n, tile):
-        c1 = min(c0 + tile, n)
-        w0 = max(0, min(c0 - halo, padded - size))
-        w1 = w0 + size
-        assert w0 <= c0 and c1 <= w1
-        out.append((w0, w1, c0, c1))
+    for i, w0 in enumerate(origins):
+        assert w0 <= cuts[i] < cuts[i + 1] <= w0 + size
+        out.append((w0, w0 + size, cuts[i], cuts[i + 1]))
     return out
 
 
-def plan_windows(height: int, width: int, tile: int, halo: int, align: int = 16) -> list[Window]:
-    """Prediction windows (see module docstring). ``tile`` must be a positive multiple of ``align``."""
-    if tile <= 0 or tile % align:
+def _pair(tile: int | tuple[int, int]) -> tuple[int, int]:
+    return (tile, tile) if isinstance(tile, int | np.integer) else (int(tile[0]), int(tile[1]))
+
+
+def plan_windows(height: int, width: int, tile: int | tuple[int, int], halo: int, align: int = 16) -> list[Window]:
+    """Prediction windows (see module docstring) for core size ``tile`` (an int, or (height, width) for
+    rectangular windows), each a positive multiple of ``align``. All windows have one size,
+    ``min(tile + 2 * halo, padded image)`` per axis (halo rounded up to ``align``), so one compiled
+    graph serves them all."""
+    th, tw = _pair(tile)
+    if th <= 0 or tw <= 0 or th % align or tw % align:
         raise ValueError(f"tile size {tile} must be a positive multiple of {align}")
     if halo < 0:
         raise ValueError("halo must be >= 0")
-    ys = _axis_windows(height, tile, halo, align)
-    xs = _axis_windows(width, tile, halo, align)
+    ys = _axis_windows(height, th, halo, align)
+    xs = _axis_windows(width, tw, halo, align)
     return [Window(wy0, wy1, wx0, wx1, cy0, cy1, cx0, cx1, r, c)
             for r, (wy0, wy1, cy0, cy1) in enumerate(ys) for c, (wx0, wx1, cx0, cx1) in enumerate(xs)]
 

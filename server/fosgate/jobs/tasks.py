@@ -133,7 +133,7 @@ def run_prediction(app: App, ctx: JobContext) -> str:
     for path in out.paths.values():
         ctx.add_artifact(path)
     ctx.progress(1.0, f"Found {out.count} cells in {out.seconds:.1f} s.", force=True, count=out.count,
-                 seconds=out.seconds, tile=out.tile, halo=out.halo,
+                 seconds=out.seconds, tile_height=out.tile[0], tile_width=out.tile[1], windows=out.windows, halo=out.halo,
                  megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9))
     return slide_row.id
 
