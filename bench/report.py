@@ -44,8 +44,11 @@ def _provenance(r: dict) -> str:
         load = m.get("load_average_1min", m.get("load_average_1min_at_end"))
         if load is not None:
             parts.append(f"1-min load {load:.1f} at the end")
-    elif r.get("cpus"):
-        parts.append(f"{r['cpus']} CPUs")
+    else:
+        if r.get("cpus"):
+            parts.append(f"{r['cpus']} CPUs")
+        if isinstance(m, str):
+            parts.append(f"`{m}`")
     if r.get("date"):
         parts.append(str(r["date"])[:10])
     if r.get("command"):
@@ -58,6 +61,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _hw(v: Any) -> str:
+    """A tile or window size: ``1120`` (square, older results) or ``[h, w]`` -> ``"1120 x 2048"``."""
+    return f"{v[0]} x {v[1]}" if isinstance(v, list | tuple) else str(v)
 
 
 def _plt():
@@ -78,7 +86,7 @@ def speed(r: dict, plots: Path) -> str:
     sl, t = r["slide"], r["targets"]
     rows = [
         ["fosgate stitched (`predict_tiled`)", f"{f['seconds']:.2f}", f"{f['megapixels_per_s']:.3f}",
-         f"tile {f['tile']}, halo {f['halo']}, {f['windows']} window(s) of {f['window_size']} px; "
+         f"tile {_hw(f['tile'])}, halo {f['halo']}, {f['windows']} window(s) of {_hw(f['window_size'])} px; "
          f"max abs diff vs single pass {f['max_abs_diff_vs_single']:.2e}"],
         ["reference loop (128 px tiles, 4 px margin, PNG round trip, one `predict` per tile)",
          f"{ref['seconds']:.2f}", f"{ref['megapixels_per_s']:.3f}",
@@ -94,7 +102,8 @@ def speed(r: dict, plots: Path) -> str:
         f"Prediction of one synthetic {sl['height']} x {sl['width']} c-fos slide (`generate_cfos`, seed "
         f"{sl['seed']}) with one untrained reference U-Net ({r['model']['parameters']} parameters, receptive-field "
         f"radius {r['model']['receptive_field_radius']} px; weights do not change the speed), timed three ways in "
-        f"one run after a warm-up of each (Keras backend: {r.get('keras_backend', 'tensorflow')}"
+        f"one run (after a warm-up of each{'; median of ' + str(r['repeats']) + ' timed runs each' if r.get('repeats', 1) > 1 else ''}; "
+        f"Keras backend: {r.get('keras_backend', 'tensorflow')}"
         f"{', ' + r['accelerator'] if r.get('accelerator') else ', CPU'}); fosgate uses its default {budget} GB window budget. "
         "`bench/bench_speed.py` says exactly what the reference loop does.",
         "",
@@ -120,18 +129,20 @@ def speed(r: dict, plots: Path) -> str:
     if sweep:
         lines += [
             "",
-            f"Where the stitching overhead comes from: a {f['window_size']}-px window with a {f['halo']}-px halo "
-            f"computes {f['window_pixels_over_slide_pixels']:.2f}x the slide's pixels. The halo is what makes the "
-            "result exact; only a larger window (a larger memory budget, `--predict-memory-gb`) shrinks it. Run as "
-            "a compiled graph, the U-Net needs about 400 bytes per window pixel on CPU (the budget assumes 480). "
-            "Same run, same slide:",
+            f"Where the stitching overhead comes from: {f['windows']} window(s) of {_hw(f['window_size'])} px with a "
+            f"{f['halo']}-px halo compute {f['window_pixels_over_slide_pixels']:.2f}x the slide's pixels. The halo is "
+            "what makes the result exact; fosgate picks, among the window shapes that fit the memory budget, the one "
+            "that recomputes the fewest pixels (border windows spend no halo beyond the image, and windows may be "
+            "rectangular strips), and only a larger window (a larger memory budget, `--predict-memory-gb`) shrinks "
+            "it further. Run as a compiled graph, the U-Net needs about 400 bytes per window pixel on CPU (the budget "
+            "assumes 480). Same run, same slide:",
             "",
             _table(["window budget", "tile", "windows", "window px / slide px", "seconds", "time / single pass",
                     "vs reference loop", "max abs diff vs single pass"],
-                   [[f"{budget} GB (default)", f["tile"], f["windows"], f"{f['window_pixels_over_slide_pixels']:.2f}",
+                   [[f"{budget} GB (default)", _hw(f["tile"]), f["windows"], f"{f['window_pixels_over_slide_pixels']:.2f}",
                      f"{f['seconds']:.2f}", f"{r['fosgate_over_single_pass']:.2f}",
                      f"{r['speedup_vs_reference']:.1f}x", f"{f['max_abs_diff_vs_single']:.1e}"]]
-                   + [[f"{x['budget_gb']:g} GB", x["tile"], x["windows"], f"{x['window_pixels_over_slide_pixels']:.2f}",
+                   + [[f"{x['budget_gb']:g} GB", _hw(x["tile"]), x["windows"], f"{x['window_pixels_over_slide_pixels']:.2f}",
                        f"{x['seconds']:.2f}", f"{x['over_single_pass']:.2f}", f"{ref['seconds'] / x['seconds']:.1f}x",
                        f"{x['max_abs_diff_vs_single']:.1e}"] for x in sweep]),
         ]
@@ -147,24 +158,33 @@ def speed_gpu(r: dict, plots: Path) -> str:
                      f"{m['reference_loop']['seconds']:.2f} ({m['reference_loop']['megapixels_per_s']:.1f} Mpx/s)",
                      f"{m['single_pass']['seconds']:.2f} ({m['single_pass']['megapixels_per_s']:.0f} Mpx/s)",
                      f"**{x['speedup_vs_reference']:.0f}x**", f"**{x['fosgate_over_single_pass']:.2f}**",
-                     f"{f['windows']} x {f['window_size']} px", f"{x['max_abs_diff']:.1e}"])
+                     f"{f['windows']} of {_hw(f['window_size'])} px", f"{x['max_abs_diff']:.1e}"])
     first = r["runs"][0]
+    speedups = [x["speedup_vs_reference"] for x in r["runs"]]
+    repeats = first.get("repeats", 1)
+    sweeps = [f"{x['slide']['height']}² {s['over_single_pass']:.2f} ({s['windows']} of {_hw(s.get('window_size', s['tile']))} px)"
+              for x in r["runs"] for s in x.get("budget_sweep", []) if s["budget_gb"] == 3.0]
     return "\n".join([
         "### Speed on a GPU",
         "",
         f"The same benchmark on the lent GPU machine ({first.get('accelerator') or 'GPU'}), with Keras on its JAX "
         "backend: TensorFlow cannot be installed there, and fosgate's prediction code is plain Keras, so only the "
         "backend differs (the receptive-field radius, measured with TensorFlow gradients, is taken from the CPU "
-        "run: 94 px). One run per size; sub-second times are single measurements.",
+        f"run: 94 px). {'Median of ' + str(repeats) + ' timed runs' if repeats > 1 else 'One timed run'} of each "
+        "method per size, after a warm-up; default 1.5 GB window budget.",
         "",
         _table(["slide", "fosgate stitched s", "reference loop s", "single pass s", "fosgate vs reference",
                 "fosgate / single pass", "windows", "max abs diff vs single pass"], rows),
         "",
         "On a GPU the reference loop is bound by its 128-px `predict` calls and PNG round trips, and fosgate's "
-        "large compiled windows are 50-60x faster. At 8192² one whole-image pass is slower than the stitched "
-        "windows (one 67-megapixel call; not profiled further). The differences to the single pass (up to 1e-3) "
-        "come from GPU convolution arithmetic that varies with the input shape (XLA may use TF32 tensor cores for "
-        "float32), not from seams: on CPU the stitched and single-pass maps are bit-identical.",
+        f"large compiled windows are {min(speedups):.0f}-{max(speedups):.0f}x faster. At 2048² every method takes "
+        "tens of milliseconds, so per-call dispatch and host-device copies, not pixels, set the ratio to the single "
+        "pass; at 8192² one 67-megapixel whole-image call is slower than the stitched windows (not profiled "
+        "further). The window shape is chosen for the fewest pixels, which is the CPU's cost; on a GPU a 3 GB "
+        "budget gives " + ", ".join(sweeps) + " of the single-pass time. "
+        "The differences to the single pass (up to 1e-3) come from GPU convolution arithmetic that varies with "
+        "the input shape (XLA may use TF32 tensor cores for float32), not from seams: on CPU the stitched and "
+        "single-pass maps are bit-identical.",
         "",
         _provenance(r),
     ])
@@ -205,7 +225,7 @@ def memory(r: dict | list, plots: Path) -> str:
         "",
         _table(["slide (px)", "peak RSS (MB)", "RSS before prediction (MB)", "seconds", "tile", "objects"],
                [[f"{x['size']} x {x['size']}", f"{x['peak_rss_mb']:.0f}", f"{x['rss_before_predict_mb']:.0f}",
-                 f"{x['seconds']:.1f}", x["tile"], x["objects"]] for x in rows]),
+                 f"{x['seconds']:.1f}", _hw(x["tile"]), x["objects"]] for x in rows]),
         "",
         f"{growth:.0f}x the pixels for +{last['peak_rss_mb'] - first['peak_rss_mb']:.0f} MB; about "
         f"{first['rss_before_predict_mb']:.0f} MB of it is the TensorFlow runtime before any prediction.",
@@ -250,32 +270,48 @@ def transport(r: dict, plots: Path) -> str:
                 ["gRPC upload (stream + SHA-256 + fsync)", f"{up:.0f}", f"{up / raw:.2f}"],
                 ["gRPC download (stream + SHA-256)", f"{down:.0f}", f"{down / raw:.2f}"]]),
         "",
-        f"A 10,000 x 7,000 px RGB slide (210 MB uncompressed) uploads in about {210 / up:.1f} s; the integrity "
-        "checks, not the wire, set the pace.",
+        f"At these rates the 210 MB of a 10,000 x 7,000 px RGB slide (uncompressed) go up in about {210 / up:.1f} s "
+        f"and would come down in {210 / down:.1f} s: small next to predicting it.",
         "",
         _provenance(r),
     ])
 
 
 def fnc_loo(r: dict, plots: Path) -> str:
-    s = r["summary"]
+    s, rows = r["summary"], r["rows"]
+    by = r.get("by_colour", {})
+    steps = {x.get("steps_per_epoch") for x in rows} - {None}
+    val = s.get("val_fraction", 0)
+    training = (f"{s.get('epochs', 12)} epochs"
+                + (f" of {min(steps)}-{max(steps)} steps (batches of 16 random 128-px crops)" if steps else "")
+                + (f"; {val:.0%} of the training images (one whole image) held out to keep the best epoch and "
+                   "calibrate the probability threshold, as `fosgate train` does by default" if val else
+                   "; no validation, threshold 0.5"))
+    colour = ", ".join(f"{c} {v['object_f1']:.3f}" for c, v in by.items())
+    missed = [x["image"] for x in rows if x["n_pred"] == 0]
+    total_s = sum(x["seconds"] for x in rows)
     return "\n".join([
         "## Accuracy: FNC leave-one-image-out",
         "",
         f"`bench/bench_fnc_loo.py`: {DATA_CREDITS['fnc']}. For each of the 6 images (3 yellow, 3 red), the "
-        f"reference U-Net is trained on the other 5 whole images ({s.get('epochs', 12)} epochs, fosgate's "
-        "trainer), the held-out one is predicted whole, thresholded at 0.5, min size 100 px. Object matching as "
-        "the FNC authors: IoU >= 0.5 or centroids <= 40 px, one-to-one.",
+        f"reference U-Net is trained from scratch on the other 5 ({training}); the held-out image is predicted "
+        "whole, thresholded, and split into cells of at least 100 px. Object matching as the FNC authors: IoU >= 0.5 "
+        "or centroids <= 40 px, one-to-one.",
         "",
-        _table(["held-out image", "object F1", "predicted", "true", "pixel F1", "train + predict s"],
-               [[x["image"], f"{x['object_f1']:.3f}", x["n_pred"], x["n_true"], f"{x['pixel_f1']:.3f}",
-                 f"{x['seconds']:.0f}"] for x in r["rows"]]),
+        _table(["held-out image", "colour", "object F1", "predicted", "true", "pixel F1", "threshold", "best epoch",
+                "train + predict s"],
+               [[x["image"], x.get("colour", ""), f"{x['object_f1']:.3f}", x["n_pred"], x["n_true"],
+                 f"{x['pixel_f1']:.3f}", f"{x.get('threshold', 0.5):.2f}", x.get("best_epoch", "-"),
+                 f"{x['seconds']:.0f}"] for x in rows]),
         "",
-        f"Pooled object F1 **{s['object_f1']:.3f}**, count MAE **{s['count_mae']:.1f}**, mean pixel F1 "
-        f"{s['pixel_f1']:.3f}, MIoU {s['pixel_miou']:.3f}. The yellow images generalise; with only two other red "
-        "images, red does not (RT353, larger and different-looking, gets no detections). c-ResUnet's published "
-        "F1 0.81 / MAE 3.09 is on the full FNC test set after training on hundreds of images; this is a 6-image "
-        "development sample, so it is no like-for-like comparison.",
+        f"Pooled object F1 **{s['object_f1']:.3f}**{' (' + colour + ')' if colour else ''}, precision "
+        f"{s.get('object_precision', float('nan')):.3f}, recall {s.get('object_recall', float('nan')):.3f}, count MAE "
+        f"**{s['count_mae']:.1f}**, mean pixel F1 {s['pixel_f1']:.3f}, MIoU {s['pixel_miou']:.3f}; "
+        f"{total_s / 60:.0f} min in all."
+        + (f" No cells found in {', '.join(missed)}." if missed else "")
+        + " c-ResUnet's published F1 0.81 / MAE 3.09 is on the full FNC test set after training on hundreds of "
+        "images; this is a 6-image development sample (each red fold trains on two red images), so it is no "
+        "like-for-like comparison.",
         "",
         _provenance(r),
     ])
@@ -469,7 +505,7 @@ def labelling_loop(r: dict, plots: Path) -> str:
 
 SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("speed", "bench/bench_speed.py", speed),
-    ("speed_gpu", "KERAS_BACKEND=jax bench/bench_speed.py --size N (on a GPU machine)", speed_gpu),
+    ("speed_gpu", "KERAS_BACKEND=jax bench/bench_speed.py --sizes 2048 4096 8192 (on a GPU machine)", speed_gpu),
     ("memory", "bench/bench_memory.py", memory),
     ("scale", "bench/bench_scale.py", scale),
     ("transport", "bench/bench_transport.py", transport),

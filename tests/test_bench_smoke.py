@@ -54,7 +54,8 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
         assert fold["test_slices"] == 200 and 0.0 <= results["delivr"]["pooled"]["pixel_f1"] <= 1.0
         assert not set(fold["train_volumes"]) & set(fold["test_volumes"])
     if "fnc_loo" in results:
-        assert len(results["fnc_loo"]["rows"]) == 1
+        (row,) = results["fnc_loo"]["rows"]
+        assert 0.0 < row["threshold"] < 1.0 and row["val_images"] == 1 and row["train_images"] == 4
     if "label_efficiency" in results:
         rows = results["label_efficiency"]["rows"]
         assert {(r["strategy"], r["fraction"]) for r in rows} == {

@@ -95,8 +95,9 @@ def predict_slide(
 
     ``halo`` 0 means the smallest 16-multiple covering the model's receptive field, which makes
     the stitched result equal a single pass; ``tile`` 0 picks the window shape that fits the memory
-    budget with the least halo recomputation (``auto_tile``). With ``executor`` (a ``fosgate.distributed.DaskExecutor``) and ``model_dir`` the windows are
-    predicted by Dask workers, which read the slide file themselves; the result is the same mask."""
+    budget with the least halo recomputation (``auto_tile``). With ``executor`` (a
+    ``fosgate.distributed.DaskExecutor``) and ``model_dir`` the windows are predicted by Dask workers,
+    which read the slide file themselves; the result is the same mask."""
     import zarr
 
     t0 = time.perf_counter()
@@ -135,7 +136,7 @@ def predict_slide(
         mask[cy0:cy1, cx0:cx1] = core
 
     def on_tile(done: int, total: int) -> None:
-        report(0.7 * done / max(total, 1), f"Predicted {done}/{total} tiles.")
+        report(0.7 * done / max(total, 1), f"Predicted {done}/{total} windows.")
 
     plan = f"{len(windows)} window(s) of {win_w}x{win_h} px with a {halo}-px halo"
     if executor is not None and model_dir:
