@@ -7,7 +7,9 @@ percentile normalisation, random 128-px crops with flips/rotations, ``--epochs``
 probability threshold (best pixel F1). The held-out image is predicted whole (seam-free), thresholded
 at the model's calibrated threshold, and split into instances with min size 100 px. Object detection
 follows the FNC authors: a match is IoU >= 0.5 or centroids <= 40 px, one-to-one. Reports per-image and
-pooled (all, yellow, red) object F1, count MAE, pixel F1 and MIoU (mean over images).
+pooled (all, yellow, red) object F1, count MAE, pixel F1 and MIoU (mean over images). ``--channels
+independent`` repeats it with per-channel normalisation of the RGB images (the rule before joint RGB
+normalisation), for the report's comparison.
 Published c-ResUnet on the full FNC test set: F1 0.81, MAE 3.09 (a different, larger test set).
 
     .venv/bin/python bench/bench_fnc_loo.py [--epochs 30] [--val-fraction 0.2] [--quick] [--out bench/results]
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.2, help="of the training images, for the best epoch "
                     "and the threshold (0: last epoch, threshold 0.5)")
     ap.add_argument("--quick", action="store_true", help="hold out one image only, 1 epoch")
+    ap.add_argument("--only", nargs="+", default=[], help="hold out only these images (stems), e.g. to try a change")
+    ap.add_argument("--channels", default="auto", choices=["auto", "independent", "joint"],
+                    help="normalisation across the RGB channels (fosgate's default: auto = joint for RGB); other "
+                    "values are saved as fnc_loo_<value>, the report's comparison row")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -50,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
              for p in sorted((FNC / c / "images").glob("*.png"))]
     data = [(c, p.stem, np.asarray(Image.open(p).convert("RGB")), (np.asarray(Image.open(m).convert("L")) > 0))
             for c, p, m in items]
-    norm = Normalization()
+    norm = Normalization(channels=args.channels)
     rows, objs, pairs = [], [], []
-    for i, (colour, name, img, truth) in enumerate(data[:1] if args.quick else data):
+    for i, (colour, name, img, truth) in enumerate(data):
+        if (args.quick and i > 0) or (args.only and name not in args.only):
+            continue
         t0 = time.perf_counter()
         train = [TrainingPair(im, tr.astype(np.uint8), n) for j, (_, n, im, tr) in enumerate(data) if j != i]
         model, metrics, _ = train_unet(train, norm, TrainConfig(epochs=args.epochs, tile_size=128,
@@ -78,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {**summarize_objects(objs), **mean_pixel_scores(pairs), "epochs": args.epochs,
-               "val_fraction": args.val_fraction}
+               "val_fraction": args.val_fraction, "channels": args.channels}
     by_colour = {}
     for colour in ("yellow", "red"):
         sel = [k for k, r in enumerate(rows) if r["colour"] == colour]
         if sel:
             by_colour[colour] = {**summarize_objects([objs[k] for k in sel]),
                                  **mean_pixel_scores([pairs[k] for k in sel])}
-    save(args.out, "fnc_loo", {"rows": rows, "summary": summary, "by_colour": by_colour,
+    name = "fnc_loo" + ("" if args.channels == "auto" else f"_{args.channels}") + ("_only" if args.only else "")
+    save(args.out, name, {"rows": rows, "summary": summary, "by_colour": by_colour,
                                "mode": "quick" if args.quick else "full"})
     print("| held-out image | object F1 | predicted | true | pixel F1 | threshold |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -141,22 +141,26 @@ def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: in
             full = {"fraction": 1.0, "labelled_tiles": n, "train_seconds": train_s, **evaluate(model)}
         prev_active: tuple[list[list[int]], object] | None = None
         for fraction in sorted(f for f in fractions if f < 1.0):
+            fitted: dict[str, tuple] = {}
             for strategy in STRATEGIES:
-                if strategy == "active":
-                    if prev_active is None:  # the first active set is the balanced one
-                        chosen = select(fraction, "balanced", seed)
-                    else:
+                if strategy == "active" and prev_active is None:
+                    # the first active set is the balanced one: the same tiles and seed, so the same model
+                    chosen, (model, train_s, n), scores = fitted["balanced"]
+                else:
+                    if strategy == "active":
                         prev_chosen, prev_model = prev_active
                         unc = [core_means(4 * p * (1 - p), sl["tiles"]) for sl, p in
                                zip(slides, (probabilities(prev_model, img) for _, img, _ in train), strict=True)]
                         chosen = select(fraction, "active", seed, prev_chosen, unc)
-                else:
-                    chosen = select(fraction, strategy, seed)
-                model, train_s, n = fit(chosen, seed)
+                    else:
+                        chosen = select(fraction, strategy, seed)
+                    model, train_s, n = fit(chosen, seed)
+                    scores = evaluate(model)
+                fitted[strategy] = (chosen, (model, train_s, n), scores)
                 if strategy == "active":
                     prev_active = (chosen, model)
                 row = {"seed": seed, "strategy": strategy, "fraction": fraction, "labelled_tiles": n,
-                       "train_seconds": train_s, **evaluate(model)}
+                       "train_seconds": train_s, **scores}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
         if full is not None:

@@ -290,6 +290,17 @@ def fnc_loo(r: dict, plots: Path) -> str:
     colour = ", ".join(f"{c} {v['object_f1']:.3f}" for c, v in by.items())
     missed = [x["image"] for x in rows if x["n_pred"] == 0]
     total_s = sum(x["seconds"] for x in rows)
+    compare = []
+    other = r.get("companions", {}).get("fnc_loo_independent")
+    if other:
+        os_, ob = other["summary"], other.get("by_colour", {})
+        compare = ["", f"The same protocol with each RGB channel normalised on its own (fosgate's rule before joint "
+                   f"RGB normalisation; `--channels independent`, {os_.get('epochs')} epochs): pooled object F1 "
+                   f"{os_['object_f1']:.3f} (" + ", ".join(f"{c} {v['object_f1']:.3f}" for c, v in ob.items())
+                   + f"), count MAE {os_['count_mae']:.1f}, pixel F1 {os_['pixel_f1']:.3f}. Per channel, a red-only "
+                   "stain's nearly empty green and blue channels (99.8th percentile 2 of 255) have their noise "
+                   "stretched to the full range; one range for all three keeps them dark. "
+                   + _provenance(other).replace("_Measured: ", "_That run: ")]
     return "\n".join([
         "## Accuracy: FNC leave-one-image-out",
         "",
@@ -312,6 +323,7 @@ def fnc_loo(r: dict, plots: Path) -> str:
         + " c-ResUnet's published F1 0.81 / MAE 3.09 is on the full FNC test set after training on hundreds of "
         "images; this is a 6-image development sample (each red fold trains on two red images), so it is no "
         "like-for-like comparison.",
+        *compare,
         "",
         _provenance(r),
     ])
@@ -429,8 +441,9 @@ def label_efficiency(r: dict, plots: Path) -> str:
             if not sel or (f == 1.0 and s != strategies[0]):
                 continue
             name = "all (same set)" if f == 1.0 else s
+            pf1 = [x["pixel_f1"] for x in sel]
             table_rows.append([f"{100 * f:.0f} %", name, sel[0]["labelled_tiles"],
-                               f"{np.mean([x['pixel_f1'] for x in sel]):.3f}",
+                               f"{np.mean(pf1):.3f}" + (f" ± {np.std(pf1, ddof=1):.3f}" if len(pf1) > 1 else ""),
                                f"{np.mean([x['pixel_miou'] for x in sel]):.3f}",
                                f"{np.mean([x['object_f1'] for x in sel]):.3f}",
                                f"{np.mean([x['count_mae'] for x in sel]):.1f}",
@@ -447,6 +460,14 @@ def label_efficiency(r: dict, plots: Path) -> str:
                        f"{pf['random'][1.0]:.3f}); random selection reaches {pf['random'][f0]:.3f}.")
     if len(below) > 1:
         reading.append(f"Active selection beats balanced at {active_wins} of {len(below) - 1} larger fractions.")
+    if len(seeds) > 1:
+        per_seed = {(x["seed"], x["strategy"], x["fraction"]): x["pixel_f1"] for x in rows}
+        pairs = [(sd, f) for sd in seeds for f in below
+                 if (sd, "balanced", f) in per_seed and (sd, "random", f) in per_seed]
+        seed_wins = sum(per_seed[(sd, "balanced", f)] > per_seed[(sd, "random", f)] for sd, f in pairs)
+        reading.append(f"Seed by seed, balanced beats random in {seed_wins} of {len(pairs)} (seed, fraction) pairs. "
+                       "Pixel F1 is mean ± standard deviation over seeds (selection and training seed); the plot "
+                       "shades the range.")
     if len(seeds) == 1:
         reading.append("One seed: differences of a few hundredths are within run-to-run noise; object F1 and "
                        "count MAE on two held-out images are noisier still.")
@@ -543,8 +564,9 @@ def summary(res: dict[str, Any]) -> str:
         rows.append(["gRPC upload / download vs raw socket", f"{t['upload_vs_raw']:.2f} / {t['download_vs_raw']:.2f}",
                      f"raw {t['raw_socket_mb_s']:.0f} MB/s"])
     if "fnc_loo" in res:
-        s = res["fnc_loo"]["summary"]
-        rows.append(["FNC leave-one-image-out object F1 / count MAE", f"{s['object_f1']:.2f} / {s['count_mae']:.1f}",
+        s, by = res["fnc_loo"]["summary"], res["fnc_loo"].get("by_colour", {})
+        rows.append(["FNC leave-one-image-out object F1 / count MAE", f"{s['object_f1']:.2f} / {s['count_mae']:.1f}"
+                     + "".join(f"; {c} {v['object_f1']:.2f} / {v['count_mae']:.1f}" for c, v in by.items()),
                      "c-ResUnet 0.81 / 3.09 (other test set)"])
     if "dsb" in res:
         d = res["dsb"]["rows"]
@@ -575,6 +597,8 @@ def summary(res: dict[str, Any]) -> str:
 
 
 OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
+# results a section compares itself with, handed to it as data["companions"][name] when present
+COMPANIONS = {"fnc_loo": ("fnc_loo_independent",)}
 
 
 def render(results: Path, plots: Path | None = None) -> str:
@@ -600,6 +624,10 @@ def render(results: Path, plots: Path | None = None) -> str:
                 parts += [f"## {name}", "", f"Not run yet: `.venv/bin/python {script}`.", ""]
             continue
         data = loaded[name] = json.loads(path.read_text())
+        found = {c: json.loads((results / f"{c}.json").read_text()) for c in COMPANIONS.get(name, ())
+                 if (results / f"{c}.json").exists()}
+        if found:
+            data = {**data, "companions": found}
         if isinstance(data, dict) and data.get("mode") == "quick":
             quick.append(name)
         parts += [fn(data, plots), ""]

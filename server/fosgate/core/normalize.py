@@ -7,6 +7,12 @@ Invariants
   ("percentile" mode, as CSBDeep/StarDist do per image) or the dtype's full range ("range" mode, the
   reference paper's ``/ 255``). Stats depend on the slide only, never on the tile, so tiling cannot
   change a prediction.
+- ``channels`` says whether percentiles are taken per channel ("independent") or over all channels
+  at once ("joint", StarDist's ``axis_norm=(0, 1, 2)`` for colour images); "auto" is joint for
+  3-channel (RGB) images and independent otherwise. Joint keeps a colour image's channel ratios: a
+  nearly empty channel (the green and blue of a red-only stain) stays dark instead of having its
+  noise stretched to full range. Models saved before this setting existed load as "independent",
+  so their predictions do not change.
 """
 
 from __future__ import annotations
@@ -25,10 +31,17 @@ class Normalization:
     low: float = 1.0
     high: float = 99.8
     clip_max: float = 1.5
+    channels: str = "auto"  # "auto", "joint" or "independent" (module docstring)
 
     def __post_init__(self) -> None:
         if self.mode not in ("percentile", "range"):
             raise ValueError(f"unknown normalisation mode {self.mode!r}")
+        if self.channels not in ("auto", "joint", "independent"):
+            raise ValueError(f"unknown channel normalisation {self.channels!r}")
+
+    def joint(self, channels: int) -> bool:
+        """Whether ``channels``-channel images share one ``lo``/``hi``."""
+        return self.channels == "joint" or (self.channels == "auto" and channels == 3)
 
     def stats(self, slide) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel ``(lo, hi)`` for an open slide, from a strided overview read band by band."""
@@ -43,8 +56,9 @@ class Normalization:
             top = float(np.iinfo(image.dtype).max)
             return np.zeros(c, np.float32), np.full(c, top, np.float32)
         flat = image.reshape(-1, c).astype(np.float32)
-        lo = np.percentile(flat, self.low, axis=0).astype(np.float32)
-        hi = np.percentile(flat, self.high, axis=0).astype(np.float32)
+        axis = None if self.joint(c) else 0
+        lo = np.broadcast_to(np.percentile(flat, self.low, axis=axis), (c,)).astype(np.float32)
+        hi = np.broadcast_to(np.percentile(flat, self.high, axis=axis), (c,)).astype(np.float32)
         return lo, np.maximum(hi, lo + 1.0)  # a flat image must not divide by zero
 
     @staticmethod
@@ -69,4 +83,9 @@ class Normalization:
 
     @classmethod
     def from_json(cls, text: str) -> Normalization:
-        return cls(**json.loads(text)) if text else cls()
+        """The stored setting; one saved before ``channels`` existed normalised channels independently."""
+        if not text:
+            return cls()
+        fields = json.loads(text)
+        fields.setdefault("channels", "independent")
+        return cls(**fields)
