@@ -580,8 +580,14 @@ def summary(res: dict[str, Any]) -> str:
         fr = sorted({x["fraction"] for x in le if x["fraction"] < 1.0})
         if fr:
             f0 = fr[0]
-            val = {x["strategy"]: x["pixel_f1"] for x in le if x["fraction"] == f0 and x["seed"] == le[0]["seed"]}
-            rows.append([f"pixel F1 with {f0:.0%} of tiles labelled: random / balanced / active",
+            by_strategy: dict[str, list[float]] = {}
+            for x in le:
+                if x["fraction"] == f0:
+                    by_strategy.setdefault(x["strategy"], []).append(x["pixel_f1"])
+            val = {k: sum(v) / len(v) for k, v in by_strategy.items()}  # mean over seeds
+            n_seeds = len({x["seed"] for x in le})
+            rows.append([f"pixel F1 with {f0:.0%} of tiles labelled: random / balanced / active"
+                         + (f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""),
                          " / ".join(f"{val.get(k, float('nan')):.2f}" for k in ("random", "balanced", "active")),
                          "balanced > random (reference paper)"])
     if "labelling_loop" in res:
