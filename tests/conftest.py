@@ -40,3 +40,33 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+@pytest.fixture
+def untrained_model(server, tmp_path):
+    """The id of a randomly initialised reference U-Net registered in the server's store (no training:
+    for tests of the service around prediction, not of what the model finds)."""
+    from fosgate.core.modelio import ModelMeta, save_model
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.unet import build_unet, receptive_field_radius
+    from fosgate.store.db import ModelRow, new_id, now
+
+    store = server.app.store
+    model = build_unet(1, seed=0)
+    model_id = new_id("md")
+    meta = ModelMeta(model_id, "random", 1, now(), 1, Normalization().to_json(), receptive_field_radius(model), 128)
+    directory = save_model(model, meta, store.model_dir(model_id))
+    store.add_model(ModelRow(model_id, "random", 1, str(directory), meta.to_dict(), meta.created, ""))
+    return model_id
+
+
+def tree_snapshot(folder: Path, skip: Path | None = None) -> dict[str, tuple[int, float]]:
+    """Every file under ``folder`` (except under ``skip``) with its size and mtime, to prove a request changed
+    nothing outside the data folder."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if skip is not None and (p == skip or skip in p.parents):
+            continue
+        st = p.lstat()
+        out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime)
+    return out

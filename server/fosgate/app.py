@@ -8,7 +8,6 @@ errors (``fosgate.errors``) for bad input; nothing here knows about gRPC.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -19,23 +18,15 @@ import numpy as np
 from fosgate.config import ServerConfig
 from fosgate.errors import ChecksumMismatch, Forbidden, InvalidInput, NotFound, Precondition, TooLarge
 from fosgate.jobs.runner import JobRunner
+from fosgate.names import check_stem, image_suffix, safe_name
 from fosgate.store.db import JobRow, LabelRow, ProposalRow, SlideRow, Store, fsync_replace, new_id, now
 
 ROLES = ("image", "mask")
 LABEL_SOURCES = ("human", "classical", "sam", "model", "import")
-SUPPORTED_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8", ".png", ".jpg", ".jpeg")
-
-
-def safe_name(name: str) -> str:
-    """A file name safe to store: the last path component, odd characters replaced."""
-    base = re.split(r"[\\/]", name or "")[-1].strip()
-    base = re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip(".")
-    return base or "slide.tif"
 
 
 def check_suffix(name: str) -> None:
-    low = name.lower()
-    if not low.endswith(SUPPORTED_SUFFIXES):
+    if not image_suffix(name):
         raise InvalidInput(
             f"'{name}' does not look like a supported image; fosgate reads TIFF, OME-TIFF, BigTIFF, PNG and JPEG "
             "files (.tif, .tiff, .ome.tif, .btf, .png, .jpg)."
@@ -256,7 +247,8 @@ class App:
             if x < 0 or y < 0 or x + w > slide.info["width"] or y + h > slide.info["height"]:
                 raise InvalidInput(f"The region {w}x{h} at ({x}, {y}) lies outside the "
                                    f"{slide.info['width']}x{slide.info['height']} slide.")
-        params = {**params, "threshold": thr, "tile_size": tile, "halo": halo}
+        params = {**params, "threshold": thr, "tile_size": tile, "halo": halo,
+                  "stem": check_stem(params.get("stem") or "")}
         return self.runner.submit("predict", params, lambda ctx: run_prediction(self, ctx))
 
     def start_tile_export(self, params: dict[str, Any]) -> JobRow:

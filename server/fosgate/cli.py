@@ -14,17 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".png", ".jpeg", ".jpg")
+from fosgate.names import IMAGE_SUFFIXES, image_suffix, safe_name, stem_of
+
 MASK_TAGS = ("", "_mask", ".mask", "-mask", "_masks", "_label", "_labels", ".labels", "_seg")
 
 
 def file_stem(path: Path) -> str:
-    name = path.name
-    low = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return stem_of(path.name) if image_suffix(path.name) else path.stem
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -153,11 +149,11 @@ def cmd_predict(args) -> int:
                 slide = fg.upload_slide(path, channel=args.channel, on_progress=lambda s, t: bar.update(s - bar.n))
             job = fg.predict(slide.slide_id, args.model, tile_size=args.tile_size, halo=args.halo,
                              threshold=args.threshold, min_size=args.min_size, split_touching=args.split_touching,
-                             stem=file_stem(path))
+                             stem=safe_name(file_stem(path), default="slide"))
             job = _job_bar(fg, job, f"Predicting {path.name}")
             files = fg.download_outputs(job, out)
             if args.imagej:
-                files += imagej_copies(out, file_stem(path))
+                files += imagej_copies(out, safe_name(file_stem(path), default="slide"))
             count = int(job.metrics.get("count", 0))
             results.append({"image": str(path), "count": count, "job_id": job.job_id,
                             "files": [str(f) for f in files]})

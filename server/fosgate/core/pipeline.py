@@ -33,6 +33,7 @@ from fosgate.core.normalize import Normalization
 from fosgate.core.predict import auto_tile, predict_tiled
 from fosgate.core.tiling import plan_windows
 from fosgate.core.unet import required_halo
+from fosgate.names import check_stem, inside
 
 Progress = Callable[[float, str], None]
 
@@ -105,7 +106,8 @@ def predict_slide(
     info = slide.info
     rx, ry, rw, rh = region if region and region[2] and region[3] else (0, 0, info.width, info.height)
     out_dir = Path(out_dir)
-    work = out_dir / f".{stem}.work"
+    stem = check_stem(stem) or "slide"
+    work = inside(out_dir, f".{stem}.work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
@@ -158,7 +160,7 @@ def predict_slide(
         raise Cancelled("Cancelled by user.")
 
     report(0.85, f"Writing outputs for {len(objects)} cells.")
-    paths = {k: out_dir / f"{stem}{s}" for k, s in OUTPUT_SUFFIXES.items()}
+    paths = {k: inside(out_dir, f"{stem}{s}") for k, s in OUTPUT_SUFFIXES.items()}
     px = info.pixel_size_um
     write_ome_tiff(paths["mask"], _Scaled(mask, 255), dtype=np.uint8, pixel_size_um=px, name=f"{stem} mask")
     label_dtype = np.uint16 if len(objects) < 65535 else np.uint32

@@ -14,6 +14,7 @@ import numpy as np
 
 from fosgate.errors import InvalidInput
 from fosgate.jobs.runner import JobContext
+from fosgate.names import check_stem, safe_name, stem_of
 from fosgate.store.db import ModelRow, new_id, now
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def run_prediction(app: App, ctx: JobContext) -> str:
     origin = "" if p.get("threshold") else (" (the model's own, calibrated at training)" if calibrated
                                             else " (the default; the model was trained without a validation split)")
     ctx.progress(0.0, f"Probability threshold {threshold:g}{origin}.", force=True)
-    stem = p.get("stem") or _stem(slide_row.name)
+    stem = check_stem(p.get("stem") or "") or safe_name(stem_of(slide_row.name), default="slide")
     region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
     with app.open_slide(slide_row) as slide:
         out = predict_slide(
@@ -348,11 +349,3 @@ def _write_tile(img: np.ndarray, labels: np.ndarray, image_path: Path, labels_pa
     dtype = np.uint16 if labels.max() < 65535 else np.uint32
     tifffile.imwrite(labels_path, labels.astype(dtype), compression="zlib")
     return image_path
-
-
-def _stem(name: str) -> str:
-    low = name.lower()
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".tf8", ".png", ".jpeg", ".jpg"):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
