@@ -1,0 +1,154 @@
+"""The data folder as a resource: quota, writability (for health), and clean-up after a crash.
+
+Invariants
+- :meth:`DataFolder.check_quota` refuses (``StorageFull`` -> RESOURCE_EXHAUSTED) any write that would take
+  the data folder above ``max_bytes`` (0 = no quota); usage is measured from the files themselves, so it
+  is right after a restart, a crash or a manual clean-up.
+- :meth:`DataFolder.writable` really writes, fsyncs and removes a small file in ``tmp/``: it is false on
+  a full, read-only or permission-less data folder, and true again as soon as the folder can be written.
+- :func:`cleanup_orphans` runs at start-up, before the server accepts calls (so nothing is being
+  written): it removes what a killed process left behind and no row points to (partial uploads and
+  temporary files in ``tmp/``, label and proposal files without a row, slide folders without a row,
+  ``.work`` folders and ``.part`` files in job folders, ``.part`` model folders). Files a row points to
+  are never touched. It never raises for a read-only or full disk (it logs and goes on).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from fosgate.errors import StorageFull
+
+log = logging.getLogger(__name__)
+
+
+def tree_bytes(root: Path) -> int:
+    """Total size of the regular files under ``root`` (symlinks not followed)."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
+
+
+class DataFolder:
+    """Quota and health of one data folder."""
+
+    def __init__(self, root: Path, max_bytes: int = 0):
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes or 0)
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._writable = True
+
+    def used_bytes(self) -> int:
+        return tree_bytes(self.root)
+
+    def check_quota(self, extra: int = 0, used: int | None = None) -> int:
+        """Raise ``StorageFull`` if storing ``extra`` more bytes would exceed the quota; returns the bytes in use
+        (0 when there is no quota, which is then not measured)."""
+        if not self.max_bytes:
+            return 0
+        used = self.used_bytes() if used is None else used
+        if used + max(0, extra) > self.max_bytes:
+            raise StorageFull(
+                f"The server's data folder has reached its quota: {used / 1e9:.2f} GB of {self.max_bytes / 1e9:.2f} GB "
+                f"are in use{f' and this needs {extra / 1e9:.2f} GB more' if extra else ''}. Delete slides or "
+                "jobs you no longer need, or ask the administrator to raise the quota (fosgate serve "
+                "--max-data-gb).")
+        return used
+
+    def writable(self, max_age: float = 0.0) -> bool:
+        """Whether a small file can be written and synced in the data folder now (cached ``max_age`` s)."""
+        with self._lock:
+            if max_age and time.monotonic() - self._checked < max_age:
+                return self._writable
+            probe = self.root / "tmp" / f".probe-{secrets.token_hex(4)}"
+            ok = True
+            try:
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, b"\0" * 4096)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                ok = False
+            finally:
+                try:
+                    probe.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            self._writable, self._checked = ok, time.monotonic()
+            return ok
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        return True
+    except OSError as exc:
+        log.warning("start-up clean-up could not remove %s: %s", path, exc)
+        return False
+
+
+def cleanup_orphans(store) -> dict[str, int]:
+    """Remove what a killed server left behind (see module docstring); returns counts per kind."""
+    root = Path(store.root)
+    counts = {"tmp": 0, "labels": 0, "proposals": 0, "slides": 0, "work": 0, "models": 0}
+    try:
+        label_ids = {r["id"] for r in store._query("SELECT id FROM labels")}
+        proposal_ids = {r["id"] for r in store._query("SELECT id FROM proposals")}
+        slide_ids = {r["id"] for r in store._query("SELECT id FROM slides")}
+    except Exception as exc:  # unreadable database: touch nothing
+        log.warning("start-up clean-up skipped: %s", exc)
+        return counts
+    for p in _children(root / "tmp"):
+        counts["tmp"] += _remove(p)
+    for kind, ids in (("labels", label_ids), ("proposals", proposal_ids)):
+        for p in _children(root / kind):
+            if p.is_file() and p.suffix == ".tif" and p.stem not in ids:
+                counts[kind] += _remove(p)
+    for p in _children(root / "slides"):
+        if p.is_dir() and p.name not in slide_ids:
+            counts["slides"] += _remove(p)
+    for job in _children(root / "jobs"):
+        for p in _children(job):
+            if (p.name.endswith(".work") and p.is_dir()) or p.name.endswith(".part"):
+                counts["work"] += _remove(p)
+    for p in _children(root / "models"):
+        if p.name.endswith(".part"):
+            counts["models"] += _remove(p)
+    for p in _children(root / "cache"):
+        if p.name.endswith(".part"):
+            counts["tmp"] += _remove(p)
+    if any(counts.values()):
+        log.info("start-up clean-up removed %s", ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    return counts
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
