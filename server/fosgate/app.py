@@ -42,6 +42,7 @@ class App:
         self.store = Store(config.data_dir)
         self.data = DataFolder(self.store.root, config.max_data_bytes)
         cleanup_orphans(self.store)  # before the runner or any call can write
+        self.data.ensure_reserve()
         self.runner = JobRunner(self.store, workers=config.job_workers, admit=self.data.check_quota)
         self.executor = None
         if config.dask_scheduler != "off":
@@ -49,6 +50,32 @@ class App:
 
             self.executor = DaskExecutor(config.dask_scheduler, workers=config.dask_workers,
                                          processes=config.dask_processes)
+
+    def storage_recovered(self) -> None:
+        """Called while the data folder is writable (health check): catch up on what a full or read-only disk
+        refused (read-write database after a read-only start, job states, the reserve)."""
+        if self.store.reopen_writable():
+            self.runner.flush_pending()
+            self.data.ensure_reserve()
+
+    def delete_slide(self, slide_id: str) -> SlideRow:
+        """``Store.delete_slide``, which also works on a full disk: the reserve is released (or else the
+        uploaded file removed) so that the database can record the deletion."""
+        from fosgate.errors import StorageFull
+        from fosgate.oserrors import translate
+
+        try:
+            return self.store.delete_slide(slide_id)
+        except Exception as exc:
+            if not isinstance(translate(exc), StorageFull):
+                raise
+            if not self.data.release_reserve():
+                row = self.store.get_slide(slide_id)
+                if not row.registered and not self.store.list_labels(slide_id):
+                    import shutil
+
+                    shutil.rmtree(self.store.slide_dir(slide_id), ignore_errors=True)
+            return self.store.delete_slide(slide_id)
 
     def close(self) -> None:
         self.runner.shutdown(wait=False)

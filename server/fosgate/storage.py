@@ -6,6 +6,9 @@ Invariants
   is right after a restart, a crash or a manual clean-up.
 - :meth:`DataFolder.writable` really writes, fsyncs and removes a small file in ``tmp/``: it is false on
   a full, read-only or permission-less data folder, and true again as soon as the folder can be written.
+- The data folder keeps a small reserve file (:data:`RESERVE_BYTES`, ``.reserve``, not counted in the
+  quota) made while there is space; when the disk is full, deleting data first releases it, so that the
+  database can record the deletion. It is made again once the disk has room.
 - :func:`cleanup_orphans` runs at start-up, before the server accepts calls (so nothing is being
   written): it removes what a killed process left behind and no row points to (partial uploads and
   temporary files in ``tmp/``, label and proposal files without a row, slide folders without a row,
@@ -27,6 +30,9 @@ from fosgate.errors import StorageFull
 
 log = logging.getLogger(__name__)
 
+RESERVE_BYTES = 2 << 20
+RESERVE_NAME = ".reserve"
+
 
 def tree_bytes(root: Path) -> int:
     """Total size of the regular files under ``root`` (symlinks not followed)."""
@@ -39,7 +45,7 @@ def tree_bytes(root: Path) -> int:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
+                        elif entry.is_file(follow_symlinks=False) and entry.name != RESERVE_NAME:
                             total += entry.stat(follow_symlinks=False).st_size
                     except OSError:
                         continue
@@ -74,6 +80,37 @@ class DataFolder:
                 "jobs you no longer need, or ask the administrator to raise the quota (fosgate serve "
                 "--max-data-gb).")
         return used
+
+    def ensure_reserve(self) -> None:
+        """Make the reserve file if it is missing and the disk has plenty of room for it."""
+        path = self.root / RESERVE_NAME
+        try:
+            if path.is_file() and path.stat().st_size == RESERVE_BYTES:
+                return
+            st = os.statvfs(self.root)
+            if st.f_bavail * st.f_frsize < 4 * RESERVE_BYTES:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("no reserve file: %s", exc)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def release_reserve(self) -> bool:
+        """Free the reserve (disk full, a deletion must be recorded); True if there was one."""
+        try:
+            (self.root / RESERVE_NAME).unlink()
+            log.warning("disk full: released the %d-byte reserve to record a deletion", RESERVE_BYTES)
+            return True
+        except OSError:
+            return False
 
     def writable(self, max_age: float = 0.0) -> bool:
         """Whether a small file can be written and synced in the data folder now (cached ``max_age`` s)."""

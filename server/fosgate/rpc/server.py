@@ -95,7 +95,7 @@ class DataHealth(health.HealthServicer):
 
     def Check(self, request, context):
         if not self._stop.is_set():
-            self.refresh(max_age=0.5)
+            self.refresh(max_age=0.2)
         return super().Check(request, context)
 
     def enter_graceful_shutdown(self):
@@ -140,7 +140,7 @@ def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fosgate-rpc"),
                          options=options, interceptors=interceptors)
     names = add_services(server, app)
-    health_servicer = DataHealth(app.data, names, on_writable=app.runner.flush_pending)
+    health_servicer = DataHealth(app.data, names, on_writable=app.storage_recovered)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{config.host}:{config.port}"

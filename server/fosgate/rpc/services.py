@@ -121,7 +121,7 @@ class SlideService(pbg.SlideServiceServicer):
 
     @rpc_method
     def DeleteSlide(self, request: pb.DeleteSlideRequest, context) -> pb.DeleteSlideResponse:
-        self.app.store.delete_slide(request.slide_id)
+        self.app.delete_slide(request.slide_id)
         return pb.DeleteSlideResponse()
 
     @rpc_method
