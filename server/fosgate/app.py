@@ -41,6 +41,8 @@ class App:
         self.config = config
         self.store = Store(config.data_dir)
         self.data = DataFolder(self.store.root, config.max_data_bytes)
+        if self.store.read_only and self.data.release_reserve():
+            self.store.reopen_writable()  # a full disk: the reserve makes room for the database to open
         cleanup_orphans(self.store)  # before the runner or any call can write
         self.data.ensure_reserve()
         self.runner = JobRunner(self.store, workers=config.job_workers, admit=self.data.check_quota)
@@ -104,7 +106,9 @@ class App:
             raise TooLarge(f"'{name}' is {declared_size / 2**30:.1f} GiB; this server accepts uploads up to "
                            f"{self.config.max_upload_bytes / 2**30:.1f} GiB. Register the file by path instead.")
         used = self.data.check_quota(declared_size)
-        tmp = self.store.tmp_path(suffix="-" + name)
+        tmp_dir = self.store.tmp_path()  # tmp/<random>/<name>: libraries' messages see the user's own file name
+        tmp_dir.mkdir()
+        tmp = tmp_dir / name
         h = hashlib.sha256()
         size = 0
         try:
@@ -133,6 +137,10 @@ class App:
             return self.store.add_slide(row)
         finally:
             tmp.unlink(missing_ok=True)
+            try:
+                tmp_dir.rmdir()
+            except OSError:
+                pass
 
     def _checked_chunks(self, name: str, chunks: Iterable[bytes]) -> Iterable[bytes]:
         """The upload's chunks, after its first bytes passed :func:`fosgate.core.slides.check_header`: junk or a

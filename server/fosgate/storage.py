@@ -107,7 +107,8 @@ class DataFolder:
         """Free the reserve (disk full, a deletion must be recorded); True if there was one."""
         try:
             (self.root / RESERVE_NAME).unlink()
-            log.warning("disk full: released the %d-byte reserve to record a deletion", RESERVE_BYTES)
+            log.warning("disk full: released the %d-byte reserve so that the database can record changes",
+                        RESERVE_BYTES)
             return True
         except OSError:
             return False
@@ -182,6 +183,12 @@ def cleanup_orphans(store) -> dict[str, int]:
     if any(counts.values()):
         log.info("start-up clean-up removed %s", ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     return counts
+
+
+def remove_partials(job_dir: Path) -> int:
+    """Remove a failed or cancelled job's half-written files (``.part``) and work folders (``.work``)."""
+    return sum(_remove(p) for p in _children(job_dir)
+               if (p.name.endswith(".work") and p.is_dir()) or p.name.endswith(".part"))
 
 
 def _children(folder: Path) -> list[Path]:

@@ -384,7 +384,12 @@ def probe(path: str | Path, channel: int | None = None, max_pixels: float = 1e10
 
 
 def _short(exc: Exception) -> str:
+    """A library's error, one line, with any folder part of a path dropped (messages name files, not server
+    folders)."""
+    import re
+
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"]+)+[/\\]([^/\\\s'\"]+)", r"\1", text)
     return text[:160]
 
 

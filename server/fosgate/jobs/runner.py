@@ -168,6 +168,10 @@ class JobRunner:
                                                                    "tile size.")
         except Exception as exc:  # never let a job take the server down
             final = dict(state=JOB_FAILED, finished=now(), message=failure_message(exc, job_id))
+        if final["state"] != JOB_SUCCEEDED:  # no half-written outputs stay behind (a full disk, a cancel)
+            from fosgate.storage import remove_partials
+
+            remove_partials(self.store.root / "jobs" / job_id)
         try:
             self._finish(job_id, final)
         finally:
