@@ -4,7 +4,7 @@ Invariants
 - :meth:`DataFolder.check_quota` refuses (``StorageFull`` -> RESOURCE_EXHAUSTED) any write that would take
   the data folder above ``max_bytes`` (0 = no quota); usage is measured from the files themselves, so it
   is right after a restart, a crash or a manual clean-up.
-- :meth:`DataFolder.writable` really writes, fsyncs and removes a small file in ``tmp/``: it is false on
+- :meth:`DataFolder.writable` really creates, writes and removes a small file in ``tmp/``: it is false on
   a full, read-only or permission-less data folder, and true again as soon as the folder can be written.
 - The data folder keeps a small reserve file (:data:`RESERVE_BYTES`, ``.reserve``, not counted in the
   quota) made while there is space; when the disk is full, deleting data first releases it, so that the
@@ -114,7 +114,7 @@ class DataFolder:
             return False
 
     def writable(self, max_age: float = 0.0) -> bool:
-        """Whether a small file can be written and synced in the data folder now (cached ``max_age`` s)."""
+        """Whether a small file can be written in the data folder now (cached for ``max_age`` s)."""
         with self._lock:
             if max_age and time.monotonic() - self._checked < max_age:
                 return self._writable
@@ -123,8 +123,7 @@ class DataFolder:
             try:
                 fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
-                    os.write(fd, b"\0" * 4096)
-                    os.fsync(fd)
+                    os.write(fd, b"\0" * 4096)  # no fsync: health must stay cheap; a full disk fails the write
                 finally:
                     os.close(fd)
             except OSError:

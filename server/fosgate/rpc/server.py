@@ -58,7 +58,7 @@ def _deny(handler, message: str):
 
 class DataHealth(health.HealthServicer):
     """grpc.health.v1 that says NOT_SERVING while the data folder cannot be written (full, read-only, no
-    permission) and SERVING again once it can; checked on every ``Check`` (at most every 0.5 s) and every
+    permission) and SERVING again once it can; checked on ``Check`` (at most every 0.5 s) and every
     ``interval`` seconds for ``Watch`` streams. Each time the folder is writable, ``on_writable`` runs (the
     job runner writes job states the disk refused earlier)."""
 
@@ -95,7 +95,7 @@ class DataHealth(health.HealthServicer):
 
     def Check(self, request, context):
         if not self._stop.is_set():
-            self.refresh(max_age=0.2)
+            self.refresh(max_age=0.5)
         return super().Check(request, context)
 
     def enter_graceful_shutdown(self):
