@@ -6,11 +6,13 @@ Every test runs a real server on 127.0.0.1 with real files. Disk-full and read-o
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -240,6 +242,22 @@ def test_large_png_is_decoded_once_into_a_tiled_cache(server, client, tmp_path):
         assert tf.pages.first.is_tiled
 
 
+def test_png_cache_of_a_deleted_slide_is_removed_at_start_up(tmp_path):
+    yy, xx = np.mgrid[0:2000, 0:3000]
+    Image.fromarray(((xx * 7 + yy * 3) % 256).astype(np.uint8)).convert("RGB").save(tmp_path / "big.png")
+    with serving(tmp_path / "data") as (running, fg):
+        gone = fg.upload_slide(tmp_path / "big.png")
+        (tmp_path / "kept.png").write_bytes((tmp_path / "big.png").read_bytes())
+        kept = fg.upload_slide(tmp_path / "kept.png")
+        assert len(list((running.app.store.root / "cache").glob("*.tif"))) == 2
+        fg.delete_slide(gone.slide_id)
+    with serving(tmp_path / "data") as (running, fg):
+        cached = list((running.app.store.root / "cache").glob("*.tif"))
+        assert len(cached) == 1
+        with running.app.open_slide(running.app.store.get_slide(kept.slide_id)) as s:
+            assert s.path == cached[0].resolve()
+
+
 def test_roi_zip_bomb_is_refused_from_its_directory(server, client, tmp_path):
     slide = client.upload_slide(random_tiff(tmp_path / "s.tif"))
     buf = io.BytesIO()
@@ -458,6 +476,24 @@ def test_data_quota_flag(tmp_path):
 
     args = build_parser().parse_args(["serve", "--max-data-gb", "1.5"])
     assert args.max_data_gb == 1.5
+
+
+@pytest.mark.parametrize(("exc", "status"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/srv/data/tmp/x"), "RESOURCE_EXHAUSTED"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded", "/srv/data/tmp/x"), "RESOURCE_EXHAUSTED"),
+    (PermissionError(errno.EACCES, "Permission denied", "/srv/data/tmp/x"), "FAILED_PRECONDITION"),
+    (OSError(errno.EROFS, "Read-only file system", "/srv/data/tmp/x"), "FAILED_PRECONDITION"),
+    (sqlite3.OperationalError("database or disk is full"), "RESOURCE_EXHAUSTED"),
+    (sqlite3.OperationalError("attempt to write a readonly database"), "FAILED_PRECONDITION"),
+    (FileNotFoundError(errno.ENOENT, "No such file", "/srv/data/x"), "INTERNAL"),
+])
+def test_os_errors_map_to_a_status_and_a_sentence_without_paths(exc, status):
+    # EACCES cannot be provoked on a real disk here (tests run as root), so the mapping itself is checked
+    from fosgate.rpc.errors import status_for
+
+    code, message = status_for(exc)
+    assert code.name == status
+    assert "/srv" not in message and "Errno" not in message and message.endswith(".")
 
 
 # ---------------------------------------------------------------------- item 6: full and read-only disks

@@ -12,7 +12,8 @@ Invariants
 - :func:`cleanup_orphans` runs at start-up, before the server accepts calls (so nothing is being
   written): it removes what a killed process left behind and no row points to (partial uploads and
   temporary files in ``tmp/``, label and proposal files without a row, slide folders without a row,
-  ``.work`` folders and ``.part`` files in job folders, ``.part`` model folders). Files a row points to
+  ``.work`` folders and ``.part`` files in job folders, ``.part`` model folders, cached PNG/JPEG decodes
+  of slides that are gone or were rewritten). Files a row points to
   are never touched. It never raises for a read-only or full disk (it logs and goes on).
 """
 
@@ -176,12 +177,27 @@ def cleanup_orphans(store) -> dict[str, int]:
     for p in _children(root / "models"):
         if p.name.endswith(".part"):
             counts["models"] += _remove(p)
-    for p in _children(root / "cache"):
-        if p.name.endswith(".part"):
-            counts["tmp"] += _remove(p)
+    counts["cache"] = _cleanup_cache(root / "cache", store._query("SELECT path FROM slides"))
     if any(counts.values()):
         log.info("start-up clean-up removed %s", ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     return counts
+
+
+def _cleanup_cache(cache: Path, rows) -> int:
+    """Remove cached decodes of PNG/JPEG slides that are gone or were rewritten, and half-written ones."""
+    from fosgate.core.slides import PIL_SUFFIXES, cache_name
+
+    children = _children(cache)
+    if not children:
+        return 0
+    wanted = set()
+    for r in rows:
+        if r["path"].lower().endswith(PIL_SUFFIXES):
+            try:
+                wanted.add(cache_name(os.stat(r["path"])))
+            except OSError:
+                continue
+    return sum(_remove(p) for p in children if p.name not in wanted)
 
 
 def remove_partials(job_dir: Path) -> int:

@@ -65,6 +65,13 @@ def configure_cache(directory: str | Path | None) -> None:
     _CACHE_DIR = Path(directory) if directory else None
 
 
+def cache_name(st: os.stat_result) -> str:
+    """The cache file name of a PNG/JPEG with this ``stat``: its identity (device, inode, size, mtime), which a
+    rename keeps and any rewrite changes."""
+    key = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    return f"{key}.tif"
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
@@ -254,9 +261,7 @@ class Slide:
     def _cache_path(self) -> Path:
         """The tiled-TIFF cache of this PNG/JPEG: keyed by the file's identity (device, inode, size, mtime),
         which a rename keeps and any rewrite changes."""
-        st = os.fstat(self._fh.fileno())
-        key = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
-        return self._cache_dir / f"{key}.tif"
+        return self._cache_dir / cache_name(os.fstat(self._fh.fileno()))
 
     def _write_cache(self, arr: np.ndarray, cache: Path) -> bool:
         import tifffile
