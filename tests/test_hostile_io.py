@@ -400,6 +400,7 @@ def test_kill_9_leftovers_are_cleaned_at_start_up(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         stop.set()
     t.join(timeout=30)
     # what a kill -9 mid-write also leaves: a label file without its row, a job's .work folder and .part file,
@@ -427,6 +428,7 @@ def test_kill_9_leftovers_are_cleaned_at_start_up(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        proc.stdout.close()
 
 
 # ---------------------------------------------------------------------- item 5: header check and quota
@@ -557,6 +559,47 @@ def test_read_only_data_folder_starts_read_only_and_recovers(small_disk, tmp_pat
         wait_for(lambda: health_of(address) == SERVING, "health SERVING once the folder is writable")
         fg.upload_slide(tmp_path / "s.tif")
         assert len(fg.list_slides()) == 2
+
+
+def test_data_folder_without_write_permission_is_failed_precondition_until_fixed(tmp_path):
+    """A real EACCES: the server runs as 'nobody' on a data folder it may read but not write."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the server as another user")
+    base = Path(tempfile.mkdtemp(prefix="fosgate-eacces-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        data = base / "data"
+        with serving(data) as (_, fg):
+            keep = fg.upload_slide(random_tiff(tmp_path / "s.tif"))
+        for p in [data, *data.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        port = _free_port()
+        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                                 "fosgate.cli", "serve", "--port", str(port), "--data", str(data), "--dask-scheduler",
+                                 "off"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert "serving" in proc.stdout.readline()
+            address = f"127.0.0.1:{port}"
+            with FosgateClient(address, timeout=30) as fg:
+                assert health_of(address) == NOT_SERVING
+                assert [s.slide_id for s in fg.list_slides()] == [keep.slide_id]
+                code, msg = code_of(fg.upload_slide, tmp_path / "s.tif")
+                assert code == grpc.StatusCode.FAILED_PRECONDITION, msg
+                assert "data folder cannot be written" in msg and str(data) not in msg
+                for p in [data, *data.rglob("*")]:
+                    os.chown(p, 65534, 65534)
+                wait_for(lambda: health_of(address) == SERVING, "health SERVING once the folder is writable")
+                fg.upload_slide(tmp_path / "s.tif")
+                assert len(fg.list_slides()) == 2
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            proc.stdout.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_jobs_interrupted_while_the_disk_is_read_only_never_stay_queued(small_disk, tmp_path):
