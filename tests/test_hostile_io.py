@@ -661,3 +661,5 @@ def test_jobs_end_failed_when_the_disk_fills_while_they_run(small_disk, tmp_path
         wait_for(lambda: health_of(f"127.0.0.1:{running.port}") == SERVING, "health SERVING")
         wait_for(lambda: all(running.app.store.get_job(j).final for j in (train.job_id, export.job_id)),
                  "final states in the database")
+        leftovers = [p for p in (data / "jobs").rglob("*") if p.name.endswith((".part", ".work"))]
+        assert leftovers == [] and temp_files(data) == []
