@@ -206,6 +206,18 @@ def test_png_bomb_is_refused_from_its_header_before_decoding(server, client, tmp
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, msg
 
 
+def test_jpeg_bomb_is_refused_from_its_header_before_decoding(client, tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 10_000, 10_000)  # declares 10000x10000 px: 100 MP, 400 MB decoded
+    (tmp_path / "bomb.jpg").write_bytes(bytes(data))
+    code, msg = code_of(client.upload_slide, tmp_path / "bomb.jpg")
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, msg  # a decode would have found the data damaged
+    assert "10000x10000" in msg and "tiled" in msg
+
+
 def test_real_png_bomb_leaves_server_memory_where_it_was(server, client, tmp_path):
     bomb = png_bomb(tmp_path / "zeros.png", 20_000, 20_000, real_zeros=True)  # 400 MB of pixels in ~400 KB
     assert bomb.stat().st_size < 2_000_000
@@ -649,3 +661,5 @@ def test_jobs_end_failed_when_the_disk_fills_while_they_run(small_disk, tmp_path
         wait_for(lambda: health_of(f"127.0.0.1:{running.port}") == SERVING, "health SERVING")
         wait_for(lambda: all(running.app.store.get_job(j).final for j in (train.job_id, export.job_id)),
                  "final states in the database")
+        leftovers = [p for p in (data / "jobs").rglob("*") if p.name.endswith((".part", ".work"))]
+        assert leftovers == [] and temp_files(data) == []
