@@ -344,7 +344,7 @@ def cmd_review(args) -> int:
                 if len(args.proposals) != 1:
                     raise SystemExit("fosgate review replace: one proposal at a time.")
                 r = fg.review(pid, "replace", reviewer=args.reviewer, mask=args.mask, roi_zip=args.roi_zip,
-                              geojson=args.geojson, coordinates=args.coordinates or "")
+                              geojson=args.geojson, coordinates=args.coordinates or "", replaces=args.replaces)
             else:
                 r = fg.review(pid, args.action, reviewer=args.reviewer)
             print(f"{pid}\t{state_names[r.proposal.state]}\t{r.label.label_id if r.HasField('label') else ''}")
@@ -564,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--roi-zip", default=None, help="replace: ImageJ ROI set (tile coordinates by default)")
     sp.add_argument("--geojson", default=None, help="replace: QuPath GeoJSON (slide coordinates by default)")
     sp.add_argument("--coordinates", default=None, choices=["tile", "slide"])
+    sp.add_argument("--replaces", default="", metavar="LABEL_ID",
+                    help="replace: a proposal that was already decided needs the label it replaces (a new version)")
     sp.add_argument("--format", default="", choices=["", "png", "tif"], help="export: image format (default png)")
     sp.add_argument("--out", default="")
     sp.set_defaults(fn=cmd_review)

@@ -6,15 +6,16 @@ Invariants
   (``Store.decide_proposal``)::
 
       pending --accept--> accepted      pending --reject--> rejected      pending --replace--> replaced
-      accepted | replaced | rejected --replace--> replaced (a new label version; see below)
+      accepted | replaced | rejected --replace(replaces_label_id)--> replaced (a new label version; see below)
 
   Accepting or rejecting a proposal that is no longer pending is FAILED_PRECONDITION: a decision is
   final, so two reviewers (or a retried request) never store two labels. In particular, *reject after
   accept is refused*; to drop an accepted label from training, delete the label (``DeleteLabel``).
-- A replacement of an already decided proposal is an explicit, versioned replace: the new label's
-  parent is the label the reviewer saw (version + 1) and the earlier version stays. It is compare-and-
-  set: if another decision landed in between, the second one is refused, so concurrent decisions on
-  one proposal always leave exactly one new label.
+- A replacement of an already decided proposal is an explicit, versioned replace: the request names the
+  label it replaces (``replaces_label_id``: the proposal's current label, or the proposal id when it has
+  none); the new label's parent is that label (version + 1) and the earlier version stays. Every
+  decision is compare-and-set on the proposal's state and label: if another decision landed in between,
+  this one is refused, so concurrent decisions on one proposal always leave exactly one new label.
 - Every text a client gives (reviewer, ids) is capped (``fosgate.specs``) before it is stored.
 """
 
@@ -135,8 +136,8 @@ class Labels:
         return self.store.delete_proposal(proposal_id)
 
     def review_proposal(self, proposal_id: str, decision: str, reviewer: str = "", mask_slide_id: str = "",
-                        roi_zip: bytes = b"", geojson: bytes = b"", coordinates: str = "") -> tuple[ProposalRow,
-                                                                                                     LabelRow | None]:
+                        roi_zip: bytes = b"", geojson: bytes = b"", coordinates: str = "",
+                        replaces_label_id: str = "") -> tuple[ProposalRow, LabelRow | None]:
         """Accept, reject or replace a proposal (the state machine in the module docstring)."""
         import tifffile
 
@@ -148,8 +149,17 @@ class Labels:
         check_id(mask_slide_id, "mask slide")
         reviewer = check_reviewer(reviewer)
         prop = self.store.get_proposal(proposal_id)
+        check_id(replaces_label_id, "replaced label")
         if decision in ("accept", "reject") and prop.state != "pending":
             raise Precondition(_decided(prop, decision))
+        if decision == "replace" and prop.state != "pending":
+            current = prop.label_id or prop.id
+            if replaces_label_id != current:
+                raise Precondition(f"{_decided(prop, decision)} To store a new version anyway, send the replacement "
+                                   f"with replaces_label_id={current} (fosgate review replace --replaces {current}).")
+        elif decision == "replace" and replaces_label_id:
+            raise Precondition(f"Proposal {prop.id} is still pending, so there is no label '{replaces_label_id}' to "
+                               "replace; send the replacement without replaces_label_id.")
         region = (prop.x, prop.y, prop.width, prop.height)
         shape = (prop.height, prop.width)
         if decision == "reject":
@@ -256,7 +266,7 @@ def _decided(prop: ProposalRow, decision: str) -> str:
     when = f" on {prop.decided}" if prop.decided else ""
     hint = ("To drop its label from training, delete the label (fosgate review delete-label "
             f"{prop.label_id})." if prop.label_id and decision == "reject" else
-            "To correct it, replace it with an edited mask (a new label version).")
+            "To correct it, replace it with an edited mask, naming the label it replaces (a new label version).")
     return f"Proposal {prop.id} was already {prop.state}{who}{when}; a decision is final. {hint}"
 
 

@@ -310,14 +310,15 @@ class FosgateClient:
 
     def review(self, proposal_id: str, decision: str, *, reviewer: str = "", mask: str | os.PathLike | None = None,
                roi_zip: str | os.PathLike | bytes | None = None, geojson: str | os.PathLike | bytes | None = None,
-               coordinates: str = "") -> pb.ReviewResponse:
+               coordinates: str = "", replaces: str = "") -> pb.ReviewResponse:
         """Accept, reject or replace a proposal. A replacement is a mask image file (uploaded first),
         an ImageJ ROI set or QuPath GeoJSON (tile coordinates for ROIs, slide coordinates for GeoJSON
-        unless ``coordinates`` says otherwise)."""
+        unless ``coordinates`` says otherwise). A decision is final: replacing an already decided proposal
+        must name the label it replaces (``replaces``: its ``label_id``, or its proposal id if it has none)."""
         d = getattr(pb, f"REVIEW_DECISION_{decision.upper()}", None)
         if d is None:
             raise FosgateClientError(f"Unknown review decision '{decision}'; use accept, reject or replace.")
-        req = pb.ReviewRequest(proposal_id=proposal_id, decision=d, reviewer=reviewer,
+        req = pb.ReviewRequest(proposal_id=proposal_id, decision=d, reviewer=reviewer, replaces_label_id=replaces,
                                coordinates=getattr(pb, f"EDIT_COORDINATES_{coordinates.upper()}")
                                if coordinates else pb.EDIT_COORDINATES_UNSPECIFIED)
         if mask is not None:

@@ -49,7 +49,7 @@ TEXT_CAPS = {"path": 4096, "name": 8192, "stem": 1024, "sha256": 128, "reviewer"
 FIELD_WORDS = {"stem": "output name", "name": "name", "reviewer": "reviewer name", "path": "file path",
                "label_ids": "label id", "format": "format name", "kind": "job kind"}
 ID_FIELDS = frozenset({"slide_id", "mask_slide_id", "label_id", "parent_id", "model_id", "base_model_id", "job_id",
-                       "artifact_id", "clustering_id", "proposal_id", "label_ids"})
+                       "artifact_id", "clustering_id", "proposal_id", "label_ids", "replaces_label_id"})
 
 
 def check_text_fields(msg, depth: int = 0) -> None:
@@ -489,7 +489,7 @@ class LabellingService(pbg.LabellingServiceServicer):
             mask_slide_id=request.mask_slide_id if edit == "mask_slide_id" else "",
             roi_zip=request.roi_zip if edit == "roi_zip" else b"",
             geojson=request.geojson if edit == "geojson" else b"",
-            coordinates=COORDS_FROM_PB.get(request.coordinates, ""))
+            coordinates=COORDS_FROM_PB.get(request.coordinates, ""), replaces_label_id=request.replaces_label_id)
         return pb.ReviewResponse(proposal=proposal_pb(prop), label=label_pb(label) if label else None)
 
     @rpc

@@ -510,7 +510,7 @@ class DeleteProposalResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ReviewRequest(_message.Message):
-    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates")
+    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates", "replaces_label_id")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REVIEWER_FIELD_NUMBER: _ClassVar[int]
@@ -518,6 +518,7 @@ class ReviewRequest(_message.Message):
     ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
     GEOJSON_FIELD_NUMBER: _ClassVar[int]
     COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_LABEL_ID_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     decision: ReviewDecision
     reviewer: str
@@ -525,7 +526,8 @@ class ReviewRequest(_message.Message):
     roi_zip: bytes
     geojson: bytes
     coordinates: EditCoordinates
-    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ...) -> None: ...
+    replaces_label_id: str
+    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ..., replaces_label_id: _Optional[str] = ...) -> None: ...
 
 class ReviewResponse(_message.Message):
     __slots__ = ("proposal", "label")
