@@ -88,6 +88,7 @@ def cmd_serve(args) -> int:
     config = ServerConfig(data_dir=Path(args.data), host=args.host, port=args.port, roots=args.root or [],
                           auth_token=_read_token(args.token_file), tls_cert=args.tls_cert, tls_key=args.tls_key,
                           max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
+                          max_queued_jobs=args.max_queued_jobs,
                           sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model,
                           predict_memory_bytes=int(args.predict_memory_gb * GiB),
                           dask_scheduler=args.dask_scheduler, dask_workers=args.dask_workers,
@@ -424,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--predict-memory-gb", type=float, default=1.5,
                     help="memory for one prediction window (bigger: larger tiles, less halo overhead)")
     sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")
+    sp.add_argument("--max-queued-jobs", type=int, default=64,
+                    help="jobs that may be queued or running at once; more are refused (RESOURCE_EXHAUSTED)")
     sp.add_argument("--sam-checkpoint", type=Path, default=None,
                     help="Segment Anything checkpoint file on this machine (never downloaded)")
     sp.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_tiny"],
