@@ -366,4 +366,7 @@ def test_long_names_and_hostile_text_never_reach_the_disk(server, client, tmp_pa
         except FosgateClientError as err:
             assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(client.export_tiles, slide.slide_id, fmt="x" * 300) == grpc.StatusCode.INVALID_ARGUMENT
+    roots = tmp_path / "roots"
+    for path in [roots / ("n" * 300 + ".tif"), roots / ("n" * 3000), roots / "a" / ("é" * 200 + ".tif")]:
+        assert _code(client.register_slide, str(path)) in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
     assert tree_snapshot(tmp_path, skip=data_dir) == before
