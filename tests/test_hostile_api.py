@@ -309,6 +309,11 @@ def test_deletes(server, client, untrained_model, tmp_path):
     client.delete_proposal(prop.id)
     assert _code(client.delete_proposal, props[0].id) == grpc.StatusCode.NOT_FOUND
     assert [lb.label_id for lb in client.list_labels()] == [accepted.label.label_id]
+    (training,) = [server.app.store.add_job("train", {"label_ids": [accepted.label.label_id]}).id]
+    with pytest.raises(FosgateClientError) as err:  # a queued job still needs it
+        client.delete_label(accepted.label.label_id)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and training in str(err.value)
+    client.cancel(training)
     client.delete_label(accepted.label.label_id)
     client.delete_slide(slide.slide_id)
     # finished jobs can be deleted with their files; open ones cannot

@@ -343,12 +343,26 @@ class Store:
             raise NotFound(f"There is no label with id '{label_id}' on this server.")
         return self._label(rows[0])
 
+    @staticmethod
+    def _job_using(db: sqlite3.Connection, item_id: str) -> str | None:
+        """A queued or running job whose parameters name ``item_id`` (ids are unique, quoted in the JSON)."""
+        r = db.execute("SELECT id FROM jobs WHERE state IN (?, ?) AND instr(params, ?) > 0 LIMIT 1",
+                       (JOB_QUEUED, JOB_RUNNING, json.dumps(item_id))).fetchone()
+        return r[0] if r else None
+
     def delete_label(self, label_id: str) -> LabelRow:
-        """Remove a label row and its file; a proposal that produced it keeps its decision, unlinked."""
+        """Remove a label row and its file; a proposal that produced it keeps its decision, unlinked.
+        Refused (FAILED_PRECONDITION) while a queued or running job (training, export) uses it."""
+        from fosgate.errors import Precondition
+
         with self._tx() as db:
             r = db.execute("SELECT * FROM labels WHERE id=?", (label_id,)).fetchone()
             if r is None:
                 raise NotFound(f"There is no label with id '{label_id}' on this server.")
+            busy = self._job_using(db, label_id)
+            if busy:
+                raise Precondition(f"Job {busy} is using label {label_id}; cancel it or wait for it to end, then "
+                                   "delete the label.")
             row = self._label(r)
             db.execute("UPDATE proposals SET label_id='' WHERE label_id=?", (label_id,))
             db.execute("DELETE FROM labels WHERE id=?", (label_id,))
@@ -437,10 +451,16 @@ class Store:
 
     def delete_proposal(self, proposal_id: str) -> ProposalRow:
         """Remove a proposal row and its file; a label made from it stays."""
+        from fosgate.errors import Precondition
+
         with self._tx() as db:
             r = db.execute("SELECT * FROM proposals WHERE id=?", (proposal_id,)).fetchone()
             if r is None:
                 raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
+            busy = self._job_using(db, proposal_id)
+            if busy:
+                raise Precondition(f"Job {busy} is packing proposal {proposal_id} for review; wait for it to end, "
+                                   "then delete the proposal.")
             row = self._proposal(r)
             db.execute("DELETE FROM proposals WHERE id=?", (proposal_id,))
         Path(row.path).unlink(missing_ok=True)
