@@ -288,6 +288,8 @@ def cmd_autolabel(args) -> int:
         if args.method == "sam":
             sam = {"points_per_side": args.sam_points, "min_area": args.min_area, "max_area": args.max_area}
             if args.pred_iou is not None or args.stability is not None:
+                # has_thresholds makes the server use both values even when 0, so the one not given is sent
+                # as the server's documented default (SamParams in the proto)
                 sam.update(pred_iou_thresh=args.pred_iou if args.pred_iou is not None else 0.8,
                            stability_score_thresh=args.stability if args.stability is not None else 0.85,
                            has_thresholds=True)
@@ -546,11 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exclude", type=int, action="append")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--channel", type=int, default=None)
-    sp.add_argument("--sam-points", type=int, default=16, help="SAM points per side")
+    sp.add_argument("--sam-points", type=int, default=0, help="SAM points per side (default: the server's, 16)")
     sp.add_argument("--pred-iou", type=float, default=None, help="SAM: keep masks with predicted IoU >= this")
     sp.add_argument("--stability", type=float, default=None, help="SAM: keep masks with stability score >= this")
-    sp.add_argument("--min-area", type=int, default=20)
-    sp.add_argument("--max-area", type=int, default=5000)
+    sp.add_argument("--min-area", type=int, default=0, help="SAM: smallest mask in px (default: the server's, 20)")
+    sp.add_argument("--max-area", type=int, default=0, help="SAM: largest mask in px (default: the server's, 5000)")
     sp.add_argument("--out", default="", help="download the proposals (tile, labels, ROI set, GeoJSON) here")
     sp.set_defaults(fn=cmd_autolabel)
 
