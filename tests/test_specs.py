@@ -174,3 +174,37 @@ def test_proto_comments_state_the_spec_defaults(message, spec):
             assert float(word) == float(value), (message, name, word, value)
         checked += 1
     assert checked >= 2, (message, stated)
+
+
+def test_app_parts_validate_without_grpc(tmp_path):
+    """The App's parts (ingest, labels + review, job submission) are plain Python: their checks run without gRPC."""
+    import numpy as np
+    import tifffile
+
+    from fosgate.app import App
+    from fosgate.config import ServerConfig
+    from fosgate.errors import Precondition, TooLarge
+
+    app = App(ServerConfig(data_dir=tmp_path / "data", dask_scheduler="off", max_queued_jobs=2))
+    try:
+        tifffile.imwrite(tmp_path / "s.tif", np.zeros((64, 64), np.uint8))
+        data = (tmp_path / "s.tif").read_bytes()
+        slide = app.slides.upload_slide("s.tif", "image", None, len(data), "", [data])
+        labels = np.zeros((32, 32), np.uint32)
+        labels[4:9, 4:9] = 1
+        prop = app.labels.add_proposal(slide.id, labels, (0, 0, 32, 32), "classical", "")
+        _, label = app.labels.review_proposal(prop.id, "accept", reviewer="ana")
+        with pytest.raises(Precondition):
+            app.labels.review_proposal(prop.id, "reject")
+        _, v2 = app.labels.review_proposal(prop.id, "replace", mask_slide_id="", roi_zip=b"", geojson=(
+            b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[1,1],[9,1],[9,9],[1,9],[1,1]]]}}'),
+            coordinates="tile", replaces_label_id=label.id)
+        assert v2.parent_id == label.id and v2.version == 2
+        with pytest.raises(InvalidInput, match="outside"):
+            app.jobs.start_tile_export(ExportTilesSpec.create(slide_id=slide.id, region=(60, 60, 10, 10)))
+        for _ in range(2):
+            app.store.add_job("predict", {})
+        with pytest.raises(TooLarge, match="limit is 2"):
+            app.jobs.start_tile_export(ExportTilesSpec.create(slide_id=slide.id))
+    finally:
+        app.close()
