@@ -251,6 +251,19 @@ class App:
                   "stem": check_stem(params.get("stem") or "")}
         return self.runner.submit("predict", params, lambda ctx: run_prediction(self, ctx))
 
+    def start_model_export(self, params: dict[str, Any]) -> JobRow:
+        """Package a stored model (``fosgate.core.export_model``) as a job whose artifact is the zip."""
+        from fosgate.core.export_model import FORMATS
+        from fosgate.jobs.tasks import run_model_export
+
+        self.store.get_model(params["model_id"])
+        fmt = (params.get("format") or "bioimageio").lower()
+        if fmt not in FORMATS:
+            raise InvalidInput(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+        authors = [str(a).strip()[:200] for a in params.get("authors") or [] if str(a).strip()][:20]
+        params = {**params, "format": fmt, "authors": authors}
+        return self.runner.submit("export_model", params, lambda ctx: run_model_export(self, ctx))
+
     def start_tile_export(self, params: dict[str, Any]) -> JobRow:
         from fosgate.jobs.tasks import run_tile_export
 

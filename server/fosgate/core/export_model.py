@@ -447,12 +447,21 @@ Validation scores at training: {json.dumps(info['metrics'])}.
 def validate_bioimageio(package: str | Path, weight_format: str | None = None) -> dict[str, Any]:
     """Run ``bioimageio.core.test_model`` on a package (needs the ``export`` extra): the spec is valid and
     the test input reproduces the test output through ``weight_format`` (all formats when None).
-    Returns ``{"status": "passed"|"failed", "details": [(name, status, errors...)]}``."""
+    Returns ``{"status": "passed"|"valid-format"|"failed", "details": [(check, status, [errors])]}``.
+
+    bioimageio.core unpacks SavedModel weights into ``./bioimageio_unzipped_tf_weights``; the check runs
+    in a temporary working folder so nothing is left behind (it changes the process's working folder
+    meanwhile: call it from a command or a test, not from a server thread)."""
+    import contextlib
+
     try:
         from bioimageio.core import test_model
     except ImportError:
         raise InvalidInput("Checking a bioimage.io package needs bioimageio.core "
                            "(pip install 'fosgate[export]').") from None
-    summary = test_model(str(package), weight_format=weight_format)
-    details = [(d.name, d.status, [f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in d.errors]) for d in summary.details]
+    package = Path(package).resolve()
+    with tempfile.TemporaryDirectory(prefix="fosgate-bioimageio-") as tmp, contextlib.chdir(tmp):
+        summary = test_model(str(package), weight_format=weight_format)
+    details = [(d.name, d.status, [f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in d.errors])
+               for d in summary.details]
     return {"status": summary.status, "details": details, "format_version": summary.format_version}

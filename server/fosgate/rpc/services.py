@@ -171,6 +171,11 @@ class ModelService(pbg.ModelServiceServicer):
     def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[model_pb(m) for m in self.app.store.list_models()])
 
+    @rpc_method
+    def ExportModel(self, request: pb.ExportModelRequest, context) -> pb.Job:
+        return job_pb(self.app.start_model_export({"model_id": request.model_id, "format": request.format,
+                                                   "authors": list(request.authors)}))
+
 
 class PredictionService(pbg.PredictionServiceServicer):
     def __init__(self, app: App):
