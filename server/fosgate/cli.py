@@ -187,8 +187,11 @@ def cmd_export_model(args) -> int:
         job = _job_bar(fg, fg.export_model(args.model_id, args.format, args.author), f"Exporting ({args.format})")
         files = fg.download_outputs(job, Path(args.out))
     if args.validate and args.format == "bioimageio":
-        from fosgate.core.export_model import validate_bioimageio
-
+        try:
+            from fosgate.core.export_model import validate_bioimageio
+        except ImportError:
+            raise SystemExit("fosgate: --validate needs the fosgate server package with the 'export' extra "
+                             "(pip install 'fosgate[export]').") from None
         for f in files:
             report = validate_bioimageio(f)
             print(f"fosgate: bioimageio.core test_model: {report['status']}", file=sys.stderr)
