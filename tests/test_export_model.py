@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 bioimageio_core = pytest.importorskip("bioimageio.core", reason="needs the 'export' extra (bioimageio.core)")
+pytest.importorskip("tf2onnx", reason="needs the 'export' extra (tf2onnx)")
 
 
 def _save(directory: Path, network, **meta_fields) -> Path:
@@ -55,13 +56,14 @@ def _failed(report: dict) -> list:
     return [d for d in report["details"] if d[1] == "failed"]
 
 
-def test_bioimageio_package_passes_test_model_with_both_weight_formats(package):
+def test_bioimageio_package_passes_test_model_with_every_weight_format(package):
     from fosgate.core.export_model import validate_bioimageio
 
     report = validate_bioimageio(package)  # every weight format in the package
     assert report["status"] == "passed", _failed(report)
     checks = " ".join(d[0] for d in report["details"])
-    for fmt in ("keras_v3", "tensorflow_saved_model_bundle"):
+    assert set(_rdf(package)["weights"]) == {"keras_v3", "tensorflow_saved_model_bundle", "onnx"}
+    for fmt in ("keras_v3", "tensorflow_saved_model_bundle", "onnx"):
         assert f"Reproduce test outputs from test inputs ({fmt})" in checks
     assert not Path("bioimageio_unzipped_tf_weights").exists()
 
@@ -85,7 +87,7 @@ def test_package_describes_fosgate_normalisation_threshold_and_halo(package, ref
     with zipfile.ZipFile(package) as zf:
         names = set(zf.namelist())
         readme = zf.read("README.md").decode()
-    assert {"model.keras", "tf_saved_model.zip", "test_input.npy", "test_output.npy", "cover.png",
+    assert {"model.keras", "tf_saved_model.zip", "model.onnx", "test_input.npy", "test_output.npy", "cover.png",
             "README.md", "fosgate-model.json", "rdf.yaml"} <= names
     assert "0.42" in readme and "whole slide" in readme and f"Halo {halo} px" in readme
 

@@ -5,12 +5,14 @@ only the files and the meta keys are read, so the exporter works for every meta 
 (``threshold``, ``receptive_field``) and format 2 (``outputs``, ``halo``, ``pixel_size_um``,
 ``postprocess``). Every export is one zip file:
 
-- ``bioimageio``: a bioimage.io model package (``rdf.yaml``, format 0.5) with two weight formats,
-  ``keras_v3`` (the ``model.keras`` file itself, for bioimageio.core) and ``tensorflow_saved_model_bundle``
-  (``model.export()``, for deepImageJ / QuPath / bioimageio.core), a test input and the test output
-  fosgate computes for it (``.npy``), a cover picture and a README.
+- ``bioimageio``: a bioimage.io model package (``rdf.yaml``, format 0.5) with the weight formats
+  ``keras_v3`` (the ``model.keras`` file itself, for bioimageio.core), ``tensorflow_saved_model_bundle``
+  (for deepImageJ / QuPath / bioimageio.core) and, when tf2onnx is installed (the ``export`` extra), ``onnx``
+  (for deepImageJ / QuPath / bioimageio.core via ONNX Runtime), a test input and the test output fosgate
+  computes for it (``.npy``), a cover picture and a README.
 - ``keras``: ``model.keras`` + ``fosgate-model.json`` (:func:`usage`) + README.
-- ``savedmodel``: the TF SavedModel folder (``model.export()``; endpoint ``serve``) + the same JSON + README.
+- ``savedmodel``: the TF SavedModel folder (Keras ``ExportArchive``; endpoint ``serve``: ``raw`` ->
+  ``{"maps": ...}``) + the same JSON + README.
 
 Invariants
 - The bioimage.io test output is fosgate's own computation on the test input: per-image percentile
@@ -18,7 +20,10 @@ Invariants
   network pass. A consumer that follows ``rdf.yaml`` (``scale_range`` + ``clip``) reproduces it, which
   is what ``bioimageio.core``'s ``test_model`` checks.
 - Each output's ``halo`` is the model's halo (its measured receptive field rounded up to the pooling grid):
-  a consumer that tiles with at least that context and crops it gets the same maps as one pass.
+  a consumer that tiles with at least that context and crops it gets the same maps as one pass (away from
+  the image border, where padding rules differ; see docs/model-export.md).
+- Only the model directory is read; nothing in it is changed. The zip appears complete or not at all
+  (written as ``.part`` and renamed).
 - The network is not changed: outputs are the sigmoid maps, channels named from ``meta.json``; the
   threshold and the instance step are documented, not baked in.
 """
@@ -43,6 +48,7 @@ from fosgate.errors import InvalidInput, NotFound
 FORMATS = ("bioimageio", "keras", "savedmodel")
 RDF_FORMAT_VERSION = "0.5.12"  # the bioimage.io model format written (bioimageio.spec 0.5.12.0 validates it)
 ALIGN = 16  # the U-Net's pooling grid: input sizes are multiples of this
+ONNX_OPSET = 17
 TEST_SIZE = 256  # smallest side of the test input (grown when the halo needs more)
 INPUT_ID = "raw"
 OUTPUT_ID = "maps"
@@ -194,6 +200,29 @@ def _export_savedmodel(network, folder: Path) -> None:
     archive.write_out(str(folder), verbose=False)
 
 
+def _export_onnx(network, path: Path) -> int | None:
+    """ONNX weights (input ``raw``, output ``maps``) via tf2onnx, or None when tf2onnx is not installed
+    (it comes with the ``export`` extra). Returns the opset."""
+    try:
+        import tf2onnx
+    except ImportError:
+        return None
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    spec = (tf.TensorSpec((None, None, None, int(network.input_shape[-1])), tf.float32, name=INPUT_ID),)
+
+    @tf.function(input_signature=spec)
+    def serve(raw):
+        return {OUTPUT_ID: network(raw, training=False)}
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        tf2onnx.convert.from_function(serve, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
+    return ONNX_OPSET
+
+
 def _plain_folder(files: ModelFiles, work: Path, fmt: str, say: Progress) -> None:
     say(0.1, "Loading the model.")
     network = _load_network(files)
@@ -320,10 +349,12 @@ def _bioimageio_folder(files: ModelFiles, work: Path, *, test_image: np.ndarray 
     _export_savedmodel(network, sm)
     shutil.make_archive(str(work / "tf_saved_model"), "zip", sm)
     shutil.rmtree(sm)
+    say(0.6, "Writing the ONNX weights.")
+    opset = _export_onnx(network, work / "model.onnx")
     (work / "fosgate-model.json").write_text(json.dumps(info, indent=2))
     (work / "README.md").write_text(_bioimageio_readme(info))
     rdf = model_rdf(info, norm, halo=halo, keras_version=keras.__version__, tf_version=tf.__version__,
-                    authors=authors)
+                    authors=authors, onnx_opset=opset)
     _write_yaml(rdf, work / "rdf.yaml")
 
 
@@ -333,9 +364,18 @@ def _space_unit(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_rdf(info: dict[str, Any], norm: Normalization, *, halo: int, keras_version: str, tf_version: str,
-              authors: list[str]) -> dict[str, Any]:
+              authors: list[str], onnx_opset: int | None = None) -> dict[str, Any]:
     """The ``rdf.yaml`` dict (bioimage.io model format :data:`RDF_FORMAT_VERSION`) for the files
-    :func:`_bioimageio_folder` writes."""
+    :func:`_bioimageio_folder` writes (``model.onnx`` only when ``onnx_opset`` is given)."""
+    weights: dict[str, Any] = {
+        "keras_v3": {"source": "model.keras", "keras_version": keras_version, "backend": ["tensorflow", tf_version]},
+        "tensorflow_saved_model_bundle": {
+            "source": "tf_saved_model.zip", "tensorflow_version": tf_version, "parent": "keras_v3",
+            "comment": "keras ExportArchive: endpoint 'serve' = signature 'serving_default', raw -> {maps}"},
+    }
+    if onnx_opset:
+        weights["onnx"] = {"source": "model.onnx", "opset_version": onnx_opset, "parent": "keras_v3",
+                           "comment": "tf2onnx from the Keras network: input raw, output maps"}
     channels = info["in_channels"]
     channel_names = ["grey"] if channels == 1 else (["red", "green", "blue"] if channels == 3
                                                    else [f"c{i}" for i in range(channels)])
@@ -359,7 +399,7 @@ def model_rdf(info: dict[str, Any], norm: Normalization, *, halo: int, keras_ver
         "cite": CITE, "license": "MIT", "documentation": {"source": "README.md"},
         "covers": [{"source": "cover.png"}],
         "tags": ["c-fos", "cell-segmentation", "unet", "2d", "fluorescence-light-microscopy", "brain", "tensorflow",
-                 "keras", "fosgate"],
+                 "keras", "fosgate"] + (["onnx"] if onnx_opset else []),
         "attachments": [{"source": "fosgate-model.json"}],
         "inputs": [{
             "id": INPUT_ID, "axes": in_axes, "test_tensor": {"source": "test_input.npy"},
@@ -374,13 +414,7 @@ def model_rdf(info: dict[str, Any], norm: Normalization, *, halo: int, keras_ver
             "description": _short(f"Sigmoid maps ({', '.join(info['outputs'])}); cells: channel 0 >= "
                                   f"{info['threshold']:g}, halo {halo} px (README)"),
         }],
-        "weights": {
-            "keras_v3": {"source": "model.keras", "keras_version": keras_version,
-                         "backend": ["tensorflow", tf_version]},
-            "tensorflow_saved_model_bundle": {
-                "source": "tf_saved_model.zip", "tensorflow_version": tf_version, "parent": "keras_v3",
-                "comment": "keras ExportArchive: endpoint 'serve' = signature 'serving_default', raw -> {maps}"},
-        },
+        "weights": weights,
         "config": {"fosgate": info},
     }
 
@@ -391,9 +425,14 @@ def _short(text: str, limit: int = 128) -> str:
 
 
 def _write_yaml(data: dict[str, Any], path: Path) -> None:
+    """Plain YAML without anchors/aliases (a list used twice is written twice), for simple Java readers."""
     import yaml
 
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    path.write_text(yaml.dump(data, Dumper=NoAliases, sort_keys=False, allow_unicode=True, width=110))
 
 
 def _bioimageio_readme(info: dict[str, Any]) -> str:
@@ -434,8 +473,9 @@ Halo {info['halo_px']} px (receptive field {info['receptive_field_px']} px, roun
 that much context on every side, cropped from the output, for results equal to one pass over the image.
 
 ## Files
-`model.keras` (Keras 3), `tf_saved_model.zip` (TensorFlow SavedModel, endpoint `serve`), `test_input.npy`,
-`test_output.npy` (fosgate's output for the test input), `fosgate-model.json` (all of the above as JSON).
+`model.keras` (Keras 3), `tf_saved_model.zip` (TensorFlow SavedModel, endpoint `serve`), `model.onnx` (ONNX,
+when the exporting server had tf2onnx), `test_input.npy`, `test_output.npy` (fosgate's output for the test
+input), `fosgate-model.json` (all of the above as JSON).
 
 Validation scores at training: {json.dumps(info['metrics'])}.
 """
