@@ -351,6 +351,9 @@ def _bioimageio_folder(files: ModelFiles, work: Path, *, test_image: np.ndarray 
     shutil.rmtree(sm)
     say(0.6, "Writing the ONNX weights.")
     opset = _export_onnx(network, work / "model.onnx")
+    if opset is None:
+        say(0.6, "No ONNX weights: tf2onnx is not installed here (the 'export' extra); the package has the "
+                 "Keras and TensorFlow weights.")
     (work / "fosgate-model.json").write_text(json.dumps(info, indent=2))
     (work / "README.md").write_text(_bioimageio_readme(info))
     rdf = model_rdf(info, norm, halo=halo, keras_version=keras.__version__, tf_version=tf.__version__,
