@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import roifile
@@ -321,3 +324,123 @@ def test_names_table_problems_are_explained(tmp_path):
     full.scale = 3
     with pytest.raises(InvalidInput, match="Check the scale"):
         count_regions(full, np.array([1.0]), np.array([1.0]), slide_hw=(300, 400))
+
+
+# ---------------------------------------------------------------------- over a real server
+def _code(exc_info) -> grpc.StatusCode:
+    return exc_info.value.code
+
+
+def _centroids(counts_csv: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(counts_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] != "total"]
+    return np.array([float(r["centroid_x"]) for r in rows]), np.array([float(r["centroid_y"]) for r in rows])
+
+
+@pytest.fixture
+def predicted(server, client, untrained_model, tmp_path):
+    """A 240x320 px slide predicted with GeoJSON regions in the same request; (job, output folder)."""
+    from test_end_to_end import discs
+
+    img, _ = discs((240, 320), 40, seed=7)
+    tifffile.imwrite(tmp_path / "cells.tif", img)
+    (tmp_path / "regions.geojson").write_text(json.dumps(cortex_features()))
+    slide = client.upload_slide(tmp_path / "cells.tif")
+    regions = client.region_map(tmp_path / "regions.geojson", pixel_size_um=0.5)
+    job = client.wait(client.predict(slide.slide_id, untrained_model, min_size=1, regions=regions).job_id,
+                      timeout=300)
+    out = tmp_path / "out"
+    client.download_outputs(job, out)
+    return job, out
+
+
+def test_predict_with_regions_writes_the_regions_table(predicted):
+    job, out = predicted
+    assert (out / "cells.regions.csv").exists()
+    xs, ys = _centroids(out / "cells.counts.csv")
+    assert len(xs) > 0
+    table = read_table(out / "cells.regions.csv")
+    rings = {"Cortex": CORTEX, "M1": M1, "S1": S1, "Hippocampus": HIPPO, "CA1": CA1}
+    assert {n: int(table[n]["cells"]) for n in rings} == expected_polygon_counts(xs, ys, rings)
+    assert float(table["CA1"]["area_mm2"]) == pytest.approx(shoelace(CA1) * 0.25 / 1e6, rel=1e-4)
+    inside = sum(int(table[n]["cells_own"]) for n in rings)
+    assert inside == int(job.metrics["cells_in_regions"])
+    assert inside + int(table["outside all regions"]["cells"]) == len(xs) == int(job.metrics["count"])
+
+
+def test_count_regions_rpc_with_an_atlas_label_map(client, predicted, tmp_path):
+    job, out = predicted
+    amap = atlas_map(h=60, w=80)  # the 240x320 slide downsampled 4x
+    tifffile.imwrite(tmp_path / "atlas.tif", amap, compression="zlib")
+    (tmp_path / "ontology.json").write_text(json.dumps(allen_ontology()))
+    rm = client.region_map(tmp_path / "atlas.tif", tmp_path / "ontology.json", pixel_size_um=1.0)
+    cj = client.wait(client.count_regions(job.job_id, rm).job_id, timeout=120)
+    assert cj.kind == "count_regions" and cj.result_id == job.job_id
+    files = client.download_outputs(cj, tmp_path / "counted")
+    assert [f.name for f in files] == ["cells.regions.csv"]
+    table = read_table(files[0])
+    xs, ys = _centroids(out / "cells.counts.csv")
+    full = np.kron(amap, np.ones((4, 4), np.uint32))
+    cell_label = full[np.floor(ys + 0.5).astype(int), np.floor(xs + 0.5).astype(int)]
+    for rid, ids in descendants(allen_ontology()["msg"][0]).items():
+        row = next((r for r in table.values() if r["region_id"] == str(rid)), None)
+        if row is None:
+            assert not np.isin(full, list(ids)).any()
+            continue
+        assert int(row["cells"]) == int(np.isin(cell_label, list(ids)).sum())
+        assert float(row["area_mm2"]) == pytest.approx(np.isin(full, list(ids)).sum() / 1e6, rel=1e-5)
+
+
+def test_region_input_errors_are_invalid_argument_with_a_sentence(server, client, untrained_model, predicted,
+                                                                  tmp_path):
+    from fosgate.v1 import fosgate_pb2 as pb
+    from fosgate_client.client import FosgateClientError
+
+    job, _ = predicted
+    bad = pb.RegionMap(geojson=b'{"type": "FeatureCollection", "features": [')
+    with pytest.raises(FosgateClientError, match="not valid JSON") as e:
+        client.count_regions(job.job_id, bad)
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    slide_id = json.loads(job.params)["slide_id"]
+    with pytest.raises(FosgateClientError, match="not valid JSON") as e:
+        client.predict(slide_id, untrained_model, regions=bad)
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    amap = atlas_map(h=60, w=80)
+    tifffile.imwrite(tmp_path / "atlas.tif", amap)
+    missing = pb.RegionMap(label_image=(tmp_path / "atlas.tif").read_bytes(), names=b"id,name\n315,Isocortex\n")
+    with pytest.raises(FosgateClientError, match="names table does not list: 382, 453") as e:
+        client.count_regions(job.job_id, missing)
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    tifffile.imwrite(tmp_path / "wrong.tif", np.ones((50, 80), np.uint16) * 315)
+    wrong = pb.RegionMap(label_image=(tmp_path / "wrong.tif").read_bytes(), names=b"id,name\n315,Isocortex\n")
+    with pytest.raises(FosgateClientError, match="not scaled copies") as e:
+        client.count_regions(job.job_id, wrong)
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(FosgateClientError, match="needs its names table") as e:
+        client.count_regions(job.job_id, pb.RegionMap(label_image=(tmp_path / "atlas.tif").read_bytes()))
+    assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(FosgateClientError) as e:
+        client.count_regions("jb_nope", pb.RegionMap(geojson=json.dumps(cortex_features()).encode()))
+    assert _code(e) == grpc.StatusCode.NOT_FOUND
+    # nothing was staged for the refused label images
+    assert not list((server.app.store.root / "regions").glob("*.tif"))
+
+
+def test_cli_count_regions_with_an_roi_set(server, predicted, tmp_path):
+    job, out = predicted
+    rois = roi_zip(tmp_path / "RoiSet.zip", [("cell-000001", (1, 1, 3, 3)), ("region:left", (0, 0, 160, 240)),
+                                             ("region:right", (160, 0, 160, 240))])
+    fosgate = str(Path(sys.executable).with_name("fosgate"))
+    proc = subprocess.run([fosgate, "count-regions", "--server", f"127.0.0.1:{server.port}", "--job", job.job_id,
+                           "--regions", str(rois), "--out", str(tmp_path / "cli"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reply = json.loads(proc.stdout.strip().splitlines()[-1])
+    table = read_table(Path(reply["regions_csv"]))
+    xs, ys = _centroids(out / "cells.counts.csv")
+    # a centroid on the shared border (x + 0.5 == 160) is in both regions, and its own region is the first
+    left, right = int(((xs + 0.5) <= 160).sum()), int(((xs + 0.5) >= 160).sum())
+    assert int(table["left"]["cells"]) == left and int(table["right"]["cells"]) == right
+    assert int(table["left"]["cells_own"]) == left and int(table["right"]["cells_own"]) == len(xs) - left
+    assert reply["cells_in_regions"] == len(xs) and reply["regions"] == 2
+    assert "INFO" not in proc.stderr

@@ -249,7 +249,19 @@ class App:
                                    f"{slide.info['width']}x{slide.info['height']} slide.")
         params = {**params, "threshold": thr, "tile_size": tile, "halo": halo,
                   "stem": check_stem(params.get("stem") or "")}
+        if params.get("regions"):
+            from fosgate.jobs.region_counts import stage_regions
+
+            params["regions"] = stage_regions(self, params["regions"], slide)
+        else:
+            params.pop("regions", None)
         return self.runner.submit("predict", params, lambda ctx: run_prediction(self, ctx))
+
+    def start_count_regions(self, job_id: str, regions: dict[str, Any]) -> JobRow:
+        """Cells per region for a finished prediction job (``fosgate.jobs.region_counts``)."""
+        from fosgate.jobs.region_counts import start_count_regions
+
+        return start_count_regions(self, job_id, regions)
 
     def start_tile_export(self, params: dict[str, Any]) -> JobRow:
         from fosgate.jobs.tasks import run_tile_export

@@ -27,6 +27,8 @@ Invariants
   (``floor((cy + 0.5) / s)``, ``floor((cx + 0.5) / s)``).
 - A cell belongs to the region of its centroid: ``cells_own`` counts each cell once, in the deepest region
   containing it (among overlapping regions of equal depth: the smaller one, then the first in the file).
+  A polygon's border belongs to it, so a centroid exactly on the border two regions share is in both
+  (like an overlap) and is never lost between them.
 - Roll-up: ``cells`` and ``area_px`` of a region cover the region and all its descendants. For label maps
   that is the sum over the subtree; for polygons it is the union of the region's and its descendants'
   polygons, so a cell or area in the overlap of two sibling polygons counts in full in each sibling and
@@ -515,7 +517,7 @@ def count_polygon_regions(regions: PolygonRegions, xs: np.ndarray, ys: np.ndarra
     for s in range(0, n, POINT_CHUNK):
         pts = points(np.asarray(xs[s:s + POINT_CHUNK], np.float64) + 0.5,
                      np.asarray(ys[s:s + POINT_CHUNK], np.float64) + 0.5)
-        hit_pt, hit_tree = tree.query(pts, predicate="within")
+        hit_pt, hit_tree = tree.query(pts, predicate="intersects")  # borders included: no cell falls between
         if hit_pt.size == 0:
             continue
         hit_reg = tree_to_region[hit_tree]

@@ -133,6 +133,10 @@ def run_prediction(app: App, ctx: JobContext) -> str:
                      f"({meta.receptive_field} px); tile seams may differ from a single pass.", force=True)
     for path in out.paths.values():
         ctx.add_artifact(path)
+    if p.get("regions"):
+        from fosgate.jobs.region_counts import add_region_counts
+
+        add_region_counts(app, ctx, p["regions"], out.paths["counts"], stem, slide_row, 0.97, 0.99)
     ctx.progress(1.0, f"Found {out.count} cells in {out.seconds:.1f} s.", force=True, count=out.count,
                  seconds=out.seconds, tile_height=out.tile[0], tile_width=out.tile[1], windows=out.windows, halo=out.halo,
                  megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9))

@@ -77,6 +77,15 @@ def rect(r: pb.Rect) -> list[int] | None:
     return [r.x, r.y, r.width, r.height] if r.width and r.height else None
 
 
+def region_map(m: pb.RegionMap) -> dict:
+    """A RegionMap as the plain dict ``fosgate.jobs.region_counts.stage_regions`` takes."""
+    source = m.WhichOneof("source")
+    out: dict = {"names": m.names, "scale": m.scale, "pixel_size_um": m.pixel_size_um}
+    if source:
+        out[source] = getattr(m, source)
+    return out
+
+
 def _channel(has: bool, value: int) -> int | None:
     if not has or value < 0:
         return None
@@ -183,8 +192,16 @@ class PredictionService(pbg.PredictionServiceServicer):
             "halo": request.halo, "threshold": request.threshold,
             "min_size": request.min_size if request.min_size > 0 else 10,
             "split_touching": request.split_touching, "region": rect(request.region), "stem": request.stem,
+            "regions": region_map(request.regions) if request.HasField("regions") else None,
         }
         return job_pb(self.app.start_prediction(params))
+
+    @rpc_method
+    def CountRegions(self, request: pb.CountRegionsRequest, context) -> pb.Job:
+        if not request.HasField("regions"):
+            raise InvalidInput("Give the regions to count in: QuPath GeoJSON, an ImageJ ROI set, or a label image "
+                               "with its names table.")
+        return job_pb(self.app.start_count_regions(request.job_id, region_map(request.regions)))
 
 
 class JobService(pbg.JobServiceServicer):
