@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -67,14 +66,17 @@ def _client(args):
 
 
 def _job_bar(client, job, desc: str):
-    """Follow a job with a progress bar; return the final job (raise on failure)."""
+    """Follow a job with a progress bar on stderr (elapsed time and ETA from the job's progress since it
+    started); return the final job (raise on failure)."""
     from tqdm import tqdm
 
-    with tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True,
-              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+    with tqdm(total=1000, desc=desc, file=sys.stderr, leave=True, smoothing=0, mininterval=0.5,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}") as bar:
         def on_event(j):
-            bar.n = round(j.progress * 100)
-            bar.set_postfix_str(j.message[:90], refresh=False)
+            bar.set_postfix_str(j.message[:80], refresh=False)
+            n = min(1000, round(j.progress * 1000))
+            if n > bar.n:
+                bar.update(n - bar.n)
             bar.refresh()
 
         return client.wait(job.job_id, on_event=on_event)
@@ -96,6 +98,10 @@ def cmd_serve(args) -> int:
         config.check_security()
     except ValueError as err:
         raise SystemExit(f"fosgate serve: {err}") from None
+    from fosgate.logs import log_file
+
+    if log_file():
+        print(f"fosgate: the server log (library messages too) is {log_file()}", file=sys.stderr)
     serve_forever(config)
     return 0
 
@@ -617,8 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fosgate.logs import setup_logging
+
+    server_log = {"serve": lambda: Path(args.data) / "server.log",
+                  "demo": lambda: Path(args.out) / "server-data" / "server.log"}.get(args.command)
+    setup_logging(args.verbose, server_log() if server_log else None)
     from fosgate_client.client import FosgateClientError
 
     try:
