@@ -53,6 +53,8 @@ showStatus("fosgate: segmenting " + stem + " ...");
 reply = exec(exe, "predict", "--server", server, "--model", model, "--out", out, "--imagej", "--json", image);
 if (indexOf(reply, "\"error\"") >= 0 || indexOf(reply, "\"count\"") < 0) fail(errorOf(reply));
 serverCount = parseInt(jsonNumber(reply, "count"));
+job = jsonString(reply, "job_id");
+call("ij.Prefs.set", "fosgate.lastjob", job);  // Fosgate Count Regions counts this prediction on the server
 
 roiManager("reset");
 roiManager("Open", out + File.separator + stem + ".rois.zip");
@@ -62,7 +64,7 @@ roiManager("Show All without labels");
 msg = "fosgate: " + n + " c-fos positive cells in " + stem;
 showStatus(msg);
 print(msg);
-if (result != "") File.saveString("count=" + n + "\nserver_count=" + serverCount + "\n", result);
+if (result != "") File.saveString("count=" + n + "\nserver_count=" + serverCount + "\njob=" + job + "\n", result);
 
 // ---------------------------------------------------------------- helpers
 function argOr(text, key, fallback) {
@@ -81,6 +83,12 @@ function jsonNumber(text, key) {
   j = 0;
   while (j < lengthOf(s) && indexOf("0123456789.-", substring(s, j, j + 1)) >= 0) j++;
   return substring(s, 0, j);
+}
+function jsonString(text, key) {
+  i = indexOf(text, "\"" + key + "\": \"");
+  if (i < 0) return "";
+  s = substring(text, i + lengthOf(key) + 5);
+  return substring(s, 0, indexOf(s, "\""));
 }
 function errorOf(text) {
   i = indexOf(text, "\"error\": \"");

@@ -104,6 +104,26 @@ def test_segment_send_and_count_in_imagej(server, client, model_id, tmp_path):
     assert sum(expected.values()) == int(kv["count"])
     assert [int(row[2]) for row in table] == [130 * 300, 130 * 300]
 
+    # the same regions counted on the server, for the prediction job Fosgate Segment ran
+    csv2, res4 = tmp_path / "regions_server.csv", tmp_path / "count.txt"
+    proc = run_macro("Fosgate_Count_Regions.ijm", f"rois={all_rois};csv={csv2};server={addr};fosgate={FOSGATE};"
+                     f"job={kv['job']};result={res4}", tmp_path / "home4")
+    assert res4.exists(), proc.stdout + proc.stderr
+    kv4 = read_kv(res4)
+    assert "error" not in kv4, kv4
+    import csv as csvmod
+
+    with open(csv2, newline="") as fh:
+        rows = {r["name"]: r for r in csvmod.DictReader(fh)}
+    server_rows = {}
+    counts = list(csvmod.DictReader((out / "cells.counts.csv").read_text().splitlines()))[:-1]
+    for name, (x, y, w, h) in regions.items():  # borders belong to the region: x <= cx + 0.5 <= x + w
+        server_rows[name.removeprefix("region:")] = sum(
+            x <= float(c["centroid_x"]) + 0.5 <= x + w and y <= float(c["centroid_y"]) + 0.5 <= y + h for c in counts)
+    assert {n: int(rows[n]["cells"]) for n in server_rows} == server_rows
+    assert [float(rows[n]["area_px"]) for n in server_rows] == [130 * 300, 130 * 300]
+    assert int(kv4["cells_in_regions"]) == int(kv["count"]) and int(kv4["cells_outside"]) == 0
+
 
 def test_segment_macro_says_when_the_server_is_unreachable(tmp_path):
     img, _ = discs((64, 64), 3, seed=1)

@@ -41,7 +41,17 @@ def test_groovy_client_uploads_predicts_watches_and_fetches_geojson(server, clie
                                                                    tmp_path):
     img, _ = discs((256, 230), 20, seed=8)
     tifffile.imwrite(tmp_path / "cells.tif", img)
-    proc = groovy(stubs, f"127.0.0.1:{server.port}", model_id, str(tmp_path / "cells.tif"), str(tmp_path / "out"))
+    # two region annotations (top and bottom halves) inside a whole-image parent: counted on the server
+    def feature(name, x0, y0, x1, y1):
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"objectType": "annotation", "name": name}}
+
+    fc = {"type": "FeatureCollection", "features": [feature("slice", 0, 0, 230, 256), feature("top", 0, 0, 230, 128),
+                                                    feature("bottom", 0, 128, 230, 256)]}
+    (tmp_path / "regions.geojson").write_text(json.dumps(fc))
+    proc = groovy(stubs, f"127.0.0.1:{server.port}", model_id, str(tmp_path / "cells.tif"), str(tmp_path / "out"),
+                  str(tmp_path / "regions.geojson"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     progress = [int(line.split("=")[1].split()[0]) for line in lines if line.startswith("progress=")]
@@ -52,6 +62,13 @@ def test_groovy_client_uploads_predicts_watches_and_fetches_geojson(server, clie
     fc = json.loads(Path(kv["geojson"]).read_text())
     assert len(fc["features"]) == int(kv["count"])
     assert all(f["properties"]["objectType"] == "detection" for f in fc["features"])
+    import csv
+
+    rows = {r["name"]: r for r in csv.DictReader(Path(kv["regions_csv"]).read_text().splitlines())}
+    ys = [f["properties"]["measurements"]["Centroid Y px"] + 0.5 for f in fc["features"]]
+    assert int(rows["top"]["cells"]) == sum(y <= 128 for y in ys)
+    assert int(rows["bottom"]["cells"]) == sum(y >= 128 for y in ys)
+    assert int(rows["slice"]["cells"]) == len(ys) and rows["top"]["parent_id"] == rows["slice"]["region_id"]
 
 
 @pytest.mark.parametrize("case", ["unreachable", "unknown_model"])

@@ -141,7 +141,7 @@ def test_json_round_trip(spec):
 
 def test_every_job_kind_has_a_spec():
     assert set(SPECS) == {"train", "predict", "export_tiles", "cluster", "autolabel", "export_proposals",
-                          "export_dataset", "export_model"}
+                          "export_dataset", "export_model", "count_regions"}
 
 
 @pytest.mark.parametrize("bad", [dict(model_id=""), dict(model_id="md_1", format="pth"),

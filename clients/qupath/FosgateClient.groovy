@@ -162,6 +162,22 @@ class FosgateClient implements Closeable {
         return target
     }
 
+    /**
+     * Count the cells of a finished prediction job per brain region on the server. regions: QuPath GeoJSON text
+     * of the region annotations (slide pixels; names and, by containment or ID / Parent ID measurements, the
+     * hierarchy). Returns the count_regions job; download its ".regions.csv" with downloadArtifact.
+     */
+    Job countRegions(String predictionJobId, String regionsGeoJson, double pixelSizeMicrons = 0.0d) {
+        long size = regionsGeoJson.getBytes("UTF-8").length
+        if (size > (16 << 20) - (64 << 10))
+            throw new FosgateException(String.format("The regions GeoJSON is %.1f MB; one request carries at most 16 MB.",
+                    size / 1048576.0d), "RESOURCE_EXHAUSTED")
+        RegionMap regions = RegionMap.newBuilder().setGeojson(ByteString.copyFromUtf8(regionsGeoJson))
+                .setPixelSizeUm(pixelSizeMicrons).build()
+        return call { predictions().countRegions(CountRegionsRequest.newBuilder().setJobId(predictionJobId)
+                .setRegions(regions).build()) }
+    }
+
     /** Store QuPath annotations (GeoJSON text in slide coordinates) as a reviewed label of a rectangle. */
     Label addLabelGeoJson(String slideId, String geojson, List region, String reviewer) {
         long size = geojson.getBytes("UTF-8").length

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -67,14 +66,17 @@ def _client(args):
 
 
 def _job_bar(client, job, desc: str):
-    """Follow a job with a progress bar; return the final job (raise on failure)."""
+    """Follow a job with a progress bar on stderr (elapsed time and ETA from the job's progress since it
+    started); return the final job (raise on failure)."""
     from tqdm import tqdm
 
-    with tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True,
-              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+    with tqdm(total=1000, desc=desc, file=sys.stderr, leave=True, smoothing=0, mininterval=0.5,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}") as bar:
         def on_event(j):
-            bar.n = round(j.progress * 100)
-            bar.set_postfix_str(j.message[:90], refresh=False)
+            bar.set_postfix_str(j.message[:80], refresh=False)
+            n = min(1000, round(j.progress * 1000))
+            if n > bar.n:
+                bar.update(n - bar.n)
             bar.refresh()
 
         return client.wait(job.job_id, on_event=on_event)
@@ -98,6 +100,10 @@ def cmd_serve(args) -> int:
         config.check_security()
     except ValueError as err:
         raise SystemExit(f"fosgate serve: {err}") from None
+    from fosgate.logs import log_file
+
+    if log_file():
+        print(f"fosgate: the server log (library messages too) is {log_file()}", file=sys.stderr)
     serve_forever(config)
     return 0
 
@@ -144,6 +150,7 @@ def cmd_predict(args) -> int:
     with _client(args) as fg:
         fg.check()
         fg.get_model(args.model)
+        regions = _regions_arg(fg, args)
         for image in args.images:
             path = Path(image)
             size = path.stat().st_size if path.is_file() else 0
@@ -151,7 +158,7 @@ def cmd_predict(args) -> int:
                 slide = fg.upload_slide(path, channel=args.channel, on_progress=lambda s, t: bar.update(s - bar.n))
             job = fg.predict(slide.slide_id, args.model, tile_size=args.tile_size, halo=args.halo,
                              threshold=args.threshold, min_size=args.min_size, split_touching=args.split_touching,
-                             stem=safe_name(file_stem(path), default="slide"))
+                             stem=safe_name(file_stem(path), default="slide"), regions=regions)
             job = _job_bar(fg, job, f"Predicting {path.name}")
             files = fg.download_outputs(job, out)
             if args.imagej:
@@ -166,6 +173,47 @@ def cmd_predict(args) -> int:
     if args.json:
         print(json.dumps(results))
     return 0
+
+
+def _regions_arg(fg, args):
+    """The RegionMap of --regions/--region-names/--region-scale/--pixel-size, or None."""
+    if not getattr(args, "regions", None):
+        if getattr(args, "region_names", None):
+            raise SystemExit("fosgate: --region-names goes with --regions (a label image).")
+        return None
+    return fg.region_map(args.regions, args.region_names, scale=args.region_scale, pixel_size_um=args.pixel_size)
+
+
+def cmd_count_regions(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _client(args) as fg:
+        fg.check()
+        job = _job_bar(fg, fg.count_regions(args.job, _regions_arg(fg, args)), "Counting cells per region")
+        files = fg.download_outputs(job, out)
+    table = next((f for f in files if f.name.endswith(".regions.csv")), None)
+    if args.json:
+        print(json.dumps({"job_id": job.job_id, "prediction_job_id": args.job, "regions_csv": str(table),
+                          "regions": int(job.metrics.get("regions", 0)),
+                          "cells_in_regions": int(job.metrics.get("cells_in_regions", 0)),
+                          "cells_outside_regions": int(job.metrics.get("cells_outside_regions", 0))}))
+    else:
+        print(f"{int(job.metrics.get('cells_in_regions', 0))} cells in {int(job.metrics.get('regions', 0))} "
+              f"region(s), {int(job.metrics.get('cells_outside_regions', 0))} outside")
+        print(table)
+    return 0
+
+
+def region_args(sp, required: bool = False) -> None:
+    sp.add_argument("--regions", required=required, default=None, metavar="FILE",
+                    help="brain regions: QuPath GeoJSON, an ImageJ ROI set (.zip) or a label image (.tif/.png, e.g. "
+                         "an atlas annotation from ABBA / QuickNII / VisuAlign) -> <stem>.regions.csv")
+    sp.add_argument("--region-names", default=None, metavar="FILE",
+                    help="names table for a label image: CSV id,name[,parent_id][,acronym][,color] or Allen ontology JSON")
+    sp.add_argument("--region-scale", type=float, default=0.0,
+                    help="slide pixels per label-image pixel (0: inferred from the sizes)")
+    sp.add_argument("--pixel-size", type=float, default=0.0,
+                    help="pixel size in µm for mm² and densities (0: the slide's own)")
 
 
 def cmd_demo(args) -> int:
@@ -498,8 +546,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output folder")
     sp.add_argument("--imagej", action="store_true",
                     help="also write <stem>.mask.tif and <stem>.labels.tif that plain ImageJ 1.x opens (striped)")
+    region_args(sp)
     sp.add_argument("images", nargs="+", metavar="IMAGE")
     sp.set_defaults(fn=cmd_predict)
+
+    sp = sub.add_parser("count-regions", help="count a finished prediction's cells per brain region")
+    client_args(sp)
+    sp.add_argument("--job", required=True, help="the prediction job id (fosgate predict --json shows it)")
+    region_args(sp, required=True)
+    sp.add_argument("--out", required=True, help="folder for <stem>.regions.csv")
+    sp.set_defaults(fn=cmd_count_regions)
 
     sp = sub.add_parser("label", help="store a reviewed label: an image plus a mask, ROI set or GeoJSON")
     client_args(sp)
@@ -627,8 +683,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fosgate.logs import setup_logging
+
+    server_log = {"serve": lambda: Path(args.data) / "server.log",
+                  "demo": lambda: Path(args.out) / "server-data" / "server.log"}.get(args.command)
+    setup_logging(args.verbose, server_log() if server_log else None)
     from fosgate_client.client import FosgateClientError
 
     try:

@@ -124,12 +124,17 @@ class DaskExecutor:
             if self._client is None:
                 from distributed import Client, LocalCluster
 
+                from fosgate.logs import configured, route_library_logs
+
+                route_library_logs()  # distributed attaches a terminal handler on import: send it to the server log
                 if self.scheduler:
                     self._client = Client(self.scheduler, timeout="30s")
                 else:
+                    # in-process workers log through the server's log file; worker processes keep to errors
+                    quiet = False if configured() and not self.processes else 40
                     self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                                  processes=self.processes, dashboard_address=None,
-                                                 silence_logs=40)
+                                                 silence_logs=quiet)
                     self._client = Client(self._cluster)
             return self._client
 

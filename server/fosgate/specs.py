@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -272,6 +273,36 @@ class TrainSpec(JobSpec):
 
 
 # ---------------------------------------------------------------------- prediction
+REGION_MAP_KINDS = ("", "polygons", "labels")
+_STAGED = re.compile(r"^regions/rg_[0-9a-f]+\.(geojson|zip|tif|png|names)$")
+
+
+@dataclass(frozen=True)
+class RegionMapSpec(JobSpec):
+    """A region map already staged by the server (``fosgate.jobs.region_counts.stage_regions``): the paths are
+    server-made names under ``<data>/regions/``, never a client's. ``kind`` "" means no map."""
+
+    kind: str = ""
+    path: str = ""
+    names_path: str = ""
+    label_slide_id: str = ""
+    #: slide pixels per map pixel; 0 = inferred from the sizes
+    scale: float = 0.0
+    #: 0 = the slide's own pixel size
+    pixel_size_um: float = 0.0
+
+    def validate(self) -> Self:
+        if self.kind not in REGION_MAP_KINDS:
+            raise InvalidInput(f"Unknown region map kind '{self.kind}'.")
+        for p in (self.path, self.names_path):
+            if p and not _STAGED.match(p):
+                raise InvalidInput("A region map's files are named by the server.")
+        check_id(self.label_slide_id, "label-map slide")
+        check_float(self.scale, "The region map's scale", 0.0, 1e6, zero_ok=True)
+        check_float(self.pixel_size_um, "The pixel size", 0.0, 1e6, zero_ok=True)
+        return self
+
+
 @dataclass(frozen=True)
 class PredictSpec(JobSpec):
     """Segment a slide (or a region of it) with a model."""
@@ -290,6 +321,9 @@ class PredictSpec(JobSpec):
     region: Region | None = None
     #: output file stem; "" = the slide name without its extension
     stem: str = ""
+    #: cells per brain region into <stem>.regions.csv when given (staged by the server)
+    region_map: RegionMapSpec = field(default_factory=RegionMapSpec)
+    _nested: ClassVar[dict[str, type]] = {"region_map": RegionMapSpec}
 
     def validate(self) -> Self:
         if not self.slide_id:
@@ -517,9 +551,27 @@ class ExportModelSpec(JobSpec):
         return self
 
 
+@dataclass(frozen=True)
+class CountRegionsSpec(JobSpec):
+    """Cells per region for a finished prediction job (its counts table), into ``<stem>.regions.csv``."""
+
+    kind: ClassVar[str] = "count_regions"
+    _nested: ClassVar[dict[str, type]] = {"region_map": RegionMapSpec}
+    job_id: str = ""
+    slide_id: str = ""
+    region_map: RegionMapSpec = field(default_factory=RegionMapSpec)
+
+    def validate(self) -> Self:
+        check_id(self.job_id, "job")
+        check_id(self.slide_id, "slide")
+        if not self.job_id:
+            raise InvalidInput("Say which prediction job's cells to count (job_id).")
+        return self
+
+
 SPECS: dict[str, type[JobSpec]] = {c.kind: c for c in (TrainSpec, PredictSpec, ExportTilesSpec, ClusterSpec,
                                                        AutoLabelSpec, ExportProposalsSpec, ExportDatasetSpec,
-                                                       ExportModelSpec)}
+                                                       ExportModelSpec, CountRegionsSpec)}
 
 
 def spec_from_job(kind: str, params: dict[str, Any]) -> JobSpec:

@@ -14,6 +14,7 @@ Invariants
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from fosgate.review import Labels
 from fosgate.specs import (
     AutoLabelSpec,
     ClusterSpec,
+    CountRegionsSpec,
     ExportDatasetSpec,
     ExportModelSpec,
     ExportProposalsSpec,
@@ -73,7 +75,9 @@ class JobSubmission:
         spec = TrainSpec.from_json({**spec.to_json(), "label_ids": list(label_ids)})
         return self._submit(spec, tasks.run_training)
 
-    def start_prediction(self, spec: PredictSpec) -> JobRow:
+    def start_prediction(self, spec: PredictSpec, regions: dict | None = None) -> JobRow:
+        """``regions``: a client's region map (see ``fosgate.jobs.region_counts.stage_regions``), staged here so
+        that a bad map is refused now, not by a failed job."""
         slide = self.store.get_slide(spec.slide_id)
         model = self.store.get_model(spec.model_id)
         if slide.role != "image":
@@ -83,7 +87,22 @@ class JobSubmission:
                 f"Model '{model.id}' was trained on {model.meta['in_channels']}-channel images but this slide gives "
                 f"{slide.info['channels']} channel(s); choose the matching channel when you upload it (--channel).")
         check_region(spec.region, slide.info["width"], slide.info["height"])
+        if regions:
+            from fosgate.jobs.region_counts import stage_regions
+
+            spec = dataclasses.replace(spec, region_map=stage_regions(self.store, regions, slide))
         return self._submit(spec, tasks.run_prediction)
+
+    def start_count_regions(self, job_id: str, regions: dict) -> JobRow:
+        """Cells per region for a finished prediction job (``fosgate.jobs.region_counts``)."""
+        from fosgate.jobs.region_counts import prediction_counts, stage_regions
+
+        check_id(job_id, "job")
+        job, _, _ = prediction_counts(self.store, job_id)
+        slide = self.store.get_slide(job.params["slide_id"])
+        spec = CountRegionsSpec.create(job_id=job_id, slide_id=slide.id,
+                                       region_map=stage_regions(self.store, regions, slide))
+        return self._submit(spec, tasks.run_count_regions)
 
     def start_tile_export(self, spec: ExportTilesSpec) -> JobRow:
         slide = self.store.get_slide(spec.slide_id)

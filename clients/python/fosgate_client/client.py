@@ -250,11 +250,53 @@ class FosgateClient:
     # ------------------------------------------------------------------ prediction
     def predict(self, slide_id: str, model_id: str, *, tile_size: int = 0, halo: int = 0, threshold: float = 0.0,
                 min_size: int = 0, split_touching: bool = False,
-                region: tuple[int, int, int, int] | None = None, stem: str = "") -> pb.Job:
+                region: tuple[int, int, int, int] | None = None, stem: str = "",
+                regions: pb.RegionMap | None = None) -> pb.Job:
+        """Start a prediction job; with ``regions`` (see :meth:`region_map`) it also writes
+        ``<stem>.regions.csv``, the cells per brain region."""
         r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()
-        return self._call(self.predictions.Predict, pb.PredictRequest(
-            slide_id=slide_id, model_id=model_id, tile_size=tile_size, halo=halo, threshold=threshold,
-            min_size=min_size, split_touching=split_touching, region=r, stem=stem))
+        req = pb.PredictRequest(slide_id=slide_id, model_id=model_id, tile_size=tile_size, halo=halo,
+                                threshold=threshold, min_size=min_size, split_touching=split_touching, region=r,
+                                stem=stem)
+        if regions is not None:
+            req.regions.CopyFrom(regions)
+        return self._call(self.predictions.Predict, req)
+
+    def region_map(self, regions: str | os.PathLike, names: str | os.PathLike | None = None, *, scale: float = 0.0,
+                   pixel_size_um: float = 0.0) -> pb.RegionMap:
+        """A RegionMap from a file: QuPath GeoJSON (.geojson/.json), an ImageJ ROI set (.zip/.roi), or a label
+        image (.tif/.tiff/.png; e.g. an atlas annotation) with its names table ``names`` (CSV or Allen
+        ontology JSON). A label image too big for one message is uploaded first (as a mask slide).
+        ``scale``: slide pixels per label-image pixel (0: inferred)."""
+        path = Path(regions)
+        if not path.is_file():
+            raise FosgateClientError(f"There is no regions file '{path}'.")
+        low = path.name.lower()
+        m = pb.RegionMap(scale=scale, pixel_size_um=pixel_size_um)
+        if names is not None:
+            m.names = _payload(names, "names table")
+        if low.endswith((".geojson", ".json")):
+            m.geojson = _payload(path, "regions GeoJSON")
+        elif low.endswith((".zip", ".roi")):
+            m.roi_zip = _payload(path, "regions ROI set")
+        elif low.endswith((".tif", ".tiff", ".png")):
+            if names is None:
+                raise FosgateClientError(f"The label image '{path.name}' needs its names table (--region-names): a "
+                                         "CSV id,name[,parent_id] or an Allen ontology JSON.")
+            if path.stat().st_size > MAX_MESSAGE // 2:
+                m.label_slide_id = self.upload_slide(path, role="mask").slide_id
+            else:
+                m.label_image = path.read_bytes()
+        else:
+            raise FosgateClientError(f"'{path.name}' is not a regions file fosgate knows: use QuPath GeoJSON "
+                                     "(.geojson), an ImageJ ROI set (.zip) or a label image (.tif/.png) with a "
+                                     "names table.")
+        return m
+
+    def count_regions(self, job_id: str, regions: pb.RegionMap) -> pb.Job:
+        """Start a job that counts the cells of a finished prediction job per region; its artifact is
+        ``<stem>.regions.csv``."""
+        return self._call(self.predictions.CountRegions, pb.CountRegionsRequest(job_id=job_id, regions=regions))
 
     # ------------------------------------------------------------------ labelling loop
     def cluster_tiles(self, slide_id: str, *, k: int = 0, tile_size: int = 0, margin: int | None = None, seed: int = 0,

@@ -22,6 +22,7 @@ from fosgate.names import check_stem, safe_name, stem_of
 from fosgate.specs import (
     AutoLabelSpec,
     ClusterSpec,
+    CountRegionsSpec,
     ExportDatasetSpec,
     ExportModelSpec,
     ExportProposalsSpec,
@@ -156,10 +157,23 @@ def run_prediction(app: TaskEnv, ctx: JobContext, spec: PredictSpec) -> str:
                      f"({meta.receptive_field} px); tile seams may differ from a single pass.", force=True)
     for path in out.paths.values():
         ctx.add_artifact(path)
+    if spec.region_map.kind:
+        from fosgate.jobs.region_counts import add_region_counts
+
+        add_region_counts(app.store, ctx, spec.region_map, out.paths["counts"], stem, slide_row, 0.97, 0.99)
     ctx.progress(1.0, f"Found {out.count} cells in {out.seconds:.1f} s.", force=True, count=out.count,
                  seconds=out.seconds, tile_height=out.tile[0], tile_width=out.tile[1], windows=out.windows, halo=out.halo,
                  megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9))
     return slide_row.id
+
+
+def run_count_regions(app: TaskEnv, ctx: JobContext, spec: CountRegionsSpec) -> str:
+    """Cells per region of a finished prediction job (``fosgate.jobs.region_counts``)."""
+    from fosgate.jobs.region_counts import add_region_counts, prediction_counts
+
+    _, counts_csv, stem = prediction_counts(app.store, spec.job_id)
+    add_region_counts(app.store, ctx, spec.region_map, counts_csv, stem, app.store.get_slide(spec.slide_id))
+    return spec.job_id
 
 
 def run_tile_export(app: TaskEnv, ctx: JobContext, spec: ExportTilesSpec) -> str:

@@ -218,6 +218,15 @@ def rect(r: pb.Rect) -> tuple[int, int, int, int] | None:
     return (r.x, r.y, r.width, r.height) if r.width and r.height else None
 
 
+def region_map(m: pb.RegionMap) -> dict:
+    """A RegionMap as the plain dict ``fosgate.jobs.region_counts.stage_regions`` takes."""
+    source = m.WhichOneof("source")
+    out: dict = {"names": m.names, "scale": m.scale, "pixel_size_um": m.pixel_size_um}
+    if source:
+        out[source] = getattr(m, source)
+    return out
+
+
 def _channel(has: bool, value: int) -> int | None:
     if not has or value < 0:
         return None
@@ -341,7 +350,15 @@ class PredictionService(pbg.PredictionServiceServicer):
             slide_id=request.slide_id, model_id=request.model_id, tile_size=request.tile_size, halo=request.halo,
             threshold=request.threshold, min_size=request.min_size, split_touching=request.split_touching,
             region=rect(request.region), stem=request.stem)
-        return job_pb(self.app.jobs.start_prediction(spec))
+        regions = region_map(request.regions) if request.HasField("regions") else None
+        return job_pb(self.app.jobs.start_prediction(spec, regions))
+
+    @rpc
+    def CountRegions(self, request: pb.CountRegionsRequest, context) -> pb.Job:
+        if not request.HasField("regions"):
+            raise InvalidInput("Give the regions to count in: QuPath GeoJSON, an ImageJ ROI set, or a label image "
+                               "with its names table.")
+        return job_pb(self.app.jobs.start_count_regions(request.job_id, region_map(request.regions)))
 
 
 class JobService(pbg.JobServiceServicer):

@@ -639,7 +639,7 @@ class ExportModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., format: _Optional[str] = ..., authors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem")
+    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem", "regions")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -649,6 +649,7 @@ class PredictRequest(_message.Message):
     SPLIT_TOUCHING_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     STEM_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
     model_id: str
     tile_size: int
@@ -658,7 +659,34 @@ class PredictRequest(_message.Message):
     split_touching: bool
     region: Rect
     stem: str
-    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ...) -> None: ...
+    regions: RegionMap
+    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ..., regions: _Optional[_Union[RegionMap, _Mapping]] = ...) -> None: ...
+
+class RegionMap(_message.Message):
+    __slots__ = ("geojson", "roi_zip", "label_image", "label_slide_id", "names", "scale", "pixel_size_um")
+    GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    geojson: bytes
+    roi_zip: bytes
+    label_image: bytes
+    label_slide_id: str
+    names: bytes
+    scale: float
+    pixel_size_um: float
+    def __init__(self, geojson: _Optional[bytes] = ..., roi_zip: _Optional[bytes] = ..., label_image: _Optional[bytes] = ..., label_slide_id: _Optional[str] = ..., names: _Optional[bytes] = ..., scale: _Optional[float] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
+
+class CountRegionsRequest(_message.Message):
+    __slots__ = ("job_id", "regions")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    regions: RegionMap
+    def __init__(self, job_id: _Optional[str] = ..., regions: _Optional[_Union[RegionMap, _Mapping]] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("artifact_id", "name", "size_bytes", "sha256", "media_type")

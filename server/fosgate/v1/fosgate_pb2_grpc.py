@@ -1150,6 +1150,11 @@ class PredictionServiceStub:
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.PredictRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
                 _registered_method=True)
+        self.CountRegions = channel.unary_unary(
+                '/fosgate.v1.PredictionService/CountRegions',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.CountRegionsRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -1161,12 +1166,26 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountRegions(self, request, context):
+        """A job (kind "count_regions") whose artifact is <stem>.regions.csv: region_id, name, acronym, parent_id,
+        depth, cells (region and its children), cells_own (deepest region only), area_px, area_mm2,
+        density_per_mm2; a last row (region_id 0) counts the cells outside every region.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.PredictRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+            'CountRegions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountRegions,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.CountRegionsRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
             ),
     }
@@ -1196,6 +1215,33 @@ class PredictionService:
             target,
             '/fosgate.v1.PredictionService/Predict',
             fosgate_dot_v1_dot_fosgate__pb2.PredictRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountRegions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.PredictionService/CountRegions',
+            fosgate_dot_v1_dot_fosgate__pb2.CountRegionsRequest.SerializeToString,
             fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
             options,
             channel_credentials,
