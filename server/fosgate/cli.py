@@ -320,6 +320,8 @@ def cmd_review(args) -> int:
             for f in _unzip_artifacts(fg, job, Path(args.out)):
                 print(f)
             return 0
+        if args.action == "next":
+            return _review_next(fg, args, state_names)
         if args.action == "export":
             if not args.out:
                 raise SystemExit("fosgate review export: give --out DIR.")
@@ -337,7 +339,56 @@ def cmd_review(args) -> int:
                               geojson=args.geojson, coordinates=args.coordinates or "")
             else:
                 r = fg.review(pid, args.action, reviewer=args.reviewer)
-            print(f"{pid}\t{state_names[r.proposal.state]}\t{r.label.label_id if r.HasField('label') else ''}")
+            label_id = r.label.label_id if r.HasField("label") else ""
+            if args.json:
+                print(json.dumps({"proposal_id": pid, "state": state_names[r.proposal.state], "label_id": label_id,
+                                  "objects": r.label.objects if label_id else 0, "reviewer": r.proposal.reviewer}))
+            else:
+                print(f"{pid}\t{state_names[r.proposal.state]}\t{label_id}")
+    return 0
+
+
+def _review_next(fg, args, state_names: dict) -> int:
+    """``fosgate review next``: download the next pending proposal's tile and cells into --out and print
+    ``key=value`` lines (``proposal=``, ``image=``, ``rois=``, ``geojson=``, ``remaining=``, ...), or
+    ``proposal=`` empty and ``remaining=N`` when none is left; errors as one ``error=`` line (exit 2)."""
+    from fosgate_client.client import FosgateClientError
+
+    if not (args.slide or args.job or args.proposals):
+        raise SystemExit("fosgate review next: give --slide ID or --job ID (or a proposal id).")
+    if not args.out:
+        raise SystemExit("fosgate review next: give --out DIR.")
+    skip = [p for value in args.skip or [] for p in value.split(",") if p.strip()]
+    try:
+        tile = fg.proposal_tile(args.proposals[0] if args.proposals else "", slide_id=args.slide, job_id=args.job,
+                                skip=skip)
+    except FosgateClientError as err:
+        if args.json:
+            raise
+        print(f"error={err}")
+        return 2
+    info: dict = {"proposal": "", "remaining": tile.pending, "skipped": len(skip)}
+    if tile.HasField("proposal"):
+        p = tile.proposal
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        image = out / f"{p.proposal_id}.tif"
+        image.write_bytes(tile.image_tiff)
+        geojson = out / f"{p.proposal_id}.geojson"
+        geojson.write_bytes(tile.geojson)
+        rois = out / f"{p.proposal_id}.rois.zip"
+        rois.unlink(missing_ok=True)
+        if tile.roi_zip:
+            rois.write_bytes(tile.roi_zip)
+        info.update(proposal=p.proposal_id, slide=p.slide_id, slide_name=tile.slide_name,
+                    state=state_names[p.state], region=f"{p.region.x},{p.region.y},{p.region.width},{p.region.height}",
+                    objects=p.objects, uncertainty=round(p.uncertainty, 4), job=p.job_id, image=str(image),
+                    rois=str(rois) if tile.roi_zip else "", geojson=str(geojson))
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}={value}")
     return 0
 
 
@@ -539,11 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="", help="download the proposals (tile, labels, ROI set, GeoJSON) here")
     sp.set_defaults(fn=cmd_autolabel)
 
-    sp = sub.add_parser("review", help="list, fetch, accept, reject or replace proposals; export the dataset")
+    sp = sub.add_parser("review", help="list, fetch, next, accept, reject or replace proposals; export the dataset")
     client_args(sp)
-    sp.add_argument("action", choices=["list", "fetch", "accept", "reject", "replace", "export"])
+    sp.add_argument("action", choices=["list", "fetch", "next", "accept", "reject", "replace", "export"])
     sp.add_argument("proposals", nargs="*", metavar="PROPOSAL_ID")
     sp.add_argument("--slide", default="")
+    sp.add_argument("--job", default="", help="next: the proposals of this auto-labelling job")
+    sp.add_argument("--skip", action="append", metavar="ID[,ID...]",
+                    help="next: pass over these proposals (skipped in this session; repeatable)")
     sp.add_argument("--state", default="", choices=["", "pending", "accepted", "rejected", "replaced"])
     sp.add_argument("--reviewer", default="")
     sp.add_argument("--mask", default=None, help="replace: edited mask image (PNG/TIFF) of the tile's size")

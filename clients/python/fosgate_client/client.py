@@ -300,6 +300,15 @@ class FosgateClient:
             req.geojson = _payload(geojson, "GeoJSON")
         return self._call(self.labelling.ReviewProposal, req)
 
+    def proposal_tile(self, proposal_id: str = "", *, slide_id: str = "", job_id: str = "",
+                      skip: list[str] | tuple[str, ...] = ()) -> pb.ProposalTile:
+        """One proposal's tile (TIFF bytes), its cells as an ImageJ ROI set (tile coordinates) and as
+        GeoJSON (slide coordinates), and how many proposals are pending. Without ``proposal_id``: the
+        next pending proposal of ``slide_id`` / ``job_id`` not in ``skip``; ``HasField("proposal")`` is
+        False when none is left."""
+        return self._call(self.labelling.GetProposalTile, pb.GetProposalTileRequest(
+            proposal_id=proposal_id, slide_id=slide_id, job_id=job_id, skip=list(skip)))
+
     def export_dataset(self, label_ids: list[str] | None = None, fmt: str = "png") -> pb.Job:
         return self._call(self.labelling.ExportDataset, pb.ExportDatasetRequest(label_ids=label_ids or [], format=fmt))
 
