@@ -78,7 +78,7 @@ def review(stubs: Path, *args: str) -> tuple[int, dict[str, str], list[str]]:
 
 
 def test_groovy_review_list_fetch_replace_accept_reject(server, client, proposals, stubs, tmp_path):  # noqa: F811
-    from fosgate.v1 import fosgate_pb2 as pb
+    from fosgate_client.v1 import fosgate_pb2 as pb
 
     slide_id, _, props = proposals
     addr = f"127.0.0.1:{server.port}"

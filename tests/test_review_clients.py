@@ -18,8 +18,8 @@ import tifffile
 from test_end_to_end import discs
 from test_fiji_macros import FOSGATE, IJ_JAR, JAVA, XVFB, read_kv, run_macro
 
-from fosgate.v1 import fosgate_pb2 as pb
 from fosgate_client.client import FosgateClientError
+from fosgate_client.v1 import fosgate_pb2 as pb
 
 TILES = [(0, 0, 128, 128), (128, 0, 128, 128), (256, 128, 128, 128), (0, 256, 128, 128), (256, 256, 128, 128),
          (128, 384, 128, 128)]

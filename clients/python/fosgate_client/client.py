@@ -1,6 +1,6 @@
 """A typed, context-managed Python client for the fosgate service.
 
-It speaks only the protocol (``fosgate.v1`` stubs generated from protos/fosgate/v1): uploads are
+It speaks only the protocol (``fosgate_client.v1`` stubs generated from protos/fosgate/v1): uploads are
 streamed in chunks with a SHA-256 checksum, downloads are streamed to disk, and jobs are followed
 with the server-streaming ``WatchJob``.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from fosgate.v1 import fosgate_pb2 as pb
-from fosgate.v1 import fosgate_pb2_grpc as pbg
+from fosgate_client.v1 import fosgate_pb2 as pb
+from fosgate_client.v1 import fosgate_pb2_grpc as pbg
 
 CHUNK = 1 << 20
 MAX_MESSAGE = 16 << 20
