@@ -24,7 +24,8 @@ def test_off_loopback_needs_a_token(tmp_path):
 
 @pytest.fixture
 def locked(tmp_path):
-    running = start_server(ServerConfig(data_dir=tmp_path / "d", host="0.0.0.0", port=0, auth_token=TOKEN))
+    running = start_server(ServerConfig(data_dir=tmp_path / "d", host="0.0.0.0", port=0, auth_token=TOKEN,
+                                        insecure_token=True))
     yield f"127.0.0.1:{running.port}"
     running.stop(grace=0.2)
 

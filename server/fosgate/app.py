@@ -19,6 +19,7 @@ from fosgate.config import ServerConfig
 from fosgate.errors import ChecksumMismatch, Forbidden, InvalidInput, NotFound, Precondition, TooLarge
 from fosgate.jobs.runner import JobRunner
 from fosgate.names import check_stem, image_suffix, safe_name
+from fosgate.storage import DataFolder, cleanup_orphans
 from fosgate.store.db import JobRow, LabelRow, ProposalRow, SlideRow, Store, fsync_replace, new_id, now
 
 ROLES = ("image", "mask")
@@ -39,13 +40,44 @@ class App:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.store = Store(config.data_dir)
-        self.runner = JobRunner(self.store, workers=config.job_workers)
+        self.data = DataFolder(self.store.root, config.max_data_bytes)
+        if self.store.read_only and self.data.release_reserve():
+            self.store.reopen_writable()  # a full disk: the reserve makes room for the database to open
+        cleanup_orphans(self.store)  # before the runner or any call can write
+        self.data.ensure_reserve()
+        self.runner = JobRunner(self.store, workers=config.job_workers, admit=self.data.check_quota)
         self.executor = None
         if config.dask_scheduler != "off":
             from fosgate.distributed import DaskExecutor
 
             self.executor = DaskExecutor(config.dask_scheduler, workers=config.dask_workers,
                                          processes=config.dask_processes)
+
+    def storage_recovered(self) -> None:
+        """Called while the data folder is writable (health check): catch up on what a full or read-only disk
+        refused (read-write database after a read-only start, job states, the reserve)."""
+        if self.store.reopen_writable():
+            self.runner.flush_pending()
+            self.data.ensure_reserve()
+
+    def delete_slide(self, slide_id: str) -> SlideRow:
+        """``Store.delete_slide``, which also works on a full disk: the reserve is released (or else the
+        uploaded file removed) so that the database can record the deletion."""
+        from fosgate.errors import StorageFull
+        from fosgate.oserrors import translate
+
+        try:
+            return self.store.delete_slide(slide_id)
+        except Exception as exc:
+            if not isinstance(translate(exc), StorageFull):
+                raise
+            if not self.data.release_reserve():
+                row = self.store.get_slide(slide_id)
+                if not row.registered and not self.store.list_labels(slide_id):
+                    import shutil
+
+                    shutil.rmtree(self.store.slide_dir(slide_id), ignore_errors=True)
+            return self.store.delete_slide(slide_id)
 
     def close(self) -> None:
         self.runner.shutdown(wait=False)
@@ -58,7 +90,7 @@ class App:
                    channel: int | None, size: int, sha: str) -> SlideRow:
         from fosgate.core.slides import probe
 
-        info = probe(path, channel=channel, max_pixels=self.config.max_pixels)
+        info = probe(path, channel=channel, max_pixels=self.config.max_pixels, **self._slide_options(name, registered))
         info_d = asdict(info)
         return SlideRow(slide_id, name, role, str(path), registered, channel, info_d, size, sha, now())
 
@@ -73,16 +105,21 @@ class App:
         if declared_size > self.config.max_upload_bytes:
             raise TooLarge(f"'{name}' is {declared_size / 2**30:.1f} GiB; this server accepts uploads up to "
                            f"{self.config.max_upload_bytes / 2**30:.1f} GiB. Register the file by path instead.")
-        tmp = self.store.tmp_path(suffix="-" + name)
+        used = self.data.check_quota(declared_size)
+        tmp_dir = self.store.tmp_path()  # tmp/<random>/<name>: libraries' messages see the user's own file name
+        tmp_dir.mkdir()
+        tmp = tmp_dir / name
         h = hashlib.sha256()
         size = 0
         try:
             with open(tmp, "wb") as fh:
-                for chunk in chunks:
+                for chunk in self._checked_chunks(name, chunks):
                     size += len(chunk)
                     if size > self.config.max_upload_bytes:
                         raise TooLarge(f"The upload of '{name}' exceeds this server's limit of "
                                        f"{self.config.max_upload_bytes / 2**30:.1f} GiB.")
+                    if self.data.max_bytes and used + size > self.data.max_bytes:
+                        self.data.check_quota(size, used)
                     h.update(chunk)
                     fh.write(chunk)
             if size == 0:
@@ -100,6 +137,35 @@ class App:
             return self.store.add_slide(row)
         finally:
             tmp.unlink(missing_ok=True)
+            try:
+                tmp_dir.rmdir()
+            except OSError:
+                pass
+
+    def _checked_chunks(self, name: str, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        """The upload's chunks, after its first bytes passed :func:`fosgate.core.slides.check_header`: junk or a
+        declared bomb is refused before anything is written to disk."""
+        from fosgate.core.slides import HEADER_BYTES, check_header
+
+        head: list[bytes] = []
+        seen = 0
+        it = iter(chunks)
+        for chunk in it:
+            head.append(chunk)
+            seen += len(chunk)
+            if seen >= HEADER_BYTES:
+                break
+        if seen:
+            check_header(b"".join(head), name, self.config.max_pixels, self.config.max_decode_bytes)
+        yield from head
+        yield from it
+
+    def _slide_options(self, name: str, registered: bool) -> dict[str, Any]:
+        """How every slide is opened: by the user's name in messages, with the decode bound and the PNG/JPEG
+        cache, and only if the file (re-checked at every open) lies in the roots or the data folder."""
+        return {"name": name, "max_decode_bytes": self.config.max_decode_bytes,
+                "cache_dir": self.store.root / "cache",
+                "allowed": self.config.roots if registered else [self.store.root]}
 
     def resolve_registered_path(self, path: str) -> Path:
         """A server-side path, accepted only if it resolves (symlinks followed) inside a root."""
@@ -117,8 +183,8 @@ class App:
         except (OSError, RuntimeError):
             raise InvalidInput(f"The path '{path}' cannot be resolved on the server.") from None
         if not any(resolved == r or r in resolved.parents for r in self.config.roots):
-            raise Forbidden(f"'{path}' is outside the folders this server may read "
-                            f"({', '.join(str(r) for r in self.config.roots)}).")
+            raise Forbidden(f"'{path}' is outside the folders this server may read (the folders its "
+                            "administrator gave with --root); ask them where to put images for registration.")
         if not resolved.is_file():
             raise NotFound(f"There is no file '{path}' on the server.")
         return resolved
@@ -136,7 +202,8 @@ class App:
     def open_slide(self, row: SlideRow):
         from fosgate.core.slides import open_slide
 
-        return open_slide(row.path, channel=row.channel, max_pixels=self.config.max_pixels)
+        return open_slide(row.path, channel=row.channel, max_pixels=self.config.max_pixels,
+                          **self._slide_options(row.name, row.registered))
 
     # ------------------------------------------------------------------ labels
     def add_label(self, slide_id: str, mask_slide_id: str, region: tuple[int, int, int, int] | None,
@@ -183,10 +250,14 @@ class App:
 
         x, y, rw, rh = region
         label_id = new_id("lb")
+        self.data.check_quota()
         tmp = self.store.tmp_path(".tif")
-        tifffile.imwrite(tmp, labels.astype(np.uint32), compression="zlib")
-        final = self.store.label_path(label_id)
-        fsync_replace(tmp, final)
+        try:
+            tifffile.imwrite(tmp, labels.astype(np.uint32), compression="zlib")
+            final = self.store.label_path(label_id)
+            fsync_replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
         version = 1
         if parent_id:
             try:
@@ -386,9 +457,12 @@ class App:
 
         pid = new_id("pr")
         tmp = self.store.tmp_path(".tif")
-        tifffile.imwrite(tmp, labels.astype(np.uint32), compression="zlib")
-        final = self.store.proposal_path(pid)
-        fsync_replace(tmp, final)
+        try:
+            tifffile.imwrite(tmp, labels.astype(np.uint32), compression="zlib")
+            final = self.store.proposal_path(pid)
+            fsync_replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
         x, y, w, h = region
         return self.store.add_proposal(ProposalRow(pid, slide_id, str(final), x, y, w, h, source, "pending",
                                                    int(np.count_nonzero(np.unique(labels))), now(), job_id,

@@ -88,6 +88,7 @@ def cmd_serve(args) -> int:
     config = ServerConfig(data_dir=Path(args.data), host=args.host, port=args.port, roots=args.root or [],
                           auth_token=_read_token(args.token_file), tls_cert=args.tls_cert, tls_key=args.tls_key,
                           max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
+                          max_data_bytes=int(args.max_data_gb * 1e9), insecure_token=args.insecure_token,
                           sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model,
                           predict_memory_bytes=int(args.predict_memory_gb * GiB),
                           dask_scheduler=args.dask_scheduler, dask_workers=args.dask_workers,
@@ -452,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default="fosgate-data", help="data folder (SQLite + files)")
     sp.add_argument("--root", action="append", type=Path, help="folder whose files may be registered by path")
     sp.add_argument("--max-upload-gb", type=float, default=64.0)
+    sp.add_argument("--max-data-gb", type=float, default=0.0,
+                    help="quota for everything in the data folder, in GB (0: no quota)")
+    sp.add_argument("--insecure-token", action="store_true",
+                    help="allow --token-file off loopback without TLS (the token crosses the network in clear text)")
     sp.add_argument("--token-file", default=None,
                     help="require this token from clients (first line of FILE; or set FOSGATE_TOKEN); needed when "
                          "--host is not 127.0.0.1")

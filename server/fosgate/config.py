@@ -17,6 +17,10 @@ class ServerConfig:
     #: server-side folders under which RegisterSlide may read files (nothing else is reachable)
     roots: list[Path] = field(default_factory=list)
     max_upload_bytes: int = 64 * GiB
+    #: quota for everything in the data folder, in bytes (0: none; ``fosgate serve --max-data-gb``)
+    max_data_bytes: int = 0
+    #: decompression-bomb guard in bytes: the most one read may decode (a TIFF strip or tile, a whole PNG/JPEG)
+    max_decode_bytes: int = 256 * MiB
     #: decompression-bomb guard: largest width * height accepted for any image
     max_pixels: int = 100_000 * 100_000
     #: largest mask (label) accepted in one AddLabel, in pixels
@@ -39,6 +43,8 @@ class ServerConfig:
     #: PEM files for TLS (both or neither)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: allow a token off loopback without TLS (the token then crosses the network in clear text)
+    insecure_token: bool = False
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -55,5 +61,9 @@ class ServerConfig:
                              "(--token-file FILE or FOSGATE_TOKEN) and preferably TLS (--tls-cert/--tls-key).")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key.")
+        if not self.loopback and not self.tls_cert and not self.insecure_token:
+            raise ValueError(f"Serving on {self.host} with a token but without TLS would send the token in clear text "
+                             "over the network: give --tls-cert/--tls-key, or --insecure-token if the network is "
+                             "trusted (e.g. a private cluster network).")
         if self.auth_token is not None and len(self.auth_token) < 16:
             raise ValueError("The token is too short; use at least 16 random characters (e.g. `openssl rand -hex 24`).")

@@ -36,3 +36,11 @@ class ChecksumMismatch(FosgateError):
 
 class Cancelled(FosgateError):
     """A job was cancelled by its user; raised inside job code at a safe point."""
+
+
+class StorageFull(TooLarge):
+    """The data folder's disk (or quota) is full (maps to RESOURCE_EXHAUSTED)."""
+
+
+class StorageUnwritable(Precondition):
+    """The data folder cannot be written (read-only or no permission; maps to FAILED_PRECONDITION)."""

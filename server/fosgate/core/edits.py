@@ -7,6 +7,9 @@ Invariants
   polygon along pixel edges (fosgate's own exports) round-trips to exactly the same pixels.
 - ``offset`` (x, y) is subtracted from the coordinates: pass the tile origin for slide coordinates.
 - Malformed input raises ``InvalidInput`` with a message naming the problem.
+- Zip bombs: a ROI set is refused (``TooLarge``) from its directory, before anything is decompressed,
+  when one member would decompress to more than :data:`MAX_ROI_MEMBER_BYTES` or all members together to
+  more than :data:`MAX_ROI_TOTAL_BYTES` (``zipfile`` never decompresses past a member's declared size).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import zipfile
 
 import numpy as np
 
-from fosgate.errors import InvalidInput
+from fosgate.errors import InvalidInput, TooLarge
 
 MAX_SHAPES = 100_000
+#: an ImageJ .roi is a 64-byte header plus its coordinates: 16 MiB is a million-point polygon
+MAX_ROI_MEMBER_BYTES = 16 << 20
+MAX_ROI_TOTAL_BYTES = 256 << 20
 
 
 def _burn(out: np.ndarray, geom, value: int) -> None:
@@ -61,9 +67,10 @@ def labels_from_roi_zip(data: bytes, shape: tuple[int, int], offset: tuple[int, 
     try:
         if data[:2] == b"PK":
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                for name in zf.namelist():
-                    if name.lower().endswith(".roi"):
-                        blobs.append(zf.read(name))
+                members = [i for i in zf.infolist() if i.filename.lower().endswith(".roi")]
+                _check_zip_sizes(members)
+                for info in members:
+                    blobs.append(zf.read(info))
         elif data[:4] == b"Iout":
             blobs = [data]
         else:
@@ -86,6 +93,21 @@ def labels_from_roi_zip(data: bytes, shape: tuple[int, int], offset: tuple[int, 
         if geom is not None:
             _burn(out, geom, i)
     return out
+
+
+def _check_zip_sizes(members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip bomb from the sizes its directory declares (``zipfile`` stops at the declared size)."""
+    total = 0
+    for info in members:
+        if info.file_size > MAX_ROI_MEMBER_BYTES:
+            raise TooLarge(f"The ROI set's member '{info.filename[-60:]}' would decompress to "
+                           f"{info.file_size / 2**20:.0f} MiB; an ImageJ ROI is at most "
+                           f"{MAX_ROI_MEMBER_BYTES >> 20} MiB. Save the ROI set again from Fiji's ROI Manager "
+                           "(More › Save...) or send the outlines as QuPath GeoJSON.")
+        total += info.file_size
+    if total > MAX_ROI_TOTAL_BYTES:
+        raise TooLarge(f"The ROI set would decompress to {total / 2**20:.0f} MiB, above the limit of "
+                       f"{MAX_ROI_TOTAL_BYTES >> 20} MiB per request; split the outlines over several tiles.")
 
 
 def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> np.ndarray:

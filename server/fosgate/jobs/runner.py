@@ -7,7 +7,13 @@ restart; live watchers wait on a condition variable that is notified on every ch
 Invariants
 - State moves queued -> running -> (succeeded | failed | cancelled) and never back.
 - A job that raises ends ``failed`` with the exception's message (library errors are written for
-  users; anything else is reported as an internal error with its type), never crashing the server.
+  users; a full or read-only disk gets its sentence from ``fosgate.oserrors``; anything else gets a
+  generic sentence with an error id, its text and traceback go to the server log only), never crashing
+  the server.
+- No job is left queued or running after its worker thread has ended: marking it running is inside
+  the same ``try`` as the work, and a final state that cannot be written (disk full) is kept in memory,
+  shown by ``get_job``/``watch`` and written by :meth:`JobRunner.flush_pending` once the disk allows
+  (start-up marks any leftover as failed).
 - ``cancel`` of a queued job ends it at once; of a running job it sets a flag that the job polls
   at safe points (``ctx.check_cancel()``), so files are never left half-registered.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+import secrets
 import threading
 import time
 import traceback
@@ -26,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fosgate.errors import Cancelled, FosgateError
+from fosgate.oserrors import translate
 from fosgate.store.db import (
     JOB_CANCELLED,
     JOB_FAILED,
@@ -113,13 +121,21 @@ class JobRunner:
     """Runs jobs on a small thread pool (heavy jobs use all cores themselves, so 1 worker is the
     default; more lets cheap jobs overlap)."""
 
-    def __init__(self, store: Store, workers: int = 1):
+    def __init__(self, store: Store, workers: int = 1, admit: Callable[[], None] | None = None):
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fosgate-job")
         self._cond = threading.Condition()
         self._version = 0
         self._cancel: set[str] = set()
-        store.fail_interrupted_jobs()
+        self._admit = admit  # raises (e.g. StorageFull) when no job may be queued now
+        self._pending_final: dict[str, dict[str, Any]] = {}  # final states not yet written (disk full)
+        # jobs a previous process left queued or running end failed; on a full or read-only disk the new
+        # state is kept in memory (see _finish), so the server still starts and lets users delete data
+        for job in store.list_jobs():
+            if not job.final:
+                self._finish(job.id, dict(state=JOB_FAILED, finished=now(),
+                                          message="The server stopped before this job finished; please submit "
+                                                  "it again."))
 
     def notify(self) -> None:
         with self._cond:
@@ -127,51 +143,93 @@ class JobRunner:
             self._cond.notify_all()
 
     def submit(self, kind: str, params: dict[str, Any], fn: JobFn) -> JobRow:
+        if self._admit is not None:
+            self._admit()
         job = self.store.add_job(kind, params)
         self._pool.submit(self._run, job.id, fn)
         self.notify()
         return job
 
     def _run(self, job_id: str, fn: JobFn) -> None:
-        if self.is_cancel_requested(job_id) or self.store.get_job(job_id).final:
-            return
-        self.store.update_job(job_id, state=JOB_RUNNING, started=now(), message="Started.")
-        self.notify()
-        ctx = JobContext(self, job_id)
+        final: dict[str, Any]
         try:
+            if self.is_cancel_requested(job_id) or self.store.get_job(job_id).final:
+                return
+            self.store.update_job(job_id, state=JOB_RUNNING, started=now(), message="Started.")
+            self.notify()
+            ctx = JobContext(self, job_id)
             result = fn(ctx) or ""
-            self.store.update_job(job_id, state=JOB_SUCCEEDED, progress=1.0, finished=now(), result_id=result,
-                                  message="Done.", metrics=ctx._metrics)
+            final = dict(state=JOB_SUCCEEDED, progress=1.0, finished=now(), result_id=result, message="Done.",
+                         metrics=ctx._metrics)
         except Cancelled as exc:
-            self.store.update_job(job_id, state=JOB_CANCELLED, finished=now(), message=str(exc))
-        except FosgateError as exc:
-            self.store.update_job(job_id, state=JOB_FAILED, finished=now(), message=str(exc))
+            final = dict(state=JOB_CANCELLED, finished=now(), message=str(exc))
         except MemoryError:
-            self.store.update_job(job_id, state=JOB_FAILED, finished=now(),
-                                  message="The server ran out of memory; try a smaller tile size.")
+            final = dict(state=JOB_FAILED, finished=now(), message="The server ran out of memory; try a smaller "
+                                                                   "tile size.")
         except Exception as exc:  # never let a job take the server down
-            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            self.store.update_job(job_id, state=JOB_FAILED, finished=now(),
-                                  message=f"Internal error ({type(exc).__name__}: {exc}).")
+            final = dict(state=JOB_FAILED, finished=now(), message=failure_message(exc, job_id))
+        if final["state"] != JOB_SUCCEEDED:  # no half-written outputs stay behind (a full disk, a cancel)
+            from fosgate.storage import remove_partials
+
+            remove_partials(self.store.root / "jobs" / job_id)
+        try:
+            self._finish(job_id, final)
         finally:
             with self._cond:
                 self._cancel.discard(job_id)
             self.notify()
+
+    def _finish(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write a job's final state; if the disk refuses, keep it in memory until :meth:`flush_pending`."""
+        try:
+            self.store.update_job(job_id, **fields)
+        except Exception as exc:
+            if translate(exc) is None:
+                log.exception("could not record the end of job %s", job_id)
+            else:
+                log.warning("could not record the end of job %s yet (%s)", job_id, exc)
+            with self._cond:
+                self._pending_final[job_id] = fields
+
+    def flush_pending(self) -> int:
+        """Write final states the disk refused earlier; returns how many are still pending."""
+        with self._cond:
+            pending = dict(self._pending_final)
+        for job_id, fields in pending.items():
+            try:
+                self.store.update_job(job_id, **fields)
+            except Exception:  # still full: try again later
+                continue
+            with self._cond:
+                self._pending_final.pop(job_id, None)
+            self.notify()
+        with self._cond:
+            return len(self._pending_final)
+
+    def get_job(self, job_id: str) -> JobRow:
+        """The job as stored, with a final state the disk has not accepted yet laid over it."""
+        job = self.store.get_job(job_id)
+        with self._cond:
+            fields = self._pending_final.get(job_id)
+        if fields:
+            for key, value in fields.items():
+                setattr(job, key, value)
+        return job
 
     def is_cancel_requested(self, job_id: str) -> bool:
         with self._cond:
             return job_id in self._cancel
 
     def cancel(self, job_id: str) -> JobRow:
-        job = self.store.get_job(job_id)
+        job = self.get_job(job_id)
         if job.final:
             return job
         with self._cond:
             self._cancel.add(job_id)
         if job.state != JOB_RUNNING:
-            self.store.update_job(job_id, state=JOB_CANCELLED, finished=now(), message="Cancelled before it started.")
+            self._finish(job_id, dict(state=JOB_CANCELLED, finished=now(), message="Cancelled before it started."))
         self.notify()
-        return self.store.get_job(job_id)
+        return self.get_job(job_id)
 
     def watch(self, job_id: str, is_active: Callable[[], bool], timeout: float = 30.0) -> Iterator[JobRow]:
         """Yield the job now and after each change until it is final (or the caller goes away)."""
@@ -179,7 +237,7 @@ class JobRunner:
         while is_active():
             with self._cond:
                 version = self._version
-            job = self.store.get_job(job_id)
+            job = self.get_job(job_id)
             key = (job.state, job.progress, job.message, len(job.artifacts), tuple(sorted(job.metrics.items())))
             if key != last:
                 last = key
@@ -196,10 +254,26 @@ class JobRunner:
             self._cancel.update(running)
         self._pool.shutdown(wait=wait, cancel_futures=True)
         for job_id in running:
-            job = self.store.get_job(job_id)
+            job = self.get_job(job_id)
             if not job.final and job.state != JOB_RUNNING:
-                self.store.update_job(job_id, state=JOB_CANCELLED, finished=now(), message="The server shut down.")
+                self._finish(job_id, dict(state=JOB_CANCELLED, finished=now(), message="The server shut down."))
+        self.flush_pending()
         self.notify()
 
 
-__all__ = ["JobContext", "JobRunner", "JOB_FAILED", "file_sha256"]
+def failure_message(exc: BaseException, job_id: str) -> str:
+    """The job message for an exception: the library's own sentence, a storage sentence, or a generic
+    sentence with an error id (the exception's text, which may hold server paths, goes to the log only)."""
+    if isinstance(exc, FosgateError):
+        return str(exc)
+    storage = translate(exc)
+    if storage is not None:
+        log.warning("job %s failed on storage: %s", job_id, exc)
+        return str(storage)
+    error_id = f"err_{secrets.token_hex(4)}"
+    log.error("job %s failed, error id %s:\n%s", job_id, error_id, traceback.format_exc())
+    return (f"The job hit an unexpected error (error id {error_id}). Please report the error id to the server's "
+            "administrator.")
+
+
+__all__ = ["JobContext", "JobRunner", "JOB_FAILED", "failure_message", "file_sha256"]

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from fosgate.app import App
 from fosgate.config import ServerConfig
 from fosgate.rpc.services import add_services
+from fosgate.storage import DataFolder
 
 log = logging.getLogger("fosgate.server")
 
@@ -55,6 +56,53 @@ def _deny(handler, message: str):
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+class DataHealth(health.HealthServicer):
+    """grpc.health.v1 that says NOT_SERVING while the data folder cannot be written (full, read-only, no
+    permission) and SERVING again once it can; checked on ``Check`` (at most every 0.5 s) and every
+    ``interval`` seconds for ``Watch`` streams. Each time the folder is writable, ``on_writable`` runs (the
+    job runner writes job states the disk refused earlier)."""
+
+    def __init__(self, data: DataFolder, names: list[str], on_writable=None, interval: float = 2.0):
+        super().__init__(experimental_non_blocking=True)
+        self._data = data
+        self._names = ["", *names]
+        self._on_writable = on_writable
+        self._status = None
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="fosgate-health", daemon=True)
+        self._thread.start()
+
+    def refresh(self, max_age: float = 0.0):
+        ok = self._data.writable(max_age)
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        if status != self._status and not self._stop.is_set():
+            self._status = status
+            if not ok:
+                log.warning("the data folder %s cannot be written: health is NOT_SERVING", self._data.root)
+            for name in self._names:
+                self.set(name, status)
+        if ok and self._on_writable is not None:
+            try:
+                self._on_writable()
+            except Exception:  # noqa: BLE001 - health must keep answering
+                log.exception("deferred writes failed")
+        return status
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.refresh()
+
+    def Check(self, request, context):
+        if not self._stop.is_set():
+            self.refresh(max_age=0.5)
+        return super().Check(request, context)
+
+    def enter_graceful_shutdown(self):
+        self._stop.set()
+        super().enter_graceful_shutdown()
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -75,7 +123,14 @@ class RunningServer:
 def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
     """Start serving (non-blocking). ``config.port`` 0 picks a free port (see ``.port``)."""
     config.check_security()
+    if not config.loopback and config.auth_token and not config.tls_cert:
+        log.warning("!" * 80 + "\nINSECURE: serving on %s with a token but WITHOUT TLS (--insecure-token): the token "
+                    "and all images cross the network in clear text; anyone on the network can read and reuse "
+                    "them.\n" + "!" * 80, config.host)
+    from fosgate.core.slides import configure_cache
+
     app = App(config)
+    configure_cache(app.store.root / "cache")
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -85,10 +140,8 @@ def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fosgate-rpc"),
                          options=options, interceptors=interceptors)
     names = add_services(server, app)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = DataHealth(app.data, names, on_writable=app.storage_recovered)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{config.host}:{config.port}"
     if config.tls_cert:
@@ -97,6 +150,7 @@ def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
     else:
         port = server.add_insecure_port(address)
     if port == 0:
+        health_servicer.enter_graceful_shutdown()
         app.close()
         raise OSError(f"Cannot listen on {config.host}:{config.port} (is another server using it?).")
     server.start()
@@ -107,6 +161,11 @@ def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
 def serve_forever(config: ServerConfig) -> None:
     running = start_server(config)
     print(f"fosgate serving on {config.host}:{running.port} (data: {config.data_dir.resolve()})", flush=True)
+    if not config.loopback and config.auth_token and not config.tls_cert:
+        import sys
+
+        print("fosgate: WARNING: --insecure-token: the token and all data cross the network in clear text.",
+              file=sys.stderr, flush=True)
     done = threading.Event()
 
     def stop(*_):

@@ -121,7 +121,7 @@ class SlideService(pbg.SlideServiceServicer):
 
     @rpc_method
     def DeleteSlide(self, request: pb.DeleteSlideRequest, context) -> pb.DeleteSlideResponse:
-        self.app.store.delete_slide(request.slide_id)
+        self.app.delete_slide(request.slide_id)
         return pb.DeleteSlideResponse()
 
     @rpc_method
@@ -193,7 +193,7 @@ class JobService(pbg.JobServiceServicer):
 
     @rpc_method
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
-        return job_pb(self.app.store.get_job(request.job_id))
+        return job_pb(self.app.runner.get_job(request.job_id))
 
     @rpc_method
     def WatchJob(self, request: pb.WatchJobRequest, context) -> Iterator[pb.JobEvent]:

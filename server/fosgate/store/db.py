@@ -202,14 +202,46 @@ class Store:
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir).resolve()
         for sub in ("slides", "labels", "proposals", "models", "jobs", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).mkdir(parents=True, exist_ok=True)  # existing folders: fine on a read-only disk
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "fosgate.sqlite", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self.read_only = False
+        try:
+            self._db = self._connect()
+        except sqlite3.OperationalError:
+            # a read-only data folder: open the existing database read-only, so users can still list and
+            # download (health says NOT_SERVING; reopen_writable() switches back once the folder is writable)
+            self._db = self._connect(read_only=True)
+            self.read_only = True
+
+    def _connect(self, read_only: bool = False) -> sqlite3.Connection:
+        path = self.root / "fosgate.sqlite"
+        if read_only:
+            if not path.is_file():
+                raise sqlite3.OperationalError(f"cannot create the database in the read-only folder {self.root}")
+            db = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, check_same_thread=False,
+                                 isolation_level=None)
+            db.row_factory = sqlite3.Row
+            return db
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        return db
+
+    def reopen_writable(self) -> bool:
+        """After a start on a read-only data folder: reconnect read-write once that works; True if writable."""
+        if not self.read_only:
+            return True
+        with self._lock:
+            try:
+                db = self._connect()
+            except sqlite3.Error:
+                return False
+            self._db.close()
+            self._db, self.read_only = db, False
+            return True
 
     def close(self) -> None:
         with self._lock:
