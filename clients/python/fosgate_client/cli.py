@@ -1,5 +1,10 @@
 """The ``fosgate`` command line.
 
+It belongs to the light client distribution (``fosgate-client``): every command that talks to a server
+(``train``, ``predict``, ``cluster``, ``select``, ``autolabel``, ``review``, ``label``, ``models``, ``jobs``,
+``tiles``) needs only the client. ``serve``, ``demo``, ``evaluate`` and other server-side commands run the
+server distribution's code (``fosgate``) when it is installed, and otherwise say which package to install.
+
 Commands and flags named in the project issues are a contract (Fiji macros and checks call them):
 ``serve``, ``train``, ``predict``, ``demo``, ``cluster``, ``select``, ``autolabel``, ``review``,
 ``evaluate``. Progress bars go to stderr; results go to stdout, and
@@ -14,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fosgate.names import IMAGE_SUFFIXES, image_suffix, safe_name, stem_of
+from fosgate_client.names import IMAGE_SUFFIXES, image_suffix, safe_name, stem_of
 
 MASK_TAGS = ("", "_mask", ".mask", "-mask", "_masks", "_label", "_labels", ".labels", "_seg")
 
@@ -304,7 +309,7 @@ def cmd_autolabel(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from fosgate.v1 import fosgate_pb2 as pb
+    from fosgate_client.v1 import fosgate_pb2 as pb
 
     state_names = {v: k.removeprefix("PROPOSAL_STATE_").lower() for k, v in pb.ProposalState.items()}
     with _client(args) as fg:
@@ -632,6 +637,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.fn(args) or 0)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "fosgate":
+            raise
+        print(f"fosgate {args.command} needs the fosgate server distribution, which is not installed here "
+              "(only the light client is): pip install fosgate, or run this command on the server machine.",
+              file=sys.stderr)
+        return 2
     except FosgateClientError as err:
         print(f"fosgate: {err}", file=sys.stderr)
         if getattr(args, "json", False):  # scripts and macros read stdout only
