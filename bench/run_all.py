@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "memory": ("bench_memory.py", None),
     "scale": ("bench_scale.py", None),
     "transport": ("bench_transport.py", None),
+    "load": ("bench_load.py", None),
     "dsb": ("bench_dsb.py", "dsb2018"),
     "delivr": ("bench_delivr.py", "delivr-cfos"),
     "fnc_loo": ("bench_fnc_loo.py", "fnc"),

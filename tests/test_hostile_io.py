@@ -641,7 +641,7 @@ def test_jobs_end_failed_when_the_disk_fills_while_they_run(small_disk, tmp_path
         slide = fg.upload_slide(random_tiff(tmp_path / "s.tif", (64, 64)))
         mask = fg.upload_slide(mask_tiff(tmp_path / "m.tif"), role="mask")
         label = fg.add_label(slide.slide_id, mask.slide_id)
-        train = fg.train([label.label_id], epochs=10_000, tile_size=32, batch_size=2)
+        train = fg.train([label.label_id], epochs=1000, tile_size=32, batch_size=2)
         wait_for(lambda: fg.get_job(train.job_id).state == pb.JOB_STATE_RUNNING, "training running")
         export = fg.export_tiles(slide.slide_id, tile_size=16, margin=0)  # queued behind the training
         filler = fill(small_disk)

@@ -94,6 +94,7 @@ def cmd_serve(args) -> int:
                           auth_token=_read_token(args.token_file), tls_cert=args.tls_cert, tls_key=args.tls_key,
                           max_upload_bytes=int(args.max_upload_gb * GiB), job_workers=args.workers,
                           max_data_bytes=int(args.max_data_gb * 1e9), insecure_token=args.insecure_token,
+                          max_queued_jobs=args.max_queued_jobs,
                           sam_checkpoint=args.sam_checkpoint, sam_model_type=args.sam_model,
                           predict_memory_bytes=int(args.predict_memory_gb * GiB),
                           dask_scheduler=args.dask_scheduler, dask_workers=args.dask_workers,
@@ -195,6 +196,10 @@ def cmd_jobs(args) -> int:
             job = fg.cancel(args.cancel)
             print(f"{job.job_id}\t{STATE_NAMES[job.state]}\t{job.message}")
             return 0
+        if args.delete:
+            fg.delete_job(args.delete)
+            print(f"{args.delete}\tdeleted")
+            return 0
         for j in fg.list_jobs():
             print(f"{j.job_id}\t{j.kind}\t{STATE_NAMES[j.state]}\t{j.progress:.0%}\t{j.message}")
     return 0
@@ -289,6 +294,8 @@ def cmd_autolabel(args) -> int:
         if args.method == "sam":
             sam = {"points_per_side": args.sam_points, "min_area": args.min_area, "max_area": args.max_area}
             if args.pred_iou is not None or args.stability is not None:
+                # has_thresholds makes the server use both values even when 0, so the one not given is sent
+                # as the server's documented default (SamParams in the proto)
                 sam.update(pred_iou_thresh=args.pred_iou if args.pred_iou is not None else 0.8,
                            stability_score_thresh=args.stability if args.stability is not None else 0.85,
                            has_thresholds=True)
@@ -336,13 +343,19 @@ def cmd_review(args) -> int:
                 print(f)
             return 0
         if not args.proposals:
-            raise SystemExit(f"fosgate review {args.action}: give one or more proposal ids.")
+            raise SystemExit(f"fosgate review {args.action}: give one or more "
+                             f"{'label' if args.action == 'delete-label' else 'proposal'} ids.")
+        if args.action in ("delete", "delete-label"):
+            for item in args.proposals:
+                (fg.delete_proposal if args.action == "delete" else fg.delete_label)(item)
+                print(f"{item}\tdeleted")
+            return 0
         for pid in args.proposals:
             if args.action == "replace":
                 if len(args.proposals) != 1:
                     raise SystemExit("fosgate review replace: one proposal at a time.")
                 r = fg.review(pid, "replace", reviewer=args.reviewer, mask=args.mask, roi_zip=args.roi_zip,
-                              geojson=args.geojson, coordinates=args.coordinates or "")
+                              geojson=args.geojson, coordinates=args.coordinates or "", replaces=args.replaces)
             else:
                 r = fg.review(pid, args.action, reviewer=args.reviewer)
             label_id = r.label.label_id if r.HasField("label") else ""
@@ -475,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--predict-memory-gb", type=float, default=1.5,
                     help="memory for one prediction window (bigger: larger tiles, less halo overhead)")
     sp.add_argument("--workers", type=int, default=1, help="jobs that may run at once")
+    sp.add_argument("--max-queued-jobs", type=int, default=64,
+                    help="jobs that may be queued or running at once; more are refused (RESOURCE_EXHAUSTED)")
     sp.add_argument("--sam-checkpoint", type=Path, default=None,
                     help="Segment Anything checkpoint file on this machine (never downloaded)")
     sp.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_tiny"],
@@ -487,12 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder of images (repeat --images/--masks to combine several folders)")
     sp.add_argument("--masks", action="append", default=[],
                     help="folder of masks (same file stems; binary 0/255, 0/1 or instance labels)")
-    sp.add_argument("--epochs", type=int, default=30)
-    sp.add_argument("--tile-size", type=int, default=128)
-    sp.add_argument("--batch-size", type=int, default=16)
-    sp.add_argument("--val-fraction", type=float, default=0.2)
+    sp.add_argument("--epochs", type=int, default=0, help="default: the server's (30)")
+    sp.add_argument("--tile-size", type=int, default=0, help="training tile, multiple of 16; default: the server's (128)")
+    sp.add_argument("--batch-size", type=int, default=0, help="default: the server's (16)")
+    sp.add_argument("--val-fraction", type=float, default=0.0, help="default: the server's (0.2)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--name", default="unet", help="model name (versions count up per name)")
+    sp.add_argument("--name", default="", help="model name (versions count up per name); default: unet")
     sp.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel images")
     sp.add_argument("--base-model", default="", help="fine-tune this model id instead of starting from scratch")
     sp.add_argument("--reviewer", default="", help="who made the masks (stored with the labels)")
@@ -509,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=0.0,
                     help="probability threshold (0: the model's own, calibrated on validation tiles at training; "
                          "0.5 for models trained without a validation split)")
-    sp.add_argument("--min-size", type=int, default=10, help="smallest object in pixels")
+    sp.add_argument("--min-size", type=int, default=0, help="smallest object in pixels (default: the server's, 10)")
     sp.add_argument("--split-touching", action="store_true", help="watershed split of touching cells")
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True, help="output folder")
@@ -540,17 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
     client_args(sp)
     sp.set_defaults(fn=cmd_models)
 
-    sp = sub.add_parser("jobs", help="list jobs, or cancel one")
+    sp = sub.add_parser("jobs", help="list jobs, cancel one, or delete a finished one")
     client_args(sp)
     sp.add_argument("--cancel", metavar="JOB_ID")
+    sp.add_argument("--delete", metavar="JOB_ID", help="delete a finished job and its files")
     sp.set_defaults(fn=cmd_jobs)
 
     sp = sub.add_parser("tiles", help="cut an image into overlapping tiles (PNG/TIFF + tiles.csv)")
     client_args(sp)
     sp.add_argument("image")
-    sp.add_argument("--tile-size", type=int, default=128)
-    sp.add_argument("--margin", type=int, default=4)
-    sp.add_argument("--format", default="png", choices=["png", "tif"])
+    sp.add_argument("--tile-size", type=int, default=0, help="default: the server's (128)")
+    sp.add_argument("--margin", type=int, default=None, help="default: the server's (4)")
+    sp.add_argument("--format", default="", choices=["", "png", "tif"], help="default: png")
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_tiles)
@@ -558,11 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("cluster", help="cluster a slide's tiles (autoencoder + k-means, t-SNE, montages)")
     client_args(sp)
     sp.add_argument("--slide", required=True, help="slide id, or an image file to upload")
-    sp.add_argument("--k", type=int, default=5)
-    sp.add_argument("--tile-size", type=int, default=128)
-    sp.add_argument("--margin", type=int, default=4)
-    sp.add_argument("--epochs", type=int, default=10, help="autoencoder epochs")
-    sp.add_argument("--max-tiles", type=int, default=2000, help="tiles used to train the autoencoder")
+    sp.add_argument("--k", type=int, default=0, help="clusters (default: the server's, 5)")
+    sp.add_argument("--tile-size", type=int, default=0, help="default: the server's (128)")
+    sp.add_argument("--margin", type=int, default=None, help="default: the server's (4)")
+    sp.add_argument("--epochs", type=int, default=0, help="autoencoder epochs (default: the server's, 10)")
+    sp.add_argument("--max-tiles", type=int, default=0,
+                    help="tiles used to train the autoencoder (default: the server's, 2000)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", default="", help="folder for clusters.csv and the pictures")
@@ -592,18 +609,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exclude", type=int, action="append")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--channel", type=int, default=None)
-    sp.add_argument("--sam-points", type=int, default=16, help="SAM points per side")
+    sp.add_argument("--sam-points", type=int, default=0, help="SAM points per side (default: the server's, 16)")
     sp.add_argument("--pred-iou", type=float, default=None, help="SAM: keep masks with predicted IoU >= this")
     sp.add_argument("--stability", type=float, default=None, help="SAM: keep masks with stability score >= this")
-    sp.add_argument("--min-area", type=int, default=20)
-    sp.add_argument("--max-area", type=int, default=5000)
+    sp.add_argument("--min-area", type=int, default=0, help="SAM: smallest mask in px (default: the server's, 20)")
+    sp.add_argument("--max-area", type=int, default=0, help="SAM: largest mask in px (default: the server's, 5000)")
     sp.add_argument("--out", default="", help="download the proposals (tile, labels, ROI set, GeoJSON) here")
     sp.set_defaults(fn=cmd_autolabel)
 
-    sp = sub.add_parser("review", help="list, fetch, next, accept, reject or replace proposals; export the dataset")
+    sp = sub.add_parser("review", help="list, fetch, next, accept, reject, replace or delete proposals; delete "
+                        "labels; export the dataset")
     client_args(sp)
-    sp.add_argument("action", choices=["list", "fetch", "next", "accept", "reject", "replace", "export"])
-    sp.add_argument("proposals", nargs="*", metavar="PROPOSAL_ID")
+    sp.add_argument("action", choices=["list", "fetch", "next", "accept", "reject", "replace", "export", "delete",
+                                       "delete-label"])
+    sp.add_argument("proposals", nargs="*", metavar="ID", help="proposal ids (label ids for delete-label)")
     sp.add_argument("--slide", default="")
     sp.add_argument("--job", default="", help="next: the proposals of this auto-labelling job")
     sp.add_argument("--skip", action="append", metavar="ID[,ID...]",
@@ -614,7 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--roi-zip", default=None, help="replace: ImageJ ROI set (tile coordinates by default)")
     sp.add_argument("--geojson", default=None, help="replace: QuPath GeoJSON (slide coordinates by default)")
     sp.add_argument("--coordinates", default=None, choices=["tile", "slide"])
-    sp.add_argument("--format", default="png", choices=["png", "tif"], help="export: image format")
+    sp.add_argument("--replaces", default="", metavar="LABEL_ID",
+                    help="replace: a proposal that was already decided needs the label it replaces (a new version)")
+    sp.add_argument("--format", default="", choices=["", "png", "tif"], help="export: image format (default png)")
     sp.add_argument("--out", default="")
     sp.set_defaults(fn=cmd_review)
 

@@ -120,8 +120,13 @@ class RunningServer:
         self.app.close()
 
 
-def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
-    """Start serving (non-blocking). ``config.port`` 0 picks a free port (see ``.port``)."""
+def start_server(config: ServerConfig, max_workers: int | None = None) -> RunningServer:
+    """Start serving (non-blocking). ``config.port`` 0 picks a free port (see ``.port``).
+
+    Threads: ``rpc_workers`` (or ``max_workers``) for short calls and health checks, plus one per allowed
+    long stream (``max_watchers`` WatchJob streams, ``max_transfers`` uploads/downloads). Streams beyond
+    their budget are refused at once (RESOURCE_EXHAUSTED), so open watchers never starve unary calls or
+    ``Health.Check``."""
     config.check_security()
     if not config.loopback and config.auth_token and not config.tls_cert:
         log.warning("!" * 80 + "\nINSECURE: serving on %s with a token but WITHOUT TLS (--insecure-token): the token "
@@ -131,14 +136,16 @@ def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
 
     app = App(config)
     configure_cache(app.store.root / "cache")
+    unary = max_workers or config.rpc_workers
+    threads = unary + config.max_watchers + config.max_transfers
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     interceptors = [TokenAuth(config.auth_token)] if config.auth_token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fosgate-rpc"),
-                         options=options, interceptors=interceptors)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fosgate-rpc"),
+                         options=options, interceptors=interceptors, maximum_concurrent_rpcs=2 * threads)
     names = add_services(server, app)
     health_servicer = DataHealth(app.data, names, on_writable=app.storage_recovered)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -198,16 +198,22 @@ class GetSlideRequest(_message.Message):
     def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
 
 class ListSlidesRequest(_message.Message):
-    __slots__ = ("role",)
+    __slots__ = ("role", "page_size", "page_token")
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     role: SlideRole
-    def __init__(self, role: _Optional[_Union[SlideRole, str]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, role: _Optional[_Union[SlideRole, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListSlidesResponse(_message.Message):
-    __slots__ = ("slides",)
+    __slots__ = ("slides", "next_page_token")
     SLIDES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slides: _containers.RepeatedCompositeFieldContainer[Slide]
-    def __init__(self, slides: _Optional[_Iterable[_Union[Slide, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, slides: _Optional[_Iterable[_Union[Slide, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteSlideRequest(_message.Message):
     __slots__ = ("slide_id",)
@@ -278,16 +284,32 @@ class AddLabelRequest(_message.Message):
     def __init__(self, slide_id: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., parent_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ...) -> None: ...
 
 class ListLabelsRequest(_message.Message):
-    __slots__ = ("slide_id",)
+    __slots__ = ("slide_id", "page_size", "page_token")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
-    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, slide_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListLabelsResponse(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "next_page_token")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteLabelRequest(_message.Message):
+    __slots__ = ("label_id",)
+    LABEL_ID_FIELD_NUMBER: _ClassVar[int]
+    label_id: str
+    def __init__(self, label_id: _Optional[str] = ...) -> None: ...
+
+class DeleteLabelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ClusterRequest(_message.Message):
     __slots__ = ("slide_id", "tile_size", "margin", "k", "seed", "epochs", "max_tiles", "region")
@@ -354,16 +376,22 @@ class GetClusteringRequest(_message.Message):
     def __init__(self, clustering_id: _Optional[str] = ..., with_tiles: _Optional[bool] = ...) -> None: ...
 
 class ListClusteringsRequest(_message.Message):
-    __slots__ = ("slide_id",)
+    __slots__ = ("slide_id", "page_size", "page_token")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
-    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, slide_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListClusteringsResponse(_message.Message):
-    __slots__ = ("clusterings",)
+    __slots__ = ("clusterings", "next_page_token")
     CLUSTERINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     clusterings: _containers.RepeatedCompositeFieldContainer[Clustering]
-    def __init__(self, clusterings: _Optional[_Iterable[_Union[Clustering, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, clusterings: _Optional[_Iterable[_Union[Clustering, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
     __slots__ = ("clustering_id", "n", "strategy", "exclude_clusters", "model_id", "seed", "skip_labelled")
@@ -450,23 +478,39 @@ class Proposal(_message.Message):
     def __init__(self, proposal_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., state: _Optional[_Union[ProposalState, str]] = ..., objects: _Optional[int] = ..., created: _Optional[str] = ..., job_id: _Optional[str] = ..., label_id: _Optional[str] = ..., reviewer: _Optional[str] = ..., decided: _Optional[str] = ..., uncertainty: _Optional[float] = ...) -> None: ...
 
 class ListProposalsRequest(_message.Message):
-    __slots__ = ("slide_id", "state", "job_id")
+    __slots__ = ("slide_id", "state", "job_id", "page_size", "page_token")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
     state: ProposalState
     job_id: str
-    def __init__(self, slide_id: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, slide_id: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListProposalsResponse(_message.Message):
-    __slots__ = ("proposals",)
+    __slots__ = ("proposals", "next_page_token")
     PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
-    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteProposalRequest(_message.Message):
+    __slots__ = ("proposal_id",)
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    def __init__(self, proposal_id: _Optional[str] = ...) -> None: ...
+
+class DeleteProposalResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ReviewRequest(_message.Message):
-    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates")
+    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates", "replaces_label_id")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REVIEWER_FIELD_NUMBER: _ClassVar[int]
@@ -474,6 +518,7 @@ class ReviewRequest(_message.Message):
     ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
     GEOJSON_FIELD_NUMBER: _ClassVar[int]
     COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_LABEL_ID_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     decision: ReviewDecision
     reviewer: str
@@ -481,7 +526,8 @@ class ReviewRequest(_message.Message):
     roi_zip: bytes
     geojson: bytes
     coordinates: EditCoordinates
-    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ...) -> None: ...
+    replaces_label_id: str
+    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ..., replaces_label_id: _Optional[str] = ...) -> None: ...
 
 class ReviewResponse(_message.Message):
     __slots__ = ("proposal", "label")
@@ -595,14 +641,20 @@ class GetModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "next_page_token")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem")
@@ -700,16 +752,32 @@ class CancelJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("kind",)
+    __slots__ = ("kind", "page_size", "page_token")
     KIND_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kind: str
-    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class DownloadArtifactRequest(_message.Message):
     __slots__ = ("artifact_id", "offset")
