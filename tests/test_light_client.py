@@ -68,8 +68,10 @@ def _du(folder: Path) -> int:
 @pytest.mark.skipif(not (JAVA and XVFB and Path(IJ_JAR).exists()), reason="needs ImageJ and xvfb-run")
 def test_client_wheel_in_a_clean_venv_runs_the_review_macro(server, client, proposals, tmp_path):  # noqa: F811
     wheels = tmp_path / "wheels"
+    source = tmp_path / "src"  # build from a copy: no build/ or egg-info left in the checkout
+    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(wheels), str(CLIENT)], capture_output=True, text=True, timeout=600)
+                           "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheel = next(wheels.glob("fosgate_client-*.whl"))
     venv = tmp_path / "venv"
