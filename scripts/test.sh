@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite (what CI runs). Installs Debian's ImageJ, Xvfb, Groovy and grpc-java when missing
-# (needs root or sudo), creates .venv with the dev extras, checks lint and generated stubs, runs pytest.
+# (needs root or sudo), creates .venv with the dev, sam, imagej and export extras, checks lint and generated stubs, runs pytest.
 # Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
-scripts/setup.sh dev,sam,imagej
+scripts/setup.sh dev,sam,imagej,export
 .venv/bin/ruff check .
 .venv/bin/python scripts/gen_protos.py --check
 exec .venv/bin/python -m pytest -q -ra "$@"

@@ -141,7 +141,17 @@ def test_json_round_trip(spec):
 
 def test_every_job_kind_has_a_spec():
     assert set(SPECS) == {"train", "predict", "export_tiles", "cluster", "autolabel", "export_proposals",
-                          "export_dataset"}
+                          "export_dataset", "export_model"}
+
+
+@pytest.mark.parametrize("bad", [dict(model_id=""), dict(model_id="md_1", format="pth"),
+                                 dict(model_id="md_1", authors=("x" * 300,)),
+                                 dict(model_id="md_1", authors=tuple(f"a{i}" for i in range(21)))])
+def test_export_model_spec_bounds(bad):
+    from fosgate.specs import ExportModelSpec
+
+    with pytest.raises(InvalidInput):
+        ExportModelSpec.create(**bad)
 
 
 def _proto_defaults(message: str) -> dict[str, str]:

@@ -491,8 +491,35 @@ class ExportDatasetSpec(JobSpec):
         return self
 
 
+EXPORT_FORMATS = ("bioimageio", "keras", "savedmodel")
+MAX_AUTHORS = 20
+
+
+@dataclass(frozen=True)
+class ExportModelSpec(JobSpec):
+    """A stored model packaged as one zip (``fosgate.core.export_model``): bioimage.io, Keras or SavedModel."""
+
+    kind: ClassVar[str] = "export_model"
+    model_id: str = ""
+    format: str = "bioimageio"
+    authors: tuple[str, ...] = ()
+
+    def validate(self) -> Self:
+        check_id(self.model_id, "model")
+        if not self.model_id:
+            raise InvalidInput("Say which model to export (its id, e.g. md_3f9c2a1b7e04).")
+        if self.format not in EXPORT_FORMATS:
+            raise InvalidInput(f"Unknown export format '{self.format}'; choose one of {', '.join(EXPORT_FORMATS)}.")
+        if len(self.authors) > MAX_AUTHORS:
+            raise InvalidInput(f"Name at most {MAX_AUTHORS} authors.")
+        for a in self.authors:
+            check_text(a, "An author's name", MAX_REVIEWER_CHARS)
+        return self
+
+
 SPECS: dict[str, type[JobSpec]] = {c.kind: c for c in (TrainSpec, PredictSpec, ExportTilesSpec, ClusterSpec,
-                                                       AutoLabelSpec, ExportProposalsSpec, ExportDatasetSpec)}
+                                                       AutoLabelSpec, ExportProposalsSpec, ExportDatasetSpec,
+                                                       ExportModelSpec)}
 
 
 def spec_from_job(kind: str, params: dict[str, Any]) -> JobSpec:

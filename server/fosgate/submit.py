@@ -27,6 +27,7 @@ from fosgate.specs import (
     AutoLabelSpec,
     ClusterSpec,
     ExportDatasetSpec,
+    ExportModelSpec,
     ExportProposalsSpec,
     ExportTilesSpec,
     JobSpec,
@@ -129,6 +130,10 @@ class JobSubmission:
             self.store.get_label(lid)
         spec = ExportDatasetSpec.from_json({**spec.to_json(), "label_ids": list(ids)})
         return self._submit(spec, tasks.run_dataset_export)
+
+    def start_model_export(self, spec: ExportModelSpec) -> JobRow:
+        self.store.get_model(spec.model_id)
+        return self._submit(spec, tasks.run_model_export)
 
     # ------------------------------------------------------------------ finished jobs
     def delete_job(self, job_id: str) -> JobRow:

@@ -188,6 +188,30 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_export_model(args) -> int:
+    """Package a model on the server and download the zip into --out (see docs/model-export.md)."""
+    with _client(args) as fg:
+        job = _job_bar(fg, fg.export_model(args.model_id, args.format, args.author), f"Exporting ({args.format})")
+        files = fg.download_outputs(job, Path(args.out))
+    if args.validate and args.format == "bioimageio":
+        try:
+            from fosgate.core.export_model import validate_bioimageio
+        except ImportError:
+            raise SystemExit("fosgate: --validate needs the fosgate server package with the 'export' extra "
+                             "(pip install 'fosgate[export]').") from None
+        for f in files:
+            report = validate_bioimageio(f)
+            print(f"fosgate: bioimageio.core test_model: {report['status']}", file=sys.stderr)
+            if report["status"] != "passed":
+                for name, status, errors in report["details"]:
+                    if status == "failed":
+                        print(f"  {name}: {'; '.join(errors)[:300]}", file=sys.stderr)
+                return 1
+    for f in files:
+        print(json.dumps({"path": str(f), "format": args.format}) if args.json else f)
+    return 0
+
+
 def cmd_jobs(args) -> int:
     from fosgate_client.client import STATE_NAMES
 
@@ -554,6 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("models", help="list models")
     client_args(sp)
     sp.set_defaults(fn=cmd_models)
+
+    sp = sub.add_parser("export-model", help="package a model for bioimage.io (deepImageJ, QuPath), Keras or SavedModel")
+    client_args(sp)
+    sp.add_argument("model_id", metavar="MODEL_ID")
+    sp.add_argument("--format", default="bioimageio", choices=["bioimageio", "keras", "savedmodel"])
+    sp.add_argument("--author", action="append", default=[], help="bioimage.io author name (repeatable)")
+    sp.add_argument("--out", default=".", help="folder for the zip file")
+    sp.add_argument("--validate", action="store_true",
+                    help="check the bioimage.io package with bioimageio.core (needs the 'export' extra)")
+    sp.set_defaults(fn=cmd_export_model)
 
     sp = sub.add_parser("jobs", help="list jobs, cancel one, or delete a finished one")
     client_args(sp)

@@ -242,6 +242,11 @@ class FosgateClient:
     def list_models(self, page_size: int = 0) -> list[pb.Model]:
         return self._pages(self.models.ListModels, pb.ListModelsRequest(), "models", page_size)
 
+    def export_model(self, model_id: str, fmt: str = "bioimageio", authors: list[str] | None = None) -> pb.Job:
+        """Start packaging a model (fmt: bioimageio, keras or savedmodel); the job's artifact is the zip."""
+        return self._call(self.models.ExportModel, pb.ExportModelRequest(model_id=model_id, format=fmt,
+                                                                         authors=authors or []))
+
     # ------------------------------------------------------------------ prediction
     def predict(self, slide_id: str, model_id: str, *, tile_size: int = 0, halo: int = 0, threshold: float = 0.0,
                 min_size: int = 0, split_touching: bool = False,

@@ -23,6 +23,7 @@ from fosgate.specs import (
     AutoLabelSpec,
     ClusterSpec,
     ExportDatasetSpec,
+    ExportModelSpec,
     ExportProposalsSpec,
     ExportTilesSpec,
     PredictSpec,
@@ -173,6 +174,45 @@ def run_tile_export(app: TaskEnv, ctx: JobContext, spec: ExportTilesSpec) -> str
     shutil.rmtree(out, ignore_errors=True)
     ctx.add_artifact(archive)
     return slide_row.id
+
+
+def run_model_export(app: TaskEnv, ctx: JobContext, spec: ExportModelSpec) -> str:
+    """A model as a bioimage.io / Keras / SavedModel zip (``fosgate.core.export_model``); the bioimage.io
+    test input is a region of one of the model's own training slides when one is still stored."""
+    from fosgate.core.export_model import export_model
+
+    row = app.store.get_model(spec.model_id)
+    test_image = _export_test_image(app, row.meta) if spec.format == "bioimageio" else None
+    path = export_model(row.path, ctx.workdir, spec.format, test_image=test_image, authors=list(spec.authors),
+                        progress=lambda f, m: (ctx.check_cancel(), ctx.progress(0.99 * f, m)))
+    ctx.add_artifact(path)
+    ctx.progress(1.0, f"Exported model {row.id} as {spec.format} ({path.stat().st_size / 2**20:.1f} MB).", force=True)
+    return row.id
+
+
+def _export_test_image(app: TaskEnv, meta: dict, size: int = 256) -> np.ndarray | None:
+    """A ``size``-px square (or larger, to fit the halo) of the first training slide that is still stored,
+    centred on that label; None when there is none (the exporter then makes a synthetic image)."""
+    from fosgate.core.export_model import ALIGN
+    from fosgate.core.unet import required_halo
+    from fosgate.errors import FosgateError
+
+    halo = int(meta.get("halo") or required_halo(int(meta.get("receptive_field") or 0)))
+    side = max(size, 2 * halo + ALIGN)
+    for lid in meta.get("label_ids") or []:
+        try:
+            label = app.store.get_label(lid)
+            slide_row = app.store.get_slide(label.slide_id)
+            h, w = slide_row.info["height"], slide_row.info["width"]
+            if h < side or w < side or slide_row.info["channels"] != meta.get("in_channels", 1):
+                continue
+            y0 = min(max(0, label.y + label.height // 2 - side // 2), h - side)
+            x0 = min(max(0, label.x + label.width // 2 - side // 2), w - side)
+            with app.open_slide(slide_row) as slide:
+                return slide.read(y0, y0 + side, x0, x0 + side)
+        except (FosgateError, OSError):
+            continue
+    return None
 
 
 def run_clustering(app: TaskEnv, ctx: JobContext, spec: ClusterSpec) -> str:

@@ -30,6 +30,7 @@ from fosgate.specs import (
     AutoLabelSpec,
     ClusterSpec,
     ExportDatasetSpec,
+    ExportModelSpec,
     ExportProposalsSpec,
     ExportTilesSpec,
     PredictSpec,
@@ -322,6 +323,12 @@ class ModelService(pbg.ModelServiceServicer):
     def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         items, token = page(self.app.store.list_models, model_pb, request.page_size, request.page_token)
         return pb.ListModelsResponse(models=items, next_page_token=token)
+
+    @rpc
+    def ExportModel(self, request: pb.ExportModelRequest, context) -> pb.Job:
+        spec = ExportModelSpec.create(model_id=request.model_id, format=request.format.lower(),
+                                      authors=tuple(a.strip() for a in request.authors if a.strip()))
+        return job_pb(self.app.jobs.start_model_export(spec))
 
 
 class PredictionService(pbg.PredictionServiceServicer):

@@ -656,6 +656,16 @@ class ListModelsResponse(_message.Message):
     next_page_token: str
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ExportModelRequest(_message.Message):
+    __slots__ = ("model_id", "format", "authors")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    AUTHORS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    format: str
+    authors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., format: _Optional[str] = ..., authors: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class PredictRequest(_message.Message):
     __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -1001,6 +1001,11 @@ class ModelServiceStub:
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ExportModel = channel.unary_unary(
+                '/fosgate.v1.ModelService/ExportModel',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ExportModelRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -1024,6 +1029,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportModel(self, request, context):
+        """A job whose artifact "<name>-v<version>-<model id>.<format>.zip" is the package; result_id: the model id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1041,6 +1053,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListModelsRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ExportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportModel,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ExportModelRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1124,6 +1141,33 @@ class ModelService:
             '/fosgate.v1.ModelService/ListModels',
             fosgate_dot_v1_dot_fosgate__pb2.ListModelsRequest.SerializeToString,
             fosgate_dot_v1_dot_fosgate__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.ModelService/ExportModel',
+            fosgate_dot_v1_dot_fosgate__pb2.ExportModelRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
