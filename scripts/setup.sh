@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install fosgate with the given extras, e.g. `scripts/setup.sh dev`.
+# Create .venv (Python >= 3.11) and install fosgate-client (clients/python) and fosgate with the given
+# extras, e.g. `scripts/setup.sh dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,7 +10,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 extras=${1:-}
 if [ -n "$extras" ]; then
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  .venv/bin/python -m pip install -q -e clients/python -e ".[$extras]"
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -e clients/python -e .
 fi

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 from test_end_to_end import discs
 from test_fiji_macros import model_id  # noqa: F401  (fixture)
+from test_review_clients import proposals  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUPATH = ROOT / "clients" / "qupath"
@@ -81,3 +82,64 @@ def test_groovy_client_reports_errors_plainly(server, stubs, tmp_path, case):
     error = proc.stdout.strip().splitlines()[-1]
     expected = "Cannot reach the fosgate server at 127.0.0.1:9" if case == "unreachable" else "no model with id 'md_nope'"
     assert error.startswith("error=") and expected in error
+
+
+def review(stubs: Path, *args: str) -> tuple[int, dict[str, str], list[str]]:
+    env = dict(os.environ, FOSGATE_STUBS_JAR=str(stubs))
+    proc = subprocess.run([str(QUPATH / "run_groovy.sh"), str(QUPATH / "review_cli.groovy"), *args],
+                          capture_output=True, text=True, timeout=600, env=env)
+    lines = proc.stdout.strip().splitlines()
+    kv = dict(line.split("=", 1) for line in lines if "=" in line and "\t" not in line)
+    assert proc.returncode in (0, 2), proc.stderr[-3000:]
+    return proc.returncode, kv, lines
+
+
+def test_groovy_review_list_fetch_replace_accept_reject(server, client, proposals, stubs, tmp_path):  # noqa: F811
+    from fosgate_client.v1 import fosgate_pb2 as pb
+
+    slide_id, _, props = proposals
+    addr = f"127.0.0.1:{server.port}"
+    rc, kv, _ = review(stubs, addr, "slide", "slide.tif")
+    assert rc == 0 and kv["slide"] == slide_id
+    rc, _, lines = review(stubs, addr, "list", slide_id)
+    assert rc == 0 and [line.split("\t")[0] for line in lines] == [p.proposal_id for p in props]
+    # fetch the next one, as QuPath_Review_Proposals.groovy does, skipping the first
+    rc, kv, _ = review(stubs, addr, "next", slide_id, str(tmp_path / "t"), props[0].proposal_id)
+    assert rc == 0 and kv["proposal"] == props[1].proposal_id and kv["pending"] == str(len(props))
+    fc = json.loads(Path(kv["geojson"]).read_text())
+    assert len(fc["features"]) == props[1].objects >= 2
+    assert tifffile.imread(kv["image"]).shape == (128, 128)
+    # the reviewer deletes one cell and sends the rest back (slide coordinates, a bare list as QuPath writes it)
+    edited = tmp_path / "edited.geojson"
+    edited.write_text(json.dumps(fc["features"][1:]))
+    rc, kv, _ = review(stubs, addr, "replace", props[1].proposal_id, str(edited), "ana")
+    assert rc == 0 and kv["state"] == "replaced" and int(kv["objects"]) == props[1].objects - 1
+    rc, kv, _ = review(stubs, addr, "accept", props[0].proposal_id, "ana")
+    assert rc == 0 and kv["state"] == "accepted" and kv["label"].startswith("lb_")
+    rc, kv, _ = review(stubs, addr, "reject", props[2].proposal_id, "bo")
+    assert rc == 0 and kv["state"] == "rejected" and kv["label"] == ""
+    after = {p.proposal_id: p for p in client.list_proposals(slide_id=slide_id)}
+    assert after[props[0].proposal_id].state == pb.PROPOSAL_STATE_ACCEPTED
+    assert after[props[1].proposal_id].state == pb.PROPOSAL_STATE_REPLACED
+    assert after[props[2].proposal_id].state == pb.PROPOSAL_STATE_REJECTED and after[props[2].proposal_id].reviewer == "bo"
+    label = next(lb for lb in client.list_labels() if lb.label_id == after[props[1].proposal_id].label_id)
+    assert label.reviewer == "ana" and label.source == pb.LABEL_SOURCE_HUMAN
+    rc, kv, _ = review(stubs, addr, "list", slide_id, "pending")
+    assert rc == 0
+    rc, kv, _ = review(stubs, addr, "accept", "pr_nope", "ana")
+    assert rc == 2 and "pr_nope" in kv["error"]
+
+
+def test_qupath_scripts_parse(stubs):
+    """The QuPath scripts cannot run without QuPath; at least Groovy parses them (syntax, no class lookup)."""
+    check = ("import org.codehaus.groovy.control.*\n"
+             "args.each { f -> def cu = new CompilationUnit(); cu.addSource(new File(f)); "
+             "cu.compile(Phases.CONVERSION); println \"parsed=\" + f }\n")
+    script = Path(str(stubs)).with_name("parse_check.groovy")
+    script.write_text(check)
+    files = sorted(str(p) for p in QUPATH.glob("QuPath_*.groovy"))
+    env = dict(os.environ, FOSGATE_STUBS_JAR=str(stubs))
+    proc = subprocess.run([str(QUPATH / "run_groovy.sh"), str(script), *files], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("parsed=") == len(files) >= 4

@@ -60,6 +60,7 @@ class FosgateClient implements Closeable {
     def slides() { SlideServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS) }
     def labels() { LabelServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS) }
     def models() { ModelServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS) }
+    def labelling() { LabellingServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS) }
     def predictions() { PredictionServiceGrpc.newBlockingStub(channel).withDeadlineAfter(timeoutSeconds, TimeUnit.SECONDS) }
     def jobs() { JobServiceGrpc.newBlockingStub(channel) }
 
@@ -190,6 +191,47 @@ class FosgateClient implements Closeable {
         if (region) b.setRegion(Rect.newBuilder().setX(region[0] as int).setY(region[1] as int)
                 .setWidth(region[2] as int).setHeight(region[3] as int))
         return call { labels().addLabel(b.build()) }
+    }
+
+    // ------------------------------------------------------------------ reviewing proposals
+
+    /** The slides on the server (to find the one that is open in QuPath by its name). */
+    List<Slide> listSlides() { call { slides().listSlides(ListSlidesRequest.newBuilder().build()).getSlidesList() } }
+
+    /** The proposals of a slide; state: "pending", "accepted", "rejected", "replaced" or "" for all. */
+    List<Proposal> listProposals(String slideId, String state = "pending") {
+        ProposalState st = state ? ProposalState.valueOf("PROPOSAL_STATE_" + state.toUpperCase()) : ProposalState.PROPOSAL_STATE_UNSPECIFIED
+        call { labelling().listProposals(ListProposalsRequest.newBuilder().setSlideId(slideId ?: "").setState(st).build()).getProposalsList() }
+    }
+
+    /** One proposal's tile (TIFF bytes), its cells as GeoJSON in slide coordinates and ImageJ ROIs, and the
+     *  pending count. Without proposalId: the next pending proposal of slideId not in skip; then
+     *  hasProposal() is false when none is left. */
+    ProposalTile proposalTile(String proposalId, String slideId = "", List<String> skip = []) {
+        call {
+            labelling().getProposalTile(GetProposalTileRequest.newBuilder().setProposalId(proposalId ?: "")
+                    .setSlideId(slideId ?: "").addAllSkip(skip ?: []).build())
+        }
+    }
+
+    /** Accept or reject a proposal (decision "accept" / "reject"), with the reviewer's name. */
+    ReviewResponse review(String proposalId, String decision, String reviewer) {
+        ReviewDecision d = decision == "accept" ? ReviewDecision.REVIEW_DECISION_ACCEPT :
+                decision == "reject" ? ReviewDecision.REVIEW_DECISION_REJECT : null
+        if (d == null) throw new FosgateException("A review decision is accept, reject or replace (with the edited cells).", "INVALID_ARGUMENT")
+        call { labelling().reviewProposal(ReviewRequest.newBuilder().setProposalId(proposalId).setDecision(d)
+                .setReviewer(reviewer ?: "").build()) }
+    }
+
+    /** Replace a proposal with the reviewer's cells: GeoJSON (a FeatureCollection or a list of features,
+     *  as QuPath writes them) in slide coordinates. */
+    ReviewResponse replaceWithGeoJson(String proposalId, String geojson, String reviewer) {
+        long size = geojson.getBytes("UTF-8").length
+        if (size > (16 << 20) - (64 << 10))
+            throw new FosgateException(String.format("The GeoJSON is %.1f MB; one request carries at most 16 MB.", size / 1048576.0d), "RESOURCE_EXHAUSTED")
+        call { labelling().reviewProposal(ReviewRequest.newBuilder().setProposalId(proposalId)
+                .setDecision(ReviewDecision.REVIEW_DECISION_REPLACE).setReviewer(reviewer ?: "")
+                .setGeojson(ByteString.copyFromUtf8(geojson)).setCoordinates(EditCoordinates.EDIT_COORDINATES_SLIDE).build()) }
     }
 }
 

@@ -68,7 +68,7 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_til
                 mask = fg.upload_slide(mask_path, role="mask")
                 label_ids.append(fg.add_label(slide.slide_id, mask.slide_id, (x, y, label_tile, label_tile),
                                               source="classical", reviewer="fosgate demo").label_id)
-            from fosgate.cli import _job_bar
+            from fosgate_client.cli import _job_bar
 
             job = _job_bar(fg, fg.train(label_ids, epochs=epochs, tile_size=128, batch_size=16, seed=seed,
                                         name="demo"), "Training U-Net")

@@ -1,6 +1,6 @@
 """A typed, context-managed Python client for the fosgate service.
 
-It speaks only the protocol (``fosgate.v1`` stubs generated from protos/fosgate/v1): uploads are
+It speaks only the protocol (``fosgate_client.v1`` stubs generated from protos/fosgate/v1): uploads are
 streamed in chunks with a SHA-256 checksum, downloads are streamed to disk, and jobs are followed
 with the server-streaming ``WatchJob``.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from fosgate.v1 import fosgate_pb2 as pb
-from fosgate.v1 import fosgate_pb2_grpc as pbg
+from fosgate_client.v1 import fosgate_pb2 as pb
+from fosgate_client.v1 import fosgate_pb2_grpc as pbg
 
 CHUNK = 1 << 20
 MAX_MESSAGE = 16 << 20
@@ -375,6 +375,15 @@ class FosgateClient:
         elif geojson is not None:
             req.geojson = _payload(geojson, "GeoJSON")
         return self._call(self.labelling.ReviewProposal, req)
+
+    def proposal_tile(self, proposal_id: str = "", *, slide_id: str = "", job_id: str = "",
+                      skip: list[str] | tuple[str, ...] = ()) -> pb.ProposalTile:
+        """One proposal's tile (TIFF bytes), its cells as an ImageJ ROI set (tile coordinates) and as
+        GeoJSON (slide coordinates), and how many proposals are pending. Without ``proposal_id``: the
+        next pending proposal of ``slide_id`` / ``job_id`` not in ``skip``; ``HasField("proposal")`` is
+        False when none is left."""
+        return self._call(self.labelling.GetProposalTile, pb.GetProposalTileRequest(
+            proposal_id=proposal_id, slide_id=slide_id, job_id=job_id, skip=list(skip)))
 
     def export_dataset(self, label_ids: list[str] | None = None, fmt: str = "") -> pb.Job:
         return self._call(self.labelling.ExportDataset, pb.ExportDatasetRequest(label_ids=label_ids or [], format=fmt))

@@ -526,6 +526,14 @@ class LabellingService(pbg.LabellingServiceServicer):
         return job_pb(self.app.jobs.start_dataset_export(ExportDatasetSpec.create(
             label_ids=tuple(request.label_ids), format=request.format.lower())))
 
+    @rpc_method
+    def GetProposalTile(self, request: pb.GetProposalTileRequest, context) -> pb.ProposalTile:
+        from fosgate.proposal_tiles import proposal_tile
+
+        t = proposal_tile(self.app, request.proposal_id, request.slide_id, request.job_id, list(request.skip))
+        return pb.ProposalTile(proposal=proposal_pb(t.proposal) if t.proposal else None, image_tiff=t.image_tiff,
+                               roi_zip=t.roi_zip, geojson=t.geojson, pending=t.pending, slide_name=t.slide_name)
+
 
 def add_services(server: grpc.Server, app: App, budgets: dict[str, StreamBudget] | None = None) -> list[str]:
     """Register every fosgate service; returns their full names (for reflection and health)."""

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from fosgate.v1 import fosgate_pb2 as fosgate_dot_v1_dot_fosgate__pb2
+from fosgate_client.v1 import fosgate_pb2 as fosgate_dot_v1_dot_fosgate__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in fosgate/v1/fosgate_pb2_grpc.py depends on'
+        + ' but the generated code in fosgate_client/v1/fosgate_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -529,6 +529,11 @@ class LabellingServiceStub:
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ExportDatasetRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
                 _registered_method=True)
+        self.GetProposalTile = channel.unary_unary(
+                '/fosgate.v1.LabellingService/GetProposalTile',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.GetProposalTileRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ProposalTile.FromString,
+                _registered_method=True)
 
 
 class LabellingServiceServicer:
@@ -599,6 +604,12 @@ class LabellingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProposalTile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LabellingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -651,6 +662,11 @@ def add_LabellingServiceServicer_to_server(servicer, server):
                     servicer.ExportDataset,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ExportDatasetRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+            'GetProposalTile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProposalTile,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.GetProposalTileRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ProposalTile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -923,6 +939,33 @@ class LabellingService:
             '/fosgate.v1.LabellingService/ExportDataset',
             fosgate_dot_v1_dot_fosgate__pb2.ExportDatasetRequest.SerializeToString,
             fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProposalTile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/GetProposalTile',
+            fosgate_dot_v1_dot_fosgate__pb2.GetProposalTileRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.ProposalTile.FromString,
             options,
             channel_credentials,
             insecure,

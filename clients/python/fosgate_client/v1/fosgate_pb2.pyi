@@ -537,6 +537,34 @@ class ReviewResponse(_message.Message):
     label: Label
     def __init__(self, proposal: _Optional[_Union[Proposal, _Mapping]] = ..., label: _Optional[_Union[Label, _Mapping]] = ...) -> None: ...
 
+class GetProposalTileRequest(_message.Message):
+    __slots__ = ("proposal_id", "slide_id", "job_id", "skip")
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SKIP_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    slide_id: str
+    job_id: str
+    skip: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, proposal_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., job_id: _Optional[str] = ..., skip: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProposalTile(_message.Message):
+    __slots__ = ("proposal", "image_tiff", "roi_zip", "geojson", "pending", "slide_name")
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_TIFF_FIELD_NUMBER: _ClassVar[int]
+    ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
+    GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    SLIDE_NAME_FIELD_NUMBER: _ClassVar[int]
+    proposal: Proposal
+    image_tiff: bytes
+    roi_zip: bytes
+    geojson: bytes
+    pending: int
+    slide_name: str
+    def __init__(self, proposal: _Optional[_Union[Proposal, _Mapping]] = ..., image_tiff: _Optional[bytes] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., pending: _Optional[int] = ..., slide_name: _Optional[str] = ...) -> None: ...
+
 class ExportDatasetRequest(_message.Message):
     __slots__ = ("label_ids", "format")
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]

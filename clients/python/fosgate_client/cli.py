@@ -1,5 +1,10 @@
 """The ``fosgate`` command line.
 
+It belongs to the light client distribution (``fosgate-client``): every command that talks to a server
+(``train``, ``predict``, ``cluster``, ``select``, ``autolabel``, ``review``, ``label``, ``models``, ``jobs``,
+``tiles``) needs only the client. ``serve``, ``demo``, ``evaluate`` and other server-side commands run the
+server distribution's code (``fosgate``) when it is installed, and otherwise say which package to install.
+
 Commands and flags named in the project issues are a contract (Fiji macros and checks call them):
 ``serve``, ``train``, ``predict``, ``demo``, ``cluster``, ``select``, ``autolabel``, ``review``,
 ``evaluate``. Progress bars go to stderr; results go to stdout, and
@@ -13,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from fosgate.names import IMAGE_SUFFIXES, image_suffix, safe_name, stem_of
+from fosgate_client.names import IMAGE_SUFFIXES, image_suffix, safe_name, stem_of
 
 MASK_TAGS = ("", "_mask", ".mask", "-mask", "_masks", "_label", "_labels", ".labels", "_seg")
 
@@ -383,7 +388,7 @@ def cmd_autolabel(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from fosgate.v1 import fosgate_pb2 as pb
+    from fosgate_client.v1 import fosgate_pb2 as pb
 
     state_names = {v: k.removeprefix("PROPOSAL_STATE_").lower() for k, v in pb.ProposalState.items()}
     with _client(args) as fg:
@@ -400,6 +405,8 @@ def cmd_review(args) -> int:
             for f in _unzip_artifacts(fg, job, Path(args.out)):
                 print(f)
             return 0
+        if args.action == "next":
+            return _review_next(fg, args, state_names)
         if args.action == "export":
             if not args.out:
                 raise SystemExit("fosgate review export: give --out DIR.")
@@ -423,7 +430,56 @@ def cmd_review(args) -> int:
                               geojson=args.geojson, coordinates=args.coordinates or "", replaces=args.replaces)
             else:
                 r = fg.review(pid, args.action, reviewer=args.reviewer)
-            print(f"{pid}\t{state_names[r.proposal.state]}\t{r.label.label_id if r.HasField('label') else ''}")
+            label_id = r.label.label_id if r.HasField("label") else ""
+            if args.json:
+                print(json.dumps({"proposal_id": pid, "state": state_names[r.proposal.state], "label_id": label_id,
+                                  "objects": r.label.objects if label_id else 0, "reviewer": r.proposal.reviewer}))
+            else:
+                print(f"{pid}\t{state_names[r.proposal.state]}\t{label_id}")
+    return 0
+
+
+def _review_next(fg, args, state_names: dict) -> int:
+    """``fosgate review next``: download the next pending proposal's tile and cells into --out and print
+    ``key=value`` lines (``proposal=``, ``image=``, ``rois=``, ``geojson=``, ``remaining=``, ...), or
+    ``proposal=`` empty and ``remaining=N`` when none is left; errors as one ``error=`` line (exit 2)."""
+    from fosgate_client.client import FosgateClientError
+
+    if not (args.slide or args.job or args.proposals):
+        raise SystemExit("fosgate review next: give --slide ID or --job ID (or a proposal id).")
+    if not args.out:
+        raise SystemExit("fosgate review next: give --out DIR.")
+    skip = [p for value in args.skip or [] for p in value.split(",") if p.strip()]
+    try:
+        tile = fg.proposal_tile(args.proposals[0] if args.proposals else "", slide_id=args.slide, job_id=args.job,
+                                skip=skip)
+    except FosgateClientError as err:
+        if args.json:
+            raise
+        print(f"error={err}")
+        return 2
+    info: dict = {"proposal": "", "remaining": tile.pending, "skipped": len(skip)}
+    if tile.HasField("proposal"):
+        p = tile.proposal
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        image = out / f"{p.proposal_id}.tif"
+        image.write_bytes(tile.image_tiff)
+        geojson = out / f"{p.proposal_id}.geojson"
+        geojson.write_bytes(tile.geojson)
+        rois = out / f"{p.proposal_id}.rois.zip"
+        rois.unlink(missing_ok=True)
+        if tile.roi_zip:
+            rois.write_bytes(tile.roi_zip)
+        info.update(proposal=p.proposal_id, slide=p.slide_id, slide_name=tile.slide_name,
+                    state=state_names[p.state], region=f"{p.region.x},{p.region.y},{p.region.width},{p.region.height}",
+                    objects=p.objects, uncertainty=round(p.uncertainty, 4), job=p.job_id, image=str(image),
+                    rois=str(rois) if tile.roi_zip else "", geojson=str(geojson))
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}={value}")
     return 0
 
 
@@ -651,13 +707,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="", help="download the proposals (tile, labels, ROI set, GeoJSON) here")
     sp.set_defaults(fn=cmd_autolabel)
 
-    sp = sub.add_parser("review", help="list, fetch, accept, reject, replace or delete proposals; delete labels; "
-                        "export the dataset")
+    sp = sub.add_parser("review", help="list, fetch, next, accept, reject, replace or delete proposals; delete "
+                        "labels; export the dataset")
     client_args(sp)
-    sp.add_argument("action", choices=["list", "fetch", "accept", "reject", "replace", "export", "delete",
+    sp.add_argument("action", choices=["list", "fetch", "next", "accept", "reject", "replace", "export", "delete",
                                        "delete-label"])
     sp.add_argument("proposals", nargs="*", metavar="ID", help="proposal ids (label ids for delete-label)")
     sp.add_argument("--slide", default="")
+    sp.add_argument("--job", default="", help="next: the proposals of this auto-labelling job")
+    sp.add_argument("--skip", action="append", metavar="ID[,ID...]",
+                    help="next: pass over these proposals (skipped in this session; repeatable)")
     sp.add_argument("--state", default="", choices=["", "pending", "accepted", "rejected", "replaced"])
     sp.add_argument("--reviewer", default="")
     sp.add_argument("--mask", default=None, help="replace: edited mask image (PNG/TIFF) of the tile's size")
@@ -683,15 +742,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fosgate.logs import setup_logging
+    try:
+        from fosgate.logs import setup_logging
+    except ModuleNotFoundError:  # the light client alone: only its own messages, WARNING and up (-v: INFO)
+        import logging
 
-    server_log = {"serve": lambda: Path(args.data) / "server.log",
-                  "demo": lambda: Path(args.out) / "server-data" / "server.log"}.get(args.command)
-    setup_logging(args.verbose, server_log() if server_log else None)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    else:
+        server_log = {"serve": lambda: Path(args.data) / "server.log",
+                      "demo": lambda: Path(args.out) / "server-data" / "server.log"}.get(args.command)
+        setup_logging(args.verbose, server_log() if server_log else None)
     from fosgate_client.client import FosgateClientError
 
     try:
         return int(args.fn(args) or 0)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "fosgate":
+            raise
+        print(f"fosgate {args.command} needs the fosgate server distribution, which is not installed here "
+              "(only the light client is): pip install fosgate, or run this command on the server machine.",
+              file=sys.stderr)
+        return 2
     except FosgateClientError as err:
         print(f"fosgate: {err}", file=sys.stderr)
         if getattr(args, "json", False):  # scripts and macros read stdout only
