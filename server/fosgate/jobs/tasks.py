@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def _load_pairs(app: App, label_ids: list[str], normalization):
     """Training pairs (image region, mask) for the given labels; images are normalised with the
-    statistics of their whole slide, as prediction will do."""
+    statistics of their whole slide, as prediction will do, and carry the slide's pixel size."""
     import tifffile
 
     from fosgate.core.training import TrainingPair
@@ -37,9 +37,11 @@ def _load_pairs(app: App, label_ids: list[str], normalization):
             if slide_row.id not in stats:
                 stats[slide_row.id] = normalization.stats(slide)
             image = slide.read(label.y, label.y + label.height, label.x, label.x + label.width)
+            px = float(slide.info.pixel_size_um or 0.0)
         mask = tifffile.imread(label.path)
         lo, hi = stats[slide_row.id]
-        pairs.append(TrainingPair(image=image, mask=mask, name=f"{slide_row.name}:{lid}", lo=lo, hi=hi))
+        pairs.append(TrainingPair(image=image, mask=mask, name=f"{slide_row.name}:{lid}", lo=lo, hi=hi,
+                                  pixel_size_um=px))
     channels = {p.image.shape[-1] for p in pairs}
     if len(channels) > 1:
         raise InvalidInput("The labelled images mix grey and colour slides; train one model per kind of image "
@@ -48,94 +50,95 @@ def _load_pairs(app: App, label_ids: list[str], normalization):
 
 
 def run_training(app: App, ctx: JobContext) -> str:
-    from fosgate import __version__
-    from fosgate.core.modelio import ModelMeta, load_model, save_model
+    from fosgate.core.model import FosgateModel
     from fosgate.core.normalize import Normalization
-    from fosgate.core.training import TrainConfig, plot_training_curve, train_unet
-    from fosgate.core.unet import receptive_field_radius
+    from fosgate.core.training import TrainConfig, plot_training_curve, train_model
+    from fosgate.core.unet import DEFAULT_ARCH
 
     p = ctx.params
     base = None
     if p.get("base_model_id"):
-        base_row = app.store.get_model(p["base_model_id"])
-        base, base_meta = load_model(base_row.path)
-        normalization = Normalization.from_json(base_meta.normalization)
+        base = FosgateModel.load(app.store.get_model(p["base_model_id"]).path)
+        normalization = base.normalization
     else:
         normalization = Normalization()
     ctx.progress(0.0, "Reading the labelled images.", force=True)
     pairs = _load_pairs(app, p["label_ids"], normalization)
     config = TrainConfig(
-        epochs=int(p["epochs"]), tile_size=int(p["tile_size"]), batch_size=int(p.get("batch_size") or 16),
+        epochs=int(p["epochs"]), tile_size=int(p["tile_size"]), batch_size=int(p.get("batch_size") or 8),
         val_fraction=float(p.get("val_fraction") or 0.2), seed=int(p.get("seed") or 0),
         learning_rate=float(p.get("learning_rate") or 1e-3), steps_per_epoch=int(p.get("steps_per_epoch") or 0) or None,
-        patience=int(p.get("patience") or 0),
+        patience=int(p.get("patience") or 0), arch=p.get("arch") or DEFAULT_ARCH,
+        pixel_size_um=float(p.get("pixel_size_um") or 0.0),
     )
 
     def on_epoch(r) -> None:
-        ctx.progress(r.epoch / r.epochs, f"Epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f}, val loss {r.val_loss:.4f}, "
-                     f"pixel F1 {r.pixel_f1:.3f}, MIoU {r.pixel_miou:.3f}.", force=True,
-                     epoch=r.epoch, epochs=r.epochs, loss=r.loss, val_loss=r.val_loss,
+        obj = "" if r.object_f1 != r.object_f1 else f", object F1 {r.object_f1:.3f}"
+        ctx.progress(r.epoch / r.epochs, f"Epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f}, val loss {r.val_loss:.4f}"
+                     f"{obj}, pixel F1 {r.pixel_f1:.3f}, MIoU {r.pixel_miou:.3f}.", force=True,
+                     epoch=r.epoch, epochs=r.epochs, loss=r.loss, val_loss=r.val_loss, object_f1=r.object_f1,
                      pixel_f1=r.pixel_f1, pixel_miou=r.pixel_miou)
 
-    model, metrics, history = train_unet(pairs, normalization, config, model=base, on_epoch=on_epoch,
-                                         should_cancel=ctx.cancelled)
-    ctx.check_cancel()
     name = p.get("name") or "unet"
     model_id = new_id("md")
-    version = app.store.next_model_version(name)
-    meta = ModelMeta(
-        model_id=model_id, name=name, version=version, created=now(), in_channels=int(pairs[0].image.shape[-1]),
-        normalization=normalization.to_json(), receptive_field=int(receptive_field_radius(model)),
-        train_tile_size=config.tile_size, metrics={k: float(v) for k, v in metrics.items()},
-        label_ids=list(p["label_ids"]), parent_model_id=p.get("base_model_id") or "",
-        fosgate_version=__version__, filters=[16, 32, 64, 128, 256],
-        threshold=float(metrics.get("threshold", 0.5)),
-    )
-    directory = app.store.model_dir(model_id)
-    save_model(model, meta, directory)
-    curve = plot_training_curve(history, ctx.workdir / "training_curve.png")
+    model = train_model(pairs, config, normalization=normalization, base=base, on_epoch=on_epoch,
+                        should_cancel=ctx.cancelled, model_id=model_id, name=name,
+                        label_ids=list(p["label_ids"]), parent_model_id=p.get("base_model_id") or "")
+    ctx.check_cancel()
+    model.version = app.store.next_model_version(name)
+    model.created = now()
+    directory = model.save(app.store.model_dir(model_id))
+    curve = plot_training_curve(model.history, ctx.workdir / "training_curve.png")
     ctx.add_artifact(curve)
-    app.store.add_model(ModelRow(model_id, name, version, str(directory), meta.to_dict(), meta.created, ctx.job_id))
-    ctx.progress(1.0, f"Saved model {model_id} ({name} v{version}).", force=True, **metrics)
+    meta = model.meta_dict()
+    app.store.add_model(ModelRow(model_id, name, model.version, str(directory), meta, model.created, ctx.job_id))
+    post = model.post
+    ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: threshold "
+                 f"{post.threshold:g}, seed level {post.seed_threshold:g}, min size {post.min_size_px} px.",
+                 force=True, **model.metrics)
     return model_id
 
 
 def run_prediction(app: App, ctx: JobContext) -> str:
-    from fosgate.core.modelio import load_model
-    from fosgate.core.normalize import Normalization
-    from fosgate.core.pipeline import predict_slide
+    from fosgate.core.model import FosgateModel, PredictOptions
 
     p = ctx.params
     slide_row = app.store.get_slide(p["slide_id"])
     model_row = app.store.get_model(p["model_id"])
     ctx.progress(0.0, "Loading the model.", force=True)
-    model, meta = load_model(model_row.path)
-    threshold = float(p.get("threshold") or meta.threshold)
-    calibrated = "val_pixel_f1_pooled_at_threshold" in (meta.metrics or {})
+    model = FosgateModel.load(model_row.path)
+    calibrated = bool(model.metrics.get("calibrated")) or "val_pixel_f1_pooled_at_threshold" in model.metrics
     origin = "" if p.get("threshold") else (" (the model's own, calibrated at training)" if calibrated
                                             else " (the default; the model was trained without a validation split)")
-    ctx.progress(0.0, f"Probability threshold {threshold:g}{origin}.", force=True)
+    min_size = p.get("min_size")
+    options = PredictOptions(
+        tile=int(p.get("tile_size") or 0), halo=int(p.get("halo") or 0),
+        region=tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None,
+        memory_budget=app.config.predict_memory_bytes, tta=bool(p.get("tta")),
+        pixel_size_um=float(p.get("pixel_size_um") or 0.0),
+        threshold=float(p["threshold"]) if p.get("threshold") else None,
+        seed_threshold=float(p["seed_threshold"]) if p.get("seed_threshold") else None,
+        min_size_px=int(min_size) if min_size else None,
+        min_area_um2=float(p["min_area_um2"]) if p.get("min_area_um2") else None,
+        split_touching=True if p.get("split_touching") else None,
+    )
+    post = model.resolve_post(options)
+    ctx.progress(0.0, f"Probability threshold {post.threshold:g}{origin}.", force=True)
     stem = check_stem(p.get("stem") or "") or safe_name(stem_of(slide_row.name), default="slide")
-    region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
     with app.open_slide(slide_row) as slide:
-        out = predict_slide(
-            slide, model, in_channels=meta.in_channels, normalization=Normalization.from_json(meta.normalization),
-            receptive_field=meta.receptive_field, out_dir=ctx.workdir, stem=stem, tile=int(p.get("tile_size") or 0),
-            halo=int(p.get("halo") or 0), threshold=threshold,
-            min_size=int(p["min_size"]) if p.get("min_size") is not None else 10,
-            split_touching=bool(p.get("split_touching")), region=region,
-            memory_budget=app.config.predict_memory_bytes,
-            progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled,
-            executor=app.executor, model_dir=model_row.path if app.executor else None,
-        )
-    if out.halo < meta.receptive_field:
+        out = model.predict_slide(slide, ctx.workdir, stem, options, backend=app.executor,
+                                  progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled)
+    if out.halo < model.receptive_field:
         ctx.progress(0.99, f"Warning: the {out.halo}-px halo is smaller than the model's receptive field "
-                     f"({meta.receptive_field} px); tile seams may differ from a single pass.", force=True)
+                     f"({model.receptive_field} px); tile seams may differ from a single pass.", force=True)
     for path in out.paths.values():
         ctx.add_artifact(path)
+    used = out.post
     ctx.progress(1.0, f"Found {out.count} cells in {out.seconds:.1f} s.", force=True, count=out.count,
                  seconds=out.seconds, tile_height=out.tile[0], tile_width=out.tile[1], windows=out.windows, halo=out.halo,
-                 megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9))
+                 megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9),
+                 threshold=used.threshold, seed_threshold=used.seed_threshold, min_size_px=used.min_size_px,
+                 scale_factor=out.factor, tta=float(options.tta))
     return slide_row.id
 
 
@@ -202,10 +205,9 @@ def run_autolabel(app: App, ctx: JobContext) -> str:
         return _run_autolabel_dask(app, ctx, slide_row, regions, method)
     with app.open_slide(slide_row) as slide:
         if method == "model":
-            from fosgate.core.modelio import load_model
+            from fosgate.core.model import FosgateModel
 
-            model, meta = load_model(app.store.get_model(p["model_id"]).path)
-            proposer = ModelProposer(model, meta, slide)
+            proposer = ModelProposer(FosgateModel.load(app.store.get_model(p["model_id"]).path), slide)
         for i, region in enumerate(regions):
             ctx.check_cancel()
             uncertainty = 0.0
