@@ -71,7 +71,7 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_til
                                               source="classical", reviewer="fosgate demo").label_id)
             from fosgate.cli import _job_bar
 
-            job = _job_bar(fg, fg.train(label_ids, epochs=epochs, tile_size=128, batch_size=16, seed=seed,
+            job = _job_bar(fg, fg.train(label_ids, epochs=epochs, tile_size=128, batch_size=16, steps_per_epoch=25, seed=seed,
                                         name="demo"), "Training U-Net")
             model_id = job.result_id
             model = fg.get_model(model_id)
