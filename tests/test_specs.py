@@ -31,7 +31,7 @@ PROTO = Path(__file__).resolve().parents[1] / "protos" / "fosgate" / "v1" / "fos
 def test_zero_means_default_and_specs_are_frozen():
     spec = TrainSpec.create(epochs=0, tile_size=0, batch_size=0, val_fraction=0.0, learning_rate=0.0, name="")
     assert spec == TrainSpec()
-    assert (spec.epochs, spec.tile_size, spec.batch_size, spec.val_fraction, spec.name) == (30, 128, 16, 0.2, "unet")
+    assert (spec.epochs, spec.tile_size, spec.batch_size, spec.val_fraction, spec.name) == (30, 256, 8, 0.2, "unet")
     with pytest.raises(FrozenInstanceError):
         spec.epochs = 3  # type: ignore[misc]
 
@@ -52,7 +52,20 @@ def test_train_bounds_are_invalid_argument(bad):
 def test_train_spec_sets_every_train_config_field():
     """The core's TrainConfig defaults (20 epochs there) never reach a job: the spec sets each field."""
     cfg = TrainSpec.create(epochs=7, steps_per_epoch=0).train_config()
-    assert cfg.epochs == 7 and cfg.steps_per_epoch is None and cfg.batch_size == 16 and cfg.val_fraction == 0.2
+    assert cfg.epochs == 7 and cfg.steps_per_epoch is None and cfg.batch_size == 8 and cfg.val_fraction == 0.2
+    assert cfg.arch == "unet2" and cfg.tile_size == 256 and cfg.pixel_size_um == 0.0
+    assert TrainSpec.create(arch="reference", pixel_size_um=0.65).train_config().arch == "reference"
+    with pytest.raises(InvalidInput):
+        TrainSpec.create(arch="resnet")
+
+
+def test_predict_spec_zero_means_the_models_own_post_processing():
+    opts = PredictSpec.create(slide_id="sl_1", model_id="md_1").predict_options(1e9)
+    assert opts.threshold is None and opts.min_size_px is None and opts.seed_threshold is None
+    assert opts.split_touching is None and not opts.tta
+    opts = PredictSpec.create(slide_id="sl_1", model_id="md_1", tta=True, min_area_um2=12.5, seed_threshold=0.7,
+                              pixel_size_um=0.5).predict_options(1e9)
+    assert opts.tta and opts.min_area_um2 == 12.5 and opts.seed_threshold == 0.7 and opts.pixel_size_um == 0.5
 
 
 @pytest.mark.parametrize("bad", [
@@ -68,7 +81,7 @@ def test_predict_bounds(bad):
 
 def test_predict_defaults():
     spec = PredictSpec.create(slide_id="sl_1", model_id="md_1", min_size=0, region=(0, 0, 0, 0))
-    assert spec.min_size == 10 and spec.threshold == 0.0 and spec.region is None and spec.tile_size == 0
+    assert spec.min_size == 0 and spec.threshold == 0.0 and spec.region is None and spec.tile_size == 0  # 0: the model's own
 
 
 def test_tile_export_margin_zero_only_with_a_tile_size():

@@ -246,16 +246,16 @@ class Labels:
 
     def _tile_uncertainty(self, clustering, tiles: list[dict], model_id: str) -> np.ndarray:
         from fosgate.core.autolabel import tile_uncertainty
-        from fosgate.core.modelio import load_model
+        from fosgate.core.model import FosgateModel
         from fosgate.core.tiling import plan_crop_tiles
 
         model_row = self.store.get_model(model_id)
         slide_row = self.store.get_slide(clustering.slide_id)
-        model, meta = load_model(model_row.path)
+        model = FosgateModel.load(model_row.path)
         with self.slides.open_slide(slide_row) as slide:
             info = slide.info
-            if info.channels != meta.in_channels:
-                raise Precondition(f"Model '{model_id}' expects {meta.in_channels}-channel images; this slide has "
+            if info.channels != model.in_channels:
+                raise Precondition(f"Model '{model_id}' expects {model.in_channels}-channel images; this slide has "
                                    f"{info.channels}.")
             plan = plan_crop_tiles(info.height, info.width, clustering.tile_size,
                                    _margin_of(tiles, clustering.tile_size))
@@ -266,7 +266,7 @@ class Labels:
 
                 crop_tiles = [CropTile(0, 0, t["y"], t["x"], t["height"], t["width"], t["y"], t["x"], t["height"],
                                        t["width"]) for t in tiles]
-            return tile_uncertainty(model, meta, slide, crop_tiles)
+            return tile_uncertainty(model, slide, crop_tiles)
 
 
 def _decided(prop: ProposalRow, decision: str) -> str:

@@ -224,25 +224,34 @@ def _check_ids(ids: tuple[str, ...], what: str) -> None:
 # ---------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class TrainSpec(JobSpec):
-    """Train (or fine-tune) the reference U-Net on stored labels. Empty ``label_ids``: every label
+    """Train (or fine-tune) a U-Net on stored labels. Empty ``label_ids``: every label
     (filled in at submission, so the job row records exactly what was trained on)."""
 
     kind: ClassVar[str] = "train"
     label_ids: tuple[str, ...] = ()
     epochs: int = 30
-    tile_size: int = 128
-    batch_size: int = 16
+    tile_size: int = 256
+    batch_size: int = 8
     val_fraction: float = 0.2
     seed: int = 0
     name: str = "unet"
     learning_rate: float = 1e-3
-    #: 0 = enough to see each labelled pixel about once (25..400)
+    #: 0 = about two passes over the labelled pixels per epoch (25..400)
     steps_per_epoch: int = 0
     base_model_id: str = ""
     #: early stopping after this many epochs without improvement (0 = off)
     patience: int = 0
+    #: "unet2" (instance-aware default) or "reference" (the paper's net); ignored when fine-tuning
+    arch: str = "unet2"
+    #: µm per pixel the model works at; 0 = the slides' own (metadata), else unknown
+    pixel_size_um: float = 0.0
 
     def validate(self) -> Self:
+        from fosgate.core.unet import ARCHS
+
+        if self.arch not in ARCHS:
+            raise InvalidInput(f"Unknown architecture '{self.arch[:40]}'; choose one of {', '.join(sorted(ARCHS))}.")
+        check_float(self.pixel_size_um, "The pixel size (µm)", 0.0, 1000.0, lo_open=True, zero_ok=True)
         _check_ids(self.label_ids, "label")
         check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
         check_int(self.tile_size, "The training tile size", 16, 1024, multiple=16)
@@ -269,7 +278,8 @@ class TrainSpec(JobSpec):
 
         return TrainConfig(epochs=self.epochs, tile_size=self.tile_size, batch_size=self.batch_size,
                            val_fraction=self.val_fraction, seed=self.seed, learning_rate=self.learning_rate,
-                           steps_per_epoch=self.steps_per_epoch or None, patience=self.patience)
+                           steps_per_epoch=self.steps_per_epoch or None, patience=self.patience, arch=self.arch,
+                           pixel_size_um=self.pixel_size_um)
 
 
 # ---------------------------------------------------------------------- prediction
@@ -316,7 +326,9 @@ class PredictSpec(JobSpec):
     halo: int = 0
     #: 0 = the model's own (calibrated at training, else 0.5)
     threshold: float = 0.0
-    min_size: int = 10
+    #: smallest object in slide pixels; 0 = the model's own (calibrated, converted by pixel size)
+    min_size: int = 0
+    #: True forces the distance-transform split (reference net); False = the model's own
     split_touching: bool = False
     region: Region | None = None
     #: output file stem; "" = the slide name without its extension
@@ -324,6 +336,24 @@ class PredictSpec(JobSpec):
     #: cells per brain region into <stem>.regions.csv when given (staged by the server)
     region_map: RegionMapSpec = field(default_factory=RegionMapSpec)
     _nested: ClassVar[dict[str, type]] = {"region_map": RegionMapSpec}
+    #: test-time augmentation (mean over the 8 square symmetries; 8x the compute, exact stitching kept)
+    tta: bool = False
+    #: the slide's µm per pixel when its metadata lacks it; 0 = the metadata
+    pixel_size_um: float = 0.0
+    #: centre-map level of the watershed seeds (unet2); 0 = the model's own
+    seed_threshold: float = 0.0
+    #: smallest object in µm² (wins over min_size); 0 = unset
+    min_area_um2: float = 0.0
+
+    def predict_options(self, memory_budget: float):
+        """The core's ``PredictOptions`` (0/False = the model's own post-processing)."""
+        from fosgate.core.model import PredictOptions
+
+        return PredictOptions(
+            tile=self.tile_size, halo=self.halo, region=self.region, memory_budget=memory_budget, tta=self.tta,
+            pixel_size_um=self.pixel_size_um, threshold=self.threshold or None,
+            seed_threshold=self.seed_threshold or None, min_size_px=self.min_size or None,
+            min_area_um2=self.min_area_um2 or None, split_touching=True if self.split_touching else None)
 
     def validate(self) -> Self:
         if not self.slide_id:
@@ -335,7 +365,10 @@ class PredictSpec(JobSpec):
         check_int(self.tile_size, "The tile size", 16, 8192, multiple=16, zero_ok=True)
         check_int(self.halo, "The halo", 0, 1024)
         check_float(self.threshold, "The threshold", 0.0, 1.0, lo_open=True, hi_open=True, zero_ok=True)
-        check_int(self.min_size, "The smallest object size (min_size)", 1, 1_000_000_000)
+        check_int(self.min_size, "The smallest object size (min_size)", 1, 1_000_000_000, zero_ok=True)
+        check_float(self.pixel_size_um, "The pixel size (µm)", 0.0, 1000.0, lo_open=True, zero_ok=True)
+        check_float(self.seed_threshold, "The seed level", 0.0, 1.0, lo_open=True, hi_open=True, zero_ok=True)
+        check_float(self.min_area_um2, "The smallest object area (µm²)", 0.0, 1e9, lo_open=True, zero_ok=True)
         _check_region_shape(self.region)
         check_stem(self.stem)
         return self

@@ -133,7 +133,8 @@ def cmd_train(args) -> int:
             label_ids = sorted({lb.label_id for lb in fg.list_labels()} | set(label_ids))
         job = fg.train(label_ids, epochs=args.epochs, tile_size=args.tile_size, batch_size=args.batch_size,
                        val_fraction=args.val_fraction, seed=args.seed, name=args.name,
-                       base_model_id=args.base_model or "", patience=args.patience)
+                       base_model_id=args.base_model or "", patience=args.patience, arch=args.arch,
+                       pixel_size_um=args.pixel_size)
         job = _job_bar(fg, job, "Training")
         model = fg.get_model(job.result_id)
         metrics = dict(model.metrics)
@@ -163,7 +164,9 @@ def cmd_predict(args) -> int:
                 slide = fg.upload_slide(path, channel=args.channel, on_progress=lambda s, t: bar.update(s - bar.n))
             job = fg.predict(slide.slide_id, args.model, tile_size=args.tile_size, halo=args.halo,
                              threshold=args.threshold, min_size=args.min_size, split_touching=args.split_touching,
-                             stem=safe_name(file_stem(path), default="slide"), regions=regions)
+                             stem=safe_name(file_stem(path), default="slide"), tta=args.tta,
+                             pixel_size_um=args.pixel_size, seed_threshold=args.seed_threshold,
+                             min_area_um2=args.min_area, regions=regions)
             job = _job_bar(fg, job, f"Predicting {path.name}")
             files = fg.download_outputs(job, out)
             if args.imagej:
@@ -209,7 +212,9 @@ def cmd_count_regions(args) -> int:
     return 0
 
 
-def region_args(sp, required: bool = False) -> None:
+def region_args(sp, required: bool = False, pixel_size: bool = True) -> None:
+    """--regions and friends; ``pixel_size`` False where the command has its own --pixel-size (predict: the
+    slide's µm per pixel, which is also what areas and densities use)."""
     sp.add_argument("--regions", required=required, default=None, metavar="FILE",
                     help="brain regions: QuPath GeoJSON, an ImageJ ROI set (.zip) or a label image (.tif/.png, e.g. "
                          "an atlas annotation from ABBA / QuickNII / VisuAlign) -> <stem>.regions.csv")
@@ -217,8 +222,9 @@ def region_args(sp, required: bool = False) -> None:
                     help="names table for a label image: CSV id,name[,parent_id][,acronym][,color] or Allen ontology JSON")
     sp.add_argument("--region-scale", type=float, default=0.0,
                     help="slide pixels per label-image pixel (0: inferred from the sizes)")
-    sp.add_argument("--pixel-size", type=float, default=0.0,
-                    help="pixel size in µm for mm² and densities (0: the slide's own)")
+    if pixel_size:
+        sp.add_argument("--pixel-size", type=float, default=0.0,
+                        help="pixel size in µm for mm² and densities (0: the slide's own)")
 
 
 def cmd_demo(args) -> int:
@@ -231,8 +237,11 @@ def cmd_models(args) -> int:
     with _client(args) as fg:
         models = fg.list_models()
     for m in models:
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.metrics.items()))
-        print(f"{m.model_id}\t{m.name} v{m.version}\t{m.created}\t{metrics}")
+        post = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.postprocess.items()))
+        shown = ("val_object_f1", "val_object_precision", "val_object_recall", "best_epoch", "epochs_run", "pixel_f1")
+        metrics = " ".join(f"{k}={m.metrics[k]:.4g}" for k in shown if k in m.metrics)
+        px = f"{m.pixel_size_um:g} um/px" if m.pixel_size_um else "pixel size unknown"
+        print(f"{m.model_id}\t{m.name} v{m.version}\t{m.arch or 'reference'}\t{px}\t{m.created}\tpost: {post}\t{metrics}")
     return 0
 
 
@@ -575,8 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--masks", action="append", default=[],
                     help="folder of masks (same file stems; binary 0/255, 0/1 or instance labels)")
     sp.add_argument("--epochs", type=int, default=0, help="default: the server's (30)")
-    sp.add_argument("--tile-size", type=int, default=0, help="training tile, multiple of 16; default: the server's (128)")
-    sp.add_argument("--batch-size", type=int, default=0, help="default: the server's (16)")
+    sp.add_argument("--tile-size", type=int, default=0, help="training crop, multiple of 16; default: the server's (256)")
+    sp.add_argument("--batch-size", type=int, default=0, help="default: the server's (8)")
+    sp.add_argument("--arch", default="", choices=["", "unet2", "reference"],
+                    help="unet2 (default: foreground + centre map, seeded watershed) or reference (the paper's U-Net)")
+    sp.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
+                    help="µm per pixel the model works at (default: the images' metadata)")
     sp.add_argument("--val-fraction", type=float, default=0.0, help="default: the server's (0.2)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--name", default="", help="model name (versions count up per name); default: unet")
@@ -596,13 +609,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=0.0,
                     help="probability threshold (0: the model's own, calibrated on validation tiles at training; "
                          "0.5 for models trained without a validation split)")
-    sp.add_argument("--min-size", type=int, default=0, help="smallest object in pixels (default: the server's, 10)")
-    sp.add_argument("--split-touching", action="store_true", help="watershed split of touching cells")
+    sp.add_argument("--min-size", type=int, default=0,
+                    help="smallest object in pixels (default: the model's own, calibrated at training)")
+    sp.add_argument("--min-area", type=float, default=0.0, metavar="UM2",
+                    help="smallest object in µm² (wins over --min-size)")
+    sp.add_argument("--seed-threshold", type=float, default=0.0,
+                    help="centre-map level of the watershed seeds (unet2; default: the model's own)")
+    sp.add_argument("--split-touching", action="store_true",
+                    help="force the distance-transform watershed split (reference models; default: the model's own)")
+    sp.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: mean over 8 flips/rotations (8x slower; stitching stays exact)")
+    sp.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
+                    help="the images' µm per pixel when their metadata lacks it (default: the metadata)")
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True, help="output folder")
     sp.add_argument("--imagej", action="store_true",
                     help="also write <stem>.mask.tif and <stem>.labels.tif that plain ImageJ 1.x opens (striped)")
-    region_args(sp)
+    region_args(sp, pixel_size=False)
     sp.add_argument("images", nargs="+", metavar="IMAGE")
     sp.set_defaults(fn=cmd_predict)
 

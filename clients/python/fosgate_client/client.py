@@ -250,14 +250,16 @@ class FosgateClient:
     # ------------------------------------------------------------------ prediction
     def predict(self, slide_id: str, model_id: str, *, tile_size: int = 0, halo: int = 0, threshold: float = 0.0,
                 min_size: int = 0, split_touching: bool = False,
-                region: tuple[int, int, int, int] | None = None, stem: str = "",
+                region: tuple[int, int, int, int] | None = None, stem: str = "", tta: bool = False,
+                pixel_size_um: float = 0.0, seed_threshold: float = 0.0, min_area_um2: float = 0.0,
                 regions: pb.RegionMap | None = None) -> pb.Job:
-        """Start a prediction job; with ``regions`` (see :meth:`region_map`) it also writes
-        ``<stem>.regions.csv``, the cells per brain region."""
+        """Start a prediction job; 0/False = the model's own calibrated post-processing. With ``regions`` (see
+        :meth:`region_map`) it also writes ``<stem>.regions.csv``, the cells per brain region."""
         r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()
         req = pb.PredictRequest(slide_id=slide_id, model_id=model_id, tile_size=tile_size, halo=halo,
                                 threshold=threshold, min_size=min_size, split_touching=split_touching, region=r,
-                                stem=stem)
+                                stem=stem, tta=tta, pixel_size_um=pixel_size_um, seed_threshold=seed_threshold,
+                                min_area_um2=min_area_um2)
         if regions is not None:
             req.regions.CopyFrom(regions)
         return self._call(self.predictions.Predict, req)

@@ -56,7 +56,7 @@ class TaskEnv:
 
 def _load_pairs(app: TaskEnv, label_ids: list[str], normalization):
     """Training pairs (image region, mask) for the given labels; images are normalised with the
-    statistics of their whole slide, as prediction will do."""
+    statistics of their whole slide, as prediction will do, and carry the slide's pixel size."""
     import tifffile
 
     from fosgate.core.training import TrainingPair
@@ -70,9 +70,11 @@ def _load_pairs(app: TaskEnv, label_ids: list[str], normalization):
             if slide_row.id not in stats:
                 stats[slide_row.id] = normalization.stats(slide)
             image = slide.read(label.y, label.y + label.height, label.x, label.x + label.width)
+            px = float(slide.info.pixel_size_um or 0.0)
         mask = tifffile.imread(label.path)
         lo, hi = stats[slide_row.id]
-        pairs.append(TrainingPair(image=image, mask=mask, name=f"{slide_row.name}:{lid}", lo=lo, hi=hi))
+        pairs.append(TrainingPair(image=image, mask=mask, name=f"{slide_row.name}:{lid}", lo=lo, hi=hi,
+                                  pixel_size_um=px))
     channels = {p.image.shape[-1] for p in pairs}
     if len(channels) > 1:
         raise InvalidInput("The labelled images mix grey and colour slides; train one model per kind of image "
@@ -81,17 +83,14 @@ def _load_pairs(app: TaskEnv, label_ids: list[str], normalization):
 
 
 def run_training(app: TaskEnv, ctx: JobContext, spec: TrainSpec) -> str:
-    from fosgate import __version__
-    from fosgate.core.modelio import ModelMeta, load_model, save_model
+    from fosgate.core.model import FosgateModel
     from fosgate.core.normalize import Normalization
-    from fosgate.core.training import plot_training_curve, train_unet
-    from fosgate.core.unet import receptive_field_radius
+    from fosgate.core.training import plot_training_curve, train_model
 
     base = None
     if spec.base_model_id:
-        base_row = app.store.get_model(spec.base_model_id)
-        base, base_meta = load_model(base_row.path)
-        normalization = Normalization.from_json(base_meta.normalization)
+        base = FosgateModel.load(app.store.get_model(spec.base_model_id).path)
+        normalization = base.normalization
     else:
         normalization = Normalization()
     ctx.progress(0.0, "Reading the labelled images.", force=True)
@@ -99,71 +98,64 @@ def run_training(app: TaskEnv, ctx: JobContext, spec: TrainSpec) -> str:
     config = spec.train_config()
 
     def on_epoch(r) -> None:
-        ctx.progress(r.epoch / r.epochs, f"Epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f}, val loss {r.val_loss:.4f}, "
-                     f"pixel F1 {r.pixel_f1:.3f}, MIoU {r.pixel_miou:.3f}.", force=True,
-                     epoch=r.epoch, epochs=r.epochs, loss=r.loss, val_loss=r.val_loss,
+        obj = "" if r.object_f1 != r.object_f1 else f", object F1 {r.object_f1:.3f}"
+        ctx.progress(r.epoch / r.epochs, f"Epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f}, val loss {r.val_loss:.4f}"
+                     f"{obj}, pixel F1 {r.pixel_f1:.3f}, MIoU {r.pixel_miou:.3f}.", force=True,
+                     epoch=r.epoch, epochs=r.epochs, loss=r.loss, val_loss=r.val_loss, object_f1=r.object_f1,
                      pixel_f1=r.pixel_f1, pixel_miou=r.pixel_miou)
 
-    model, metrics, history = train_unet(pairs, normalization, config, model=base, on_epoch=on_epoch,
-                                         should_cancel=ctx.cancelled)
-    ctx.check_cancel()
     name = spec.name
     model_id = new_id("md")
-    version = app.store.next_model_version(name)
-    meta = ModelMeta(
-        model_id=model_id, name=name, version=version, created=now(), in_channels=int(pairs[0].image.shape[-1]),
-        normalization=normalization.to_json(), receptive_field=int(receptive_field_radius(model)),
-        train_tile_size=config.tile_size, metrics={k: float(v) for k, v in metrics.items()},
-        label_ids=list(spec.label_ids), parent_model_id=spec.base_model_id,
-        fosgate_version=__version__, filters=[16, 32, 64, 128, 256],
-        threshold=float(metrics.get("threshold", 0.5)),
-    )
-    directory = app.store.model_dir(model_id)
-    save_model(model, meta, directory)
-    curve = plot_training_curve(history, ctx.workdir / "training_curve.png")
+    model = train_model(pairs, config, normalization=normalization, base=base, on_epoch=on_epoch,
+                        should_cancel=ctx.cancelled, model_id=model_id, name=name, label_ids=list(spec.label_ids),
+                        parent_model_id=spec.base_model_id)
+    ctx.check_cancel()
+    model.version = app.store.next_model_version(name)
+    model.created = now()
+    directory = model.save(app.store.model_dir(model_id))
+    curve = plot_training_curve(model.history, ctx.workdir / "training_curve.png")
     ctx.add_artifact(curve)
-    app.store.add_model(ModelRow(model_id, name, version, str(directory), meta.to_dict(), meta.created, ctx.job_id))
-    ctx.progress(1.0, f"Saved model {model_id} ({name} v{version}).", force=True, **metrics)
+    app.store.add_model(ModelRow(model_id, name, model.version, str(directory), model.meta_dict(), model.created,
+                                 ctx.job_id))
+    post = model.post
+    ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: threshold "
+                 f"{post.threshold:g}, seed level {post.seed_threshold:g}, min size {post.min_size_px} px.",
+                 force=True, **model.metrics)
     return model_id
 
 
 def run_prediction(app: TaskEnv, ctx: JobContext, spec: PredictSpec) -> str:
-    from fosgate.core.modelio import load_model
-    from fosgate.core.normalize import Normalization
-    from fosgate.core.pipeline import predict_slide
+    from fosgate.core.model import FosgateModel
 
     slide_row = app.store.get_slide(spec.slide_id)
     model_row = app.store.get_model(spec.model_id)
     ctx.progress(0.0, "Loading the model.", force=True)
-    model, meta = load_model(model_row.path)
-    threshold = spec.threshold or float(meta.threshold)
-    calibrated = "val_pixel_f1_pooled_at_threshold" in (meta.metrics or {})
+    model = FosgateModel.load(model_row.path)
+    options = spec.predict_options(app.config.predict_memory_bytes)
+    post = model.resolve_post(options)
+    calibrated = bool(model.metrics.get("calibrated")) or "val_pixel_f1_pooled_at_threshold" in model.metrics
     origin = "" if spec.threshold else (" (the model's own, calibrated at training)" if calibrated
-                                            else " (the default; the model was trained without a validation split)")
-    ctx.progress(0.0, f"Probability threshold {threshold:g}{origin}.", force=True)
+                                        else " (the default; the model was trained without a validation split)")
+    ctx.progress(0.0, f"Probability threshold {post.threshold:g}{origin}.", force=True)
     stem = check_stem(spec.stem) or safe_name(stem_of(slide_row.name), default="slide")
     with app.open_slide(slide_row) as slide:
-        out = predict_slide(
-            slide, model, in_channels=meta.in_channels, normalization=Normalization.from_json(meta.normalization),
-            receptive_field=meta.receptive_field, out_dir=ctx.workdir, stem=stem, tile=spec.tile_size,
-            halo=spec.halo, threshold=threshold, min_size=spec.min_size,
-            split_touching=spec.split_touching, region=spec.region,
-            memory_budget=app.config.predict_memory_bytes,
-            progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled,
-            executor=app.executor, model_dir=model_row.path if app.executor else None,
-        )
-    if out.halo < meta.receptive_field:
+        out = model.predict_slide(slide, ctx.workdir, stem, options, backend=app.executor,
+                                  progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled)
+    if out.halo < model.receptive_field:
         ctx.progress(0.99, f"Warning: the {out.halo}-px halo is smaller than the model's receptive field "
-                     f"({meta.receptive_field} px); tile seams may differ from a single pass.", force=True)
+                     f"({model.receptive_field} px); tile seams may differ from a single pass.", force=True)
     for path in out.paths.values():
         ctx.add_artifact(path)
     if spec.region_map.kind:
         from fosgate.jobs.region_counts import add_region_counts
 
         add_region_counts(app.store, ctx, spec.region_map, out.paths["counts"], stem, slide_row, 0.97, 0.99)
+    used = out.post
     ctx.progress(1.0, f"Found {out.count} cells in {out.seconds:.1f} s.", force=True, count=out.count,
                  seconds=out.seconds, tile_height=out.tile[0], tile_width=out.tile[1], windows=out.windows, halo=out.halo,
-                 megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9))
+                 megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9),
+                 threshold=used.threshold, seed_threshold=used.seed_threshold, min_size_px=used.min_size_px,
+                 scale_factor=out.factor, tta=float(options.tta))
     return slide_row.id
 
 
@@ -274,10 +266,9 @@ def run_autolabel(app: TaskEnv, ctx: JobContext, spec: AutoLabelSpec) -> str:
         return _run_autolabel_dask(app, ctx, spec, slide_row, regions, method)
     with app.open_slide(slide_row) as slide:
         if method == "model":
-            from fosgate.core.modelio import load_model
+            from fosgate.core.model import FosgateModel
 
-            model, meta = load_model(app.store.get_model(spec.model_id).path)
-            proposer = ModelProposer(model, meta, slide)
+            proposer = ModelProposer(FosgateModel.load(app.store.get_model(spec.model_id).path), slide)
         for i, region in enumerate(regions):
             ctx.check_cancel()
             uncertainty = 0.0

@@ -195,7 +195,19 @@ def model_pb(r: ModelRow) -> pb.Model:
         receptive_field=m["receptive_field"], train_tile_size=m["train_tile_size"],
         metrics={k: float(v) for k, v in m.get("metrics", {}).items()}, label_ids=m.get("label_ids", []),
         normalization=m["normalization"], job_id=r.job_id, parent_model_id=m.get("parent_model_id", ""),
+        arch=m.get("arch", "reference"), pixel_size_um=float(m.get("pixel_size_um") or 0.0),
+        postprocess=_postprocess_of(m),
     )
+
+
+def _postprocess_of(meta: dict) -> dict[str, float]:
+    """The calibrated post-processing of a stored model's meta (format 1: its threshold, min size 10)."""
+    post = meta.get("postprocess") or {"threshold": float(meta.get("threshold", 0.5)), "min_size_px": 10}
+    out = {k: float(v) for k, v in post.items()}
+    px = float(meta.get("pixel_size_um") or 0.0)
+    if px > 0 and "min_size_px" in out:
+        out["min_area_um2"] = out["min_size_px"] * px * px
+    return out
 
 
 def artifact_pb(a: ArtifactRow) -> pb.Artifact:
@@ -321,7 +333,8 @@ class ModelService(pbg.ModelServiceServicer):
             label_ids=tuple(request.label_ids), epochs=request.epochs, tile_size=request.tile_size,
             batch_size=request.batch_size, val_fraction=request.val_fraction, seed=request.seed, name=request.name,
             learning_rate=request.learning_rate, steps_per_epoch=request.steps_per_epoch,
-            base_model_id=request.base_model_id, patience=request.patience)
+            base_model_id=request.base_model_id, patience=request.patience, arch=request.arch,
+            pixel_size_um=request.pixel_size_um)
         return job_pb(self.app.jobs.start_training(spec))
 
     @rpc
@@ -349,7 +362,8 @@ class PredictionService(pbg.PredictionServiceServicer):
         spec = PredictSpec.create(
             slide_id=request.slide_id, model_id=request.model_id, tile_size=request.tile_size, halo=request.halo,
             threshold=request.threshold, min_size=request.min_size, split_touching=request.split_touching,
-            region=rect(request.region), stem=request.stem)
+            region=rect(request.region), stem=request.stem, tta=request.tta, pixel_size_um=request.pixel_size_um,
+            seed_threshold=request.seed_threshold, min_area_um2=request.min_area_um2)
         regions = region_map(request.regions) if request.HasField("regions") else None
         return job_pb(self.app.jobs.start_prediction(spec, regions))
 

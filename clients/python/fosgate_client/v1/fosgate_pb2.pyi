@@ -574,8 +574,15 @@ class ExportDatasetRequest(_message.Message):
     def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., format: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("model_id", "name", "version", "created", "in_channels", "receptive_field", "train_tile_size", "metrics", "label_ids", "normalization", "job_id", "parent_model_id")
+    __slots__ = ("model_id", "name", "version", "created", "in_channels", "receptive_field", "train_tile_size", "metrics", "label_ids", "normalization", "job_id", "parent_model_id", "arch", "pixel_size_um", "postprocess")
     class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class PostprocessEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -594,6 +601,9 @@ class Model(_message.Message):
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    POSTPROCESS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     version: int
@@ -606,10 +616,13 @@ class Model(_message.Message):
     normalization: str
     job_id: str
     parent_model_id: str
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ...) -> None: ...
+    arch: str
+    pixel_size_um: float
+    postprocess: _containers.ScalarMap[str, float]
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ..., postprocess: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience")
+    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience", "arch", "pixel_size_um")
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -621,6 +634,8 @@ class TrainRequest(_message.Message):
     STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     epochs: int
     tile_size: int
@@ -632,7 +647,9 @@ class TrainRequest(_message.Message):
     steps_per_epoch: int
     base_model_id: str
     patience: int
-    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ...) -> None: ...
+    arch: str
+    pixel_size_um: float
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("model_id",)
@@ -667,7 +684,7 @@ class ExportModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., format: _Optional[str] = ..., authors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem", "regions")
+    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem", "regions", "tta", "pixel_size_um", "seed_threshold", "min_area_um2")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -678,6 +695,10 @@ class PredictRequest(_message.Message):
     REGION_FIELD_NUMBER: _ClassVar[int]
     STEM_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    TTA_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    SEED_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
     model_id: str
     tile_size: int
@@ -688,7 +709,11 @@ class PredictRequest(_message.Message):
     region: Rect
     stem: str
     regions: RegionMap
-    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ..., regions: _Optional[_Union[RegionMap, _Mapping]] = ...) -> None: ...
+    tta: bool
+    pixel_size_um: float
+    seed_threshold: float
+    min_area_um2: float
+    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ..., regions: _Optional[_Union[RegionMap, _Mapping]] = ..., tta: _Optional[bool] = ..., pixel_size_um: _Optional[float] = ..., seed_threshold: _Optional[float] = ..., min_area_um2: _Optional[float] = ...) -> None: ...
 
 class RegionMap(_message.Message):
     __slots__ = ("geojson", "roi_zip", "label_image", "label_slide_id", "names", "scale", "pixel_size_um")
