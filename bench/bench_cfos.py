@@ -205,8 +205,9 @@ class ReferenceArch:
 
     name = "reference"
 
-    def __init__(self, epochs: int, steps: int | None, px_per_um: float, min_size_um2: float):
-        self.epochs, self.steps, self.px_per_um, self.min_size_um2 = epochs, steps, px_per_um, min_size_um2
+    def __init__(self, epochs: int, steps: int | None, batch: int, px_per_um: float, min_size_um2: float):
+        self.epochs, self.steps, self.batch = epochs, steps, batch
+        self.px_per_um, self.min_size_um2 = px_per_um, min_size_um2
 
     def fit(self, train: list[Sample], seed: int) -> dict[str, Any]:
         from fosgate.core.normalize import Normalization
@@ -217,7 +218,8 @@ class ReferenceArch:
                               rescale(s.consensus.astype(np.uint8), self.px_per_um / s.px_per_um, 0), s.name)
                  for s in train]
         model, metrics, history = train_unet(pairs, norm, TrainConfig(epochs=self.epochs, steps_per_epoch=self.steps,
-                                                                       tile_size=128, val_fraction=0.2, seed=seed))
+                                                                       batch_size=self.batch, tile_size=128,
+                                                                       val_fraction=0.2, seed=seed))
         return {"model": model, "norm": norm, "metrics": metrics, "history": history}
 
     def predict(self, fitted: dict[str, Any], s: Sample) -> np.ndarray:
@@ -324,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--epochs", type=int, default=10, help="epochs per fold (reference arch)")
     ap.add_argument("--steps", type=int, default=40, help="steps per epoch, batch 16 of 128-px crops")
+    ap.add_argument("--batch", type=int, default=16, help="crops per step (fosgate train's default 16)")
     ap.add_argument("--wue1-folds", type=int, default=3, help="grouped k-fold over wue1's 6 animal groups")
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
@@ -331,13 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-only", action="store_true", help="only the human ceiling (no training)")
     ap.add_argument("--partial-every-fold", action="store_true", help="save the JSON after every fold")
     ap.add_argument("--quick", action="store_true", help="smoke size: inns1 only, one held-out image, 1 seed, "
-                    "2 epochs x 5 steps")
+                    "2 epochs x 5 steps of 4 crops")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: the benchmark data lives in ../shared/data/segebarth-cfos")
     if args.quick:
         args.labs, args.seeds, args.epochs, args.steps, args.protocols = ["inns1"], [0], 2, 5, ["within"]
+        args.batch = 4
     t_start = time.perf_counter()
     samples = load_samples(tuple(args.labs))
     by = {s.name: s for s in samples}
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "mode": "quick" if args.quick else "full", "labs": args.labs, "ceiling": ceiling,
         "settings": {"iou_threshold": 0.5, "px_per_um": args.px_per_um, "min_size_um2": args.min_size_um2,
-                     "epochs": args.epochs, "steps_per_epoch": args.steps, "batch": 16, "tile": 128,
+                     "epochs": args.epochs, "steps_per_epoch": args.steps, "batch": args.batch, "tile": 128,
                      "seeds": args.seeds, "wue1_folds": args.wue1_folds, "protocols": args.protocols,
                      "archs": args.arch, "peers": args.peers, "val_fraction": 0.2,
                      "interval": "95 % percentile bootstrap over the lab's test images (2000 resamples), "
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = []
     for a in args.arch:
         if a == "reference":
-            archs.append(ReferenceArch(args.epochs, args.steps, args.px_per_um, args.min_size_um2))
+            archs.append(ReferenceArch(args.epochs, args.steps, args.batch, args.px_per_um, args.min_size_um2))
         elif default_arch_entry_point() is None:
             result.setdefault("not_run", []).append("default: the instance-aware FosgateModel is not in the library "
                                                     "yet (TODO)")
