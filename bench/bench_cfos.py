@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
     ap.add_argument("--peers", nargs="*", default=[], choices=["stardist"])
+    ap.add_argument("--note", action="append", default=[], help="a sentence for the report (e.g. what was cut)")
     ap.add_argument("--ceiling-only", action="store_true", help="only the human ceiling (no training)")
     ap.add_argument("--partial-every-fold", action="store_true", help="save the JSON after every fold")
     ap.add_argument("--quick", action="store_true", help="smoke size: inns1 only, one held-out image, 1 seed, "
@@ -362,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "TP/FP/FN of an image summed over seeds"},
         "left_out": "wue2 (GABA, another marker)",
     }
+    if args.note:
+        result["notes"] = args.note
     name = "cfos"
     if args.ceiling_only:
         result["mode"] = "ceiling-only"

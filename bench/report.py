@@ -651,6 +651,12 @@ def cfos(r: dict, plots: Path) -> str:
                      f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-",
                      "met" if x["target_met"] else "NOT met"] for x in summ]),
         ]
+        missing = [p_ for p_ in ("within", "lolo") if p_ not in st["protocols"]]
+        if missing or len(st["seeds"]) < 2:
+            lines += ["", "**Scope of this result:** " + "; ".join(
+                ([f"protocol(s) {', '.join(missing)} not run"] if missing else [])
+                + ([f"one seed ({st['seeds'][0]}), so no spread over seeds"] if len(st["seeds"]) < 2 else [])
+                + [f"{st['epochs'] * st['steps_per_epoch']} training steps per fold"]) + "."]
         _cfos_plot(r, plots)
         lines += ["", "![c-FOS object F1 per lab: experts and models](bench/results/cfos.png)"]
     else:
