@@ -637,7 +637,8 @@ def cfos(r: dict, plots: Path) -> str:
             f"{st['epochs']} epochs x {st['steps_per_epoch']} steps of {st['batch']} random {st['tile']}-px crops, "
             f"{st['val_fraction']:.0%} of the training images held out for the best epoch and the threshold; mean "
             f"{t_mean:.0f} s per training on this machine. Count err: predicted - true count, mean over images; "
-            "rel. count err: mean over images of abs(predicted - true) / true. Seeds {', '.join(map(str, st['seeds']))}; F1 is the mean "
+            f"rel. count err: mean over images of abs(predicted - true) / true. Seeds {', '.join(map(str, st['seeds']))}; "
+            "F1 is the mean "
             f"over seeds, the interval is a {st['interval']}. Target: object F1 >= the median expert on the same "
             "images.",
             "",
