@@ -317,6 +317,40 @@ def summarize(records: list[dict], ceiling_rows: list[dict]) -> list[dict]:
     return out
 
 
+def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
+    """One result from several runs of the same settings (e.g. a run cut for time, finished by another
+    with ``--test-labs``): folds, runs and per-image records concatenated, the summary recomputed; the
+    machine stamp and command of each part are kept under ``parts``."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    base = dict(parts[0])
+    keep = ("epochs", "steps_per_epoch", "batch", "px_per_um", "min_size_um2", "tile", "iou_threshold")
+    for p in parts[1:]:
+        if any(p["settings"][k] != base["settings"][k] for k in keep):
+            raise SystemExit("--merge: the results were run with different training settings")
+    seen = set()
+    base["folds"], base["fold_runs"], base["records"] = [], [], []
+    for p in parts:
+        for f in p.get("folds", []):
+            if (f["protocol"], f["fold"]) not in seen and any(
+                    (r["protocol"], r["fold"]) == (f["protocol"], f["fold"]) for r in p.get("fold_runs", [])):
+                seen.add((f["protocol"], f["fold"]))
+                base["folds"].append(f)
+        base["fold_runs"] += p.get("fold_runs", [])
+        base["records"] += p.get("records", [])
+    base["settings"] = {**base["settings"], "peers": sorted({x for p in parts for x in p["settings"]["peers"]})}
+    base["summary"] = summarize(base["records"], base["ceiling"]["rows"])
+    base["parts"] = [{"command": p.get("command"), "date": p.get("date"), "machine": p.get("machine"),
+                      "partial": p.get("partial"), "folds_run": sorted({r["fold"] for r in p.get("fold_runs", [])})}
+                     for p in parts]
+    base["wall_seconds"] = sum(p.get("wall_seconds", 0) for p in parts)
+    for k in ("partial", "machine", "date", "command"):
+        base.pop(k, None)
+    if notes:
+        base["notes"] = base.get("notes", []) + notes
+    save(out, "cfos", base)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["reference"], choices=["reference", "default"],
@@ -331,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
     ap.add_argument("--peers", nargs="*", default=[], choices=["stardist"])
+    ap.add_argument("--test-labs", nargs="+", choices=list(CFOS_LABS),
+                    help="run only the folds whose test lab is one of these (e.g. to finish a cut run)")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="no training: combine the folds of these results (same settings) into one, re-summarised")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the report (e.g. what was cut)")
     ap.add_argument("--ceiling-only", action="store_true", help="only the human ceiling (no training)")
     ap.add_argument("--partial-every-fold", action="store_true", help="save the JSON after every fold")
@@ -343,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.labs, args.seeds, args.epochs, args.steps, args.protocols = ["inns1"], [0], 2, 5, ["within"]
         args.batch = 4
+    if args.merge:
+        return merge(args.merge, args.out, args.note)
     t_start = time.perf_counter()
     samples = load_samples(tuple(args.labs))
     by = {s.name: s for s in samples}
@@ -373,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     folds = make_folds(samples, args.protocols, args.wue1_folds)
     if args.quick:
         folds = folds[:1]
+    if args.test_labs:
+        folds = [f for f in folds if f["lab"] in args.test_labs]
     archs = []
     for a in args.arch:
         if a == "reference":
