@@ -343,7 +343,7 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
                       "partial": p.get("partial"), "folds_run": sorted({r["fold"] for r in p.get("fold_runs", [])})}
                      for p in parts]
     base["wall_seconds"] = sum(p.get("wall_seconds", 0) for p in parts)
-    for k in ("partial", "machine", "date", "command"):
+    for k in ("partial", "date", "command"):  # the machine stamp of the first part stays (where it trained)
         base.pop(k, None)
     if notes:
         base["notes"] = base.get("notes", []) + notes

@@ -691,6 +691,11 @@ def cfos(r: dict, plots: Path) -> str:
         lines += ["", note]
     if r.get("partial"):
         lines += ["", f"**Partial result:** {r['partial']} completed when this was saved."]
+    if r.get("parts"):
+        lines += ["", "Merged from " + "; ".join(
+            f"`{x['command']}` ({str(x['date'])[:16]}, 1-min load {x['machine']['load_average_1min']:.1f} at its end; "
+            f"folds: {', '.join(x['folds_run'])}" + (f"; stopped after {x['partial']}" if x.get("partial") else "") + ")"
+            for x in r["parts"]) + "."]
     return "\n".join(lines + ["", _provenance(r)])
 
 
