@@ -30,7 +30,7 @@ components of the binary masks; ``fosgate.core.metrics.detection_scores``):
    counts are kept as a cross-check of the matching.
 
     .venv/bin/python bench/bench_cfos.py --ceiling-only                 # seconds, no training
-    .venv/bin/python bench/bench_cfos.py [--arch reference default] [--seeds 0 1] [--epochs 10 --steps 40]
+    .venv/bin/python bench/bench_cfos.py [--arch reference default] [--seeds 0 1] [--epochs 3 --steps 40]
         [--protocols within lolo] [--peers stardist] [--quick] [--out bench/results]
 """
 
@@ -358,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocols", nargs="+", default=["within", "lolo"], choices=["within", "lolo"])
     ap.add_argument("--labs", nargs="+", default=list(CFOS_LABS), choices=list(CFOS_LABS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=10, help="epochs per fold (reference arch)")
-    ap.add_argument("--steps", type=int, default=40, help="steps per epoch, batch 16 of 128-px crops")
-    ap.add_argument("--batch", type=int, default=16, help="crops per step (fosgate train's default 16)")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per fold (reference arch)")
+    ap.add_argument("--steps", type=int, default=40, help="steps per epoch (of --batch 128-px crops)")
+    ap.add_argument("--batch", type=int, default=8, help="crops per step (fosgate train's default: 16)")
     ap.add_argument("--wue1-folds", type=int, default=3, help="grouped k-fold over wue1's 6 animal groups")
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
