@@ -245,6 +245,36 @@ def _resize_to(prob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return resize(prob, shape[:2], order=1, preserve_range=True, anti_aliasing=False).astype(np.float32)
 
 
+class DefaultArch:
+    """The instance-aware default (``FosgateModel``, arch ``unet2``, from the model-core work): trained by
+    ``fosgate.core.training.train_model`` with its augmentation and its post-processing calibrated for
+    object F1 on the validation images; ``predict_instances`` rescales to the model's pixel size and
+    returns labels at the image's own size. Same epochs x steps, crop size and batch as the reference
+    run, so both get the same number of training pixels."""
+
+    name = "default"
+
+    def __init__(self, epochs: int, steps: int | None, batch: int, tile: int, px_per_um: float):
+        self.epochs, self.steps, self.batch, self.tile, self.px_per_um = epochs, steps, batch, tile, px_per_um
+
+    def fit(self, train: list[Sample], seed: int) -> dict[str, Any]:
+        from fosgate.core.metrics import as_instances
+        from fosgate.core.training import TrainConfig, TrainingPair, train_model
+
+        pairs = [TrainingPair(s.image[..., None], as_instances(s.consensus), s.name, pixel_size_um=1.0 / s.px_per_um)
+                 for s in train]
+        model = train_model(pairs, TrainConfig(arch="unet2", epochs=self.epochs, steps_per_epoch=self.steps,
+                                               tile_size=self.tile, batch_size=self.batch, val_fraction=0.2,
+                                               seed=seed, pixel_size_um=1.0 / self.px_per_um))
+        metrics = dict(getattr(model, "metrics", {}) or {})
+        post = getattr(model, "post", None)
+        metrics["post"] = {k: v for k, v in vars(post).items()} if hasattr(post, "__dict__") else str(post)
+        return {"model": model, "metrics": metrics, "history": dict(getattr(model, "history", {}) or {})}
+
+    def predict(self, fitted: dict[str, Any], s: Sample) -> np.ndarray:
+        return np.asarray(fitted["model"].predict_instances(s.image, pixel_size_um=1.0 / s.px_per_um))
+
+
 def default_arch_entry_point():
     """The instance-aware default model's entry point, or None while the library does not have it."""
     try:
@@ -361,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per fold (reference arch)")
     ap.add_argument("--steps", type=int, default=40, help="steps per epoch (of --batch 128-px crops)")
     ap.add_argument("--batch", type=int, default=8, help="crops per step (fosgate train's default: 16)")
+    ap.add_argument("--default-tile", type=int, default=128, help="training crop of --arch default (its own "
+                    "default is 256; 128 matches the reference run's pixels per step)")
     ap.add_argument("--wue1-folds", type=int, default=3, help="grouped k-fold over wue1's 6 animal groups")
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
@@ -423,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             result.setdefault("not_run", []).append("default: the instance-aware FosgateModel is not in the library "
                                                     "yet (TODO)")
         else:
-            raise SystemExit("--arch default: wire FosgateModel in here (TODO)")
+            archs.append(DefaultArch(args.epochs, args.steps, args.batch, args.default_tile, args.px_per_um))
     result.update(folds=folds, fold_runs=[], records=[])
     from fosgate.core.metrics import detection_scores
 
@@ -449,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": seed, "train_seconds": t_train, "seconds": time.perf_counter() - t0,
                     "threshold": m.get("threshold"), "best_epoch": m.get("best_epoch"),
                     "epochs_run": m.get("epochs_run"), "train_images": m.get("train_images"),
-                    "val_images": m.get("val_images"), "val_loss": fitted["history"]["val_loss"]})
+                    "val_images": m.get("val_images"), "val_loss": fitted["history"].get("val_loss", []),
+                    **({"post": m["post"], "val_object_f1": m.get("val_object_f1")} if "post" in m else {})})
                 print(json.dumps({k: v for k, v in result["fold_runs"][-1].items() if k != "val_loss"}),
                       file=sys.stderr, flush=True)
                 del fitted

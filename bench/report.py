@@ -652,6 +652,14 @@ def cfos(r: dict, plots: Path) -> str:
                      f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-",
                      "met" if x["target_met"] else "NOT met"] for x in summ]),
         ]
+        dflt = [x for x in r.get("fold_runs", []) if x.get("method") == "default"]
+        if dflt:
+            lines += ["", "`default` = the instance-aware `FosgateModel` (arch unet2: foreground + centre maps, seeded "
+                      "watershed on the stitched maps; `train_model` with augmentation, post-processing calibrated "
+                      "for object F1 on the validation images), same epochs x steps, batch and crop size as the "
+                      "reference; folds run: " + ", ".join(f"{x['fold']} (seed {x['seed']}, {x['train_seconds']:.0f} s, "
+                                                           f"validation object F1 {x.get('val_object_f1') or float('nan'):.3f})"
+                                                           for x in dflt) + "."]
         missing = [p_ for p_ in ("within", "lolo") if p_ not in st["protocols"]]
         if missing or len(st["seeds"]) < 2:
             lines += ["", "**Scope of this result:** " + "; ".join(
