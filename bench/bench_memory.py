@@ -33,8 +33,8 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np
 import tifffile
+from fosgate.core.model import FosgateModel, PredictOptions
 from fosgate.core.normalize import Normalization
-from fosgate.core.pipeline import predict_slide
 from fosgate.core.slides import open_slide
 from fosgate.core.synthetic import generate_cfos
 from fosgate.core.unet import build_unet, receptive_field_radius
@@ -48,16 +48,17 @@ def tiles():
 path = work / f"slide_{size}.tif"
 tifffile.imwrite(path, tiles(), shape=(size, size), dtype=np.uint8, tile=(512, 512), compression="zlib",
                  bigtiff=True)
-if model_kind == "threshold":
+if model_kind in ("threshold", "threshold2"):  # threshold2: a second (centre-like) map, as unet2 has
     import keras
+    k = 2 if model_kind == "threshold2" else 1
     inp = keras.Input((None, None, 1))
-    conv = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+    conv = keras.layers.Conv2D(k, 3, padding="same", activation="sigmoid")
     model = keras.Model(inp, conv(inp))
-    conv.set_weights([np.full((3, 3, 1, 1), 20 / 9, np.float32), np.array([-10.0], np.float32)])
+    conv.set_weights([np.full((3, 3, 1, k), 20 / 9, np.float32), np.full(k, -10.0, np.float32)])
     rf = 1
 else:
     filters = (2, 4, 8, 16, 32) if model_kind == "tiny" else (16, 32, 64, 128, 256)
-    model = build_unet(1, filters=filters, seed=0)
+    model = build_unet(1, filters=filters, seed=0, outputs=2 if model_kind == "unet2" else 1)
     rf = receptive_field_radius(model)
 def peak_mb():
     # VmHWM belongs to this process image; ru_maxrss is not reset by exec and would report the parent's peak
@@ -68,8 +69,8 @@ def peak_mb():
 base = peak_mb()
 t0 = time.perf_counter()
 with open_slide(path) as slide:
-    out = predict_slide(slide, model, in_channels=1, normalization=Normalization(mode="range"), receptive_field=rf,
-                        out_dir=work, stem=f"s{size}", memory_budget=budget, threshold=0.5)
+    fm = FosgateModel(model, "reference" if model.output_shape[-1] == 1 else "unet2", 1, Normalization(mode="range"), rf)
+    out = fm.predict_slide(slide, work, f"s{size}", PredictOptions(memory_budget=budget, threshold=0.5))
 print(json.dumps({"size": size, "model": model_kind, "peak_rss_mb": peak_mb(),
                   "rss_before_predict_mb": base, "seconds": time.perf_counter() - t0, "tile": out.tile, "windows": out.windows,
                   "halo": out.halo, "objects": out.count}))
@@ -88,7 +89,7 @@ def measure(size: int, model: str, budget_gb: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 10000, 20000, 50000])
-    ap.add_argument("--model", choices=["threshold", "tiny", "reference"], default="threshold")
+    ap.add_argument("--model", choices=["threshold", "threshold2", "tiny", "reference", "unet2"], default="threshold")
     ap.add_argument("--budget-gb", type=float, default=1.5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--quick", action="store_true", help="2048 and 4096 px only")

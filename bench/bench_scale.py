@@ -33,12 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         args.size = 1024
     import tifffile
 
-    from fosgate.core.modelio import ModelMeta, save_model
+    from fosgate.core.model import FosgateModel, PredictOptions
     from fosgate.core.normalize import Normalization
-    from fosgate.core.pipeline import predict_slide
     from fosgate.core.slides import open_slide
     from fosgate.core.synthetic import generate_cfos
-    from fosgate.core.unet import build_unet, receptive_field_radius
     from fosgate.distributed import DaskExecutor
 
     rows = []
@@ -46,9 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         image, _, _ = generate_cfos(args.size, args.size, seed=0)
         tifffile.imwrite(tmp / "s.tif", image, tile=(512, 512))
-        model = build_unet(1, seed=0)
-        rf = receptive_field_radius(model)
-        model_dir = save_model(model, ModelMeta("md_b", "b", 1, 0.0, 1, Normalization().to_json(), rf, 128), tmp / "m")
+        model = FosgateModel.create("unet2", 1, Normalization(), seed=0)
+        model.save(tmp / "m")
         for workers in (1, 2):
             os.environ["TF_NUM_INTRAOP_THREADS"] = str(max(1, (os.cpu_count() or 2) // workers))
             ex = DaskExecutor(workers=workers, processes=True)
@@ -57,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                 for run in range(2):
                     with open_slide(tmp / "s.tif") as slide:
                         t0 = time.perf_counter()
-                        out = predict_slide(slide, model, in_channels=1, normalization=Normalization(), receptive_field=rf,
-                                            out_dir=tmp / f"o{workers}{run}", stem="s", tile=args.tile, executor=ex,
-                                            model_dir=str(model_dir))
+                        out = model.predict_slide(slide, tmp / f"o{workers}{run}", "s", PredictOptions(tile=args.tile),
+                                                  backend=ex)
                         times.append(time.perf_counter() - t0)
                 rows.append({"workers": workers, "seconds": times[1], "first_run_seconds": times[0], "count": out.count})
             finally:

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from fosgate.core.modelio import ModelMeta, save_model
+from fosgate.core.model import FosgateModel, PredictOptions
 from fosgate.core.normalize import Normalization
-from fosgate.core.pipeline import predict_slide
 from fosgate.core.slides import open_slide
 from fosgate.core.synthetic import generate_cfos
-from fosgate.core.unet import build_unet, receptive_field_radius
 from fosgate.distributed import DaskExecutor
 
 pytestmark = pytest.mark.slow
@@ -24,14 +22,11 @@ pytestmark = pytest.mark.slow
 def test_killed_worker_still_gives_the_same_mask(tmp_path):
     image, _, _ = generate_cfos(768, 640, seed=3)
     tifffile.imwrite(tmp_path / "s.tif", image, tile=(256, 256))
-    model = build_unet(1, seed=1)
-    rf = receptive_field_radius(model)
-    norm = Normalization()
-    meta = ModelMeta("md_test", "t", 1, 0.0, 1, norm.to_json(), rf, 128)
-    model_dir = save_model(model, meta, tmp_path / "model")
-    kw = dict(in_channels=1, normalization=norm, receptive_field=rf, tile=128, threshold=0.5)
+    model = FosgateModel.create("unet2", 1, Normalization(), seed=1)  # two maps: mask and centre travel back
+    model.save(tmp_path / "model")
+    opts = PredictOptions(tile=128, threshold=0.5)
     with open_slide(tmp_path / "s.tif") as slide:
-        ref = predict_slide(slide, model, out_dir=tmp_path / "ref", stem="s", **kw)
+        ref = model.predict_slide(slide, tmp_path / "ref", "s", opts)
     executor = DaskExecutor(workers=2, processes=True, retries=3)
     try:
         client = executor.client
@@ -45,8 +40,7 @@ def test_killed_worker_still_gives_the_same_mask(tmp_path):
                 os.kill(next(iter(pids.values())), signal.SIGKILL)
 
         with open_slide(tmp_path / "s.tif") as slide:
-            out = predict_slide(slide, model, out_dir=tmp_path / "dask", stem="s", executor=executor,
-                                model_dir=str(model_dir), progress=progress, **kw)
+            out = model.predict_slide(slide, tmp_path / "dask", "s", opts, backend=executor, progress=progress)
         assert killed.is_set()
     finally:
         executor.close()
@@ -56,6 +50,7 @@ def test_killed_worker_still_gives_the_same_mask(tmp_path):
     # the same model on the same windows: identical masks (float noise could only flip pixels at p == 0.5)
     assert np.mean(a != b) < 1e-5
     assert out.count == ref.count
+    np.testing.assert_array_equal(tifffile.imread(ref.paths["labels"]), tifffile.imread(out.paths["labels"]))
 
 
 def test_server_on_an_existing_scheduler(tmp_path):

@@ -27,6 +27,17 @@ blobs = st.one_of(st.binary(max_size=2000), st.sampled_from([b"PK\x03\x04", b"II
                                                              b'{"type": "FeatureCollection", "features": 5}']))
 
 
+# text as a hostile client sends it: long, unicode, absolute, '..', separators, NUL and control characters
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    st.text(min_size=100, max_size=5000),
+    st.sampled_from(["/etc/passwd", "/tmp/x/escape", "../../../../tmp/x/escape", "..", ".", "a/b", "a\\b",
+                     "nul\x00byte", "line\nbreak", "\u202eevil", "..\u2215..\u2215etc", "C:\\Windows\\x",
+                     "x" * 300, "ü" * 3000 + ".tif", "/" + "é" * 400, "sl_" + "0" * 100_000]),
+    st.builds(lambda a, b: a + b, st.sampled_from(["../", "/", "./", "//"]), st.text(max_size=200)),
+)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     from fosgate.config import ServerConfig
@@ -43,6 +54,9 @@ def live(tmp_path_factory):
 
     with FosgateClient(f"127.0.0.1:{running.port}") as fg:
         slide = fg.upload_slide(d / "img.tif")
+    from conftest import tree_snapshot
+
+    LIVE_STATE.update(root=d, before=tree_snapshot(d, skip=d / "data"), siblings=tree_snapshot(d.parent, skip=d))
     yield channel, slide.slide_id, f"127.0.0.1:{running.port}"
     channel.close()
     running.stop(grace=0.2)
@@ -61,6 +75,8 @@ def uploads(header, chunks):
     for c in chunks:
         yield pb.UploadSlideRequest(chunk=c)
 
+
+LIVE_STATE: dict = {}
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                             HealthCheck.too_slow])
@@ -106,6 +122,49 @@ def test_fuzz_jobs_and_lookups(live, slide, model, region, tile, halo, thr, k, n
                                                                              margin=halo, region=region))
     expect_clean(pbg.JobServiceStub(ch).GetJob, pb.GetJobRequest(job_id=slide))
     expect_clean(pbg.JobServiceStub(ch).CancelJob, pb.CancelJobRequest(job_id=model))
+
+
+@given(name=hostile_text, path=hostile_text, reviewer=hostile_text, stem=hostile_text, ident=hostile_text,
+       token=hostile_text, which=st.integers(0, 3))
+@SETTINGS
+def test_fuzz_text_fields(live, name, path, reviewer, stem, ident, token, which):
+    ch, good, _ = live
+    slides, labels = pbg.SlideServiceStub(ch), pbg.LabelServiceStub(ch)
+    labelling, jobs = pbg.LabellingServiceStub(ch), pbg.JobServiceStub(ch)
+    header = pb.UploadSlideHeader(name=name + [".tif", "", ".png", ".ome.tif"][which], size_bytes=0)
+    expect_clean(slides.UploadSlide, uploads(header, [tifffile_bytes()]))
+    expect_clean(slides.RegisterSlide, pb.RegisterSlideRequest(path=path, name=name))
+    expect_clean(labels.AddLabel, pb.AddLabelRequest(slide_id=good, region=pb.Rect(width=8, height=8),
+                                                     reviewer=reviewer, parent_id=ident, geojson=b"[]"))
+    expect_clean(pbg.PredictionServiceStub(ch).Predict, pb.PredictRequest(slide_id=good, model_id=ident, stem=stem))
+    expect_clean(pbg.ModelServiceStub(ch).Train, pb.TrainRequest(label_ids=[ident], name=name, base_model_id=ident))
+    expect_clean(slides.ExportTiles, pb.ExportTilesRequest(slide_id=good, format=name))
+    expect_clean(labelling.ReviewProposal, pb.ReviewRequest(proposal_id=ident, decision=1 + which % 3,
+                                                            reviewer=reviewer, replaces_label_id=ident))
+    expect_clean(labelling.ExportDataset, pb.ExportDatasetRequest(label_ids=[ident], format=name))
+    expect_clean(jobs.ListJobs, pb.ListJobsRequest(kind=name, page_token=token))
+    expect_clean(slides.ListSlides, pb.ListSlidesRequest(page_token=token, page_size=which))
+    expect_clean(labels.DeleteLabel, pb.DeleteLabelRequest(label_id=ident))
+    expect_clean(labelling.DeleteProposal, pb.DeleteProposalRequest(proposal_id=ident))
+    expect_clean(jobs.DeleteJob, pb.DeleteJobRequest(job_id=ident))
+    expect_clean(slides.DeleteSlide, pb.DeleteSlideRequest(slide_id=ident))
+
+
+def tifffile_bytes() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((8, 8), np.uint8))
+    return buf.getvalue()
+
+
+def test_fuzzing_changed_nothing_outside_the_data_folder(live):
+    """Runs after the fuzz tests (file order): the data folder's parent is as it was before them."""
+    from conftest import tree_snapshot
+
+    root, before = LIVE_STATE["root"], LIVE_STATE["before"]
+    assert tree_snapshot(root, skip=root / "data") == before
+    assert tree_snapshot(root.parent, skip=root) == LIVE_STATE["siblings"]
 
 
 def test_server_still_healthy_after_fuzzing(live):

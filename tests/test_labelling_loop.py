@@ -104,7 +104,11 @@ def test_select_autolabel_review_train_iterate(client, slide, synthetic, tmp_pat
     # a second opinion on a decided proposal adds a new label version, the first one stays
     lab0, _ = truth_crop(props[0])
     tifffile.imwrite(tmp_path / "edit0.tif", (lab0 > 0).astype(np.uint8) * 255)
-    second = client.review(props[0].proposal_id, "replace", reviewer="bo", mask=tmp_path / "edit0.tif")
+    with pytest.raises(FosgateClientError) as err:  # a decision is final unless the replace names the label
+        client.review(props[0].proposal_id, "replace", reviewer="bo", mask=tmp_path / "edit0.tif")
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    second = client.review(props[0].proposal_id, "replace", reviewer="bo", mask=tmp_path / "edit0.tif",
+                           replaces=accepted.label.label_id)
     assert second.label.parent_id == accepted.label.label_id and second.label.version == 2
     labels_before = {lb.label_id for lb in client.list_labels()}
     assert accepted.label.label_id in labels_before

@@ -138,3 +138,67 @@ def test_budget_chosen_windows_are_seam_free(unet):
     assert (wins[0].wy1 - wins[0].wy0) * (wins[0].wx1 - wins[0].wx0) <= 416 * 272
     np.testing.assert_allclose(predict_array(model, image, tile=tile, halo=halo), predict_single_pass(model, image),
                                atol=2e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def unet2():
+    """The instance-aware default: two output maps (foreground, centre), same receptive field."""
+    from fosgate.core.model import FosgateModel
+    from fosgate.core.normalize import Normalization
+
+    return FosgateModel.create("unet2", 1, Normalization(), seed=4)
+
+
+def test_unet2_has_two_maps_and_the_reference_receptive_field(unet, unet2):
+    assert unet2.outputs == ("foreground", "centre")
+    assert unet2.network.output_shape[-1] == 2
+    assert unet2.halo == unet[1]
+
+
+@given(h=st.integers(20, 260), w=st.integers(20, 260), tile=SMALL_TILES | st.tuples(SMALL_TILES, SMALL_TILES),
+       extra=st.integers(0, 40), seed=st.integers(0, 10_000))
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_stitched_multichannel_maps_equal_single_pass(unet2, h, w, tile, extra, seed):
+    """Every output channel of unet2 stitches exactly, and so do the encoded maps the pipeline stores."""
+    from fosgate.core.model import encode_core
+
+    image = np.random.default_rng(seed).random((h, w, 1), dtype=np.float32)
+    single = predict_single_pass(unet2.network, image)
+    tiled = predict_array(unet2.network, image, tile=tile, halo=unet2.halo + extra)
+    assert tiled.shape == single.shape == (h, w, 2)
+    np.testing.assert_allclose(tiled, single, atol=2e-5, rtol=0)
+    a, b = encode_core(tiled, 0.5), encode_core(single, 0.5)
+    # encoded values can only differ where a float lies within noise of a rounding/threshold boundary
+    assert np.mean(a != b) < 1e-3
+
+
+def test_tta_stitched_equals_tta_single_pass(unet2):
+    """Test-time augmentation (8 symmetries) keeps the invariant, also for non-square windows."""
+    image = np.random.default_rng(9).random((150, 230, 1), dtype=np.float32)
+    single = predict_single_pass(unet2.network, image, tta=True)
+    tiled = predict_array(unet2.network, image, tile=(32, 64), halo=unet2.halo, tta=True)
+    np.testing.assert_allclose(tiled, single, atol=2e-5, rtol=0)
+    assert np.abs(single - predict_single_pass(unet2.network, image)).max() > 1e-4  # TTA is not a no-op
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.6])
+def test_rescaled_stitching_equals_single_pass_at_the_model_scale(unet2, factor):
+    """A slide at another pixel size: windows read through the rescaling reader equal the same windows of
+    the whole rescaled image, so stitched == single pass at the model's scale."""
+    from fosgate.core.rescale import read_rescaled, resample_image
+
+    image = np.random.default_rng(2).random((170, 210, 1), dtype=np.float32)
+    whole = resample_image(image, factor)
+    reader = read_rescaled(lambda y0, y1, x0, x1: image[y0:y1, x0:x1], 170, 210, factor)
+    for y0, y1, x0, x1 in [(0, 16, 0, 16), (5, 40, 17, 60), (whole.shape[0] - 7, whole.shape[0], 3, whole.shape[1])]:
+        np.testing.assert_array_equal(reader(y0, y1, x0, x1), whole[y0:y1, x0:x1])
+    h, w = whole.shape[:2]
+    out = np.zeros((h, w, 2), np.float32)
+
+    def on_block(cy0, cy1, cx0, cx1, prob):
+        out[cy0:cy1, cx0:cx1] = prob
+
+    from fosgate.core.predict import predict_tiled
+
+    predict_tiled(unet2.network, reader, h, w, tile=32, halo=unet2.halo, on_block=on_block)
+    np.testing.assert_allclose(out, predict_single_pass(unet2.network, whole), atol=2e-5, rtol=0)

@@ -120,7 +120,8 @@ def cmd_train(args) -> int:
             label_ids = sorted({lb.label_id for lb in fg.list_labels()} | set(label_ids))
         job = fg.train(label_ids, epochs=args.epochs, tile_size=args.tile_size, batch_size=args.batch_size,
                        val_fraction=args.val_fraction, seed=args.seed, name=args.name,
-                       base_model_id=args.base_model or "", patience=args.patience)
+                       base_model_id=args.base_model or "", patience=args.patience, arch=args.arch,
+                       pixel_size_um=args.pixel_size)
         job = _job_bar(fg, job, "Training")
         model = fg.get_model(job.result_id)
         metrics = dict(model.metrics)
@@ -149,7 +150,9 @@ def cmd_predict(args) -> int:
                 slide = fg.upload_slide(path, channel=args.channel, on_progress=lambda s, t: bar.update(s - bar.n))
             job = fg.predict(slide.slide_id, args.model, tile_size=args.tile_size, halo=args.halo,
                              threshold=args.threshold, min_size=args.min_size, split_touching=args.split_touching,
-                             stem=safe_name(file_stem(path), default="slide"))
+                             stem=safe_name(file_stem(path), default="slide"), tta=args.tta,
+                             pixel_size_um=args.pixel_size, seed_threshold=args.seed_threshold,
+                             min_area_um2=args.min_area)
             job = _job_bar(fg, job, f"Predicting {path.name}")
             files = fg.download_outputs(job, out)
             if args.imagej:
@@ -176,8 +179,11 @@ def cmd_models(args) -> int:
     with _client(args) as fg:
         models = fg.list_models()
     for m in models:
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.metrics.items()))
-        print(f"{m.model_id}\t{m.name} v{m.version}\t{m.created}\t{metrics}")
+        post = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.postprocess.items()))
+        shown = ("val_object_f1", "val_object_precision", "val_object_recall", "best_epoch", "epochs_run", "pixel_f1")
+        metrics = " ".join(f"{k}={m.metrics[k]:.4g}" for k in shown if k in m.metrics)
+        px = f"{m.pixel_size_um:g} um/px" if m.pixel_size_um else "pixel size unknown"
+        print(f"{m.model_id}\t{m.name} v{m.version}\t{m.arch or 'reference'}\t{px}\t{m.created}\tpost: {post}\t{metrics}")
     return 0
 
 
@@ -188,6 +194,10 @@ def cmd_jobs(args) -> int:
         if args.cancel:
             job = fg.cancel(args.cancel)
             print(f"{job.job_id}\t{STATE_NAMES[job.state]}\t{job.message}")
+            return 0
+        if args.delete:
+            fg.delete_job(args.delete)
+            print(f"{args.delete}\tdeleted")
             return 0
         for j in fg.list_jobs():
             print(f"{j.job_id}\t{j.kind}\t{STATE_NAMES[j.state]}\t{j.progress:.0%}\t{j.message}")
@@ -328,13 +338,19 @@ def cmd_review(args) -> int:
                 print(f)
             return 0
         if not args.proposals:
-            raise SystemExit(f"fosgate review {args.action}: give one or more proposal ids.")
+            raise SystemExit(f"fosgate review {args.action}: give one or more "
+                             f"{'label' if args.action == 'delete-label' else 'proposal'} ids.")
+        if args.action in ("delete", "delete-label"):
+            for item in args.proposals:
+                (fg.delete_proposal if args.action == "delete" else fg.delete_label)(item)
+                print(f"{item}\tdeleted")
+            return 0
         for pid in args.proposals:
             if args.action == "replace":
                 if len(args.proposals) != 1:
                     raise SystemExit("fosgate review replace: one proposal at a time.")
                 r = fg.review(pid, "replace", reviewer=args.reviewer, mask=args.mask, roi_zip=args.roi_zip,
-                              geojson=args.geojson, coordinates=args.coordinates or "")
+                              geojson=args.geojson, coordinates=args.coordinates or "", replaces=args.replaces)
             else:
                 r = fg.review(pid, args.action, reviewer=args.reviewer)
             print(f"{pid}\t{state_names[r.proposal.state]}\t{r.label.label_id if r.HasField('label') else ''}")
@@ -426,12 +442,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder of images (repeat --images/--masks to combine several folders)")
     sp.add_argument("--masks", action="append", default=[],
                     help="folder of masks (same file stems; binary 0/255, 0/1 or instance labels)")
-    sp.add_argument("--epochs", type=int, default=30)
-    sp.add_argument("--tile-size", type=int, default=128)
-    sp.add_argument("--batch-size", type=int, default=16)
-    sp.add_argument("--val-fraction", type=float, default=0.2)
+    sp.add_argument("--epochs", type=int, default=0, help="default: the server's (30)")
+    sp.add_argument("--tile-size", type=int, default=0, help="training crop, multiple of 16; default: the server's (256)")
+    sp.add_argument("--batch-size", type=int, default=0, help="default: the server's (8)")
+    sp.add_argument("--arch", default="", choices=["", "unet2", "reference"],
+                    help="unet2 (default: foreground + centre map, seeded watershed) or reference (the paper's U-Net)")
+    sp.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
+                    help="µm per pixel the model works at (default: the images' metadata)")
+    sp.add_argument("--val-fraction", type=float, default=0.0, help="default: the server's (0.2)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--name", default="unet", help="model name (versions count up per name)")
+    sp.add_argument("--name", default="", help="model name (versions count up per name); default: unet")
     sp.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel images")
     sp.add_argument("--base-model", default="", help="fine-tune this model id instead of starting from scratch")
     sp.add_argument("--reviewer", default="", help="who made the masks (stored with the labels)")
@@ -448,8 +468,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=0.0,
                     help="probability threshold (0: the model's own, calibrated on validation tiles at training; "
                          "0.5 for models trained without a validation split)")
-    sp.add_argument("--min-size", type=int, default=10, help="smallest object in pixels")
-    sp.add_argument("--split-touching", action="store_true", help="watershed split of touching cells")
+    sp.add_argument("--min-size", type=int, default=0,
+                    help="smallest object in pixels (default: the model's own, calibrated at training)")
+    sp.add_argument("--min-area", type=float, default=0.0, metavar="UM2",
+                    help="smallest object in µm² (wins over --min-size)")
+    sp.add_argument("--seed-threshold", type=float, default=0.0,
+                    help="centre-map level of the watershed seeds (unet2; default: the model's own)")
+    sp.add_argument("--split-touching", action="store_true",
+                    help="force the distance-transform watershed split (reference models; default: the model's own)")
+    sp.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: mean over 8 flips/rotations (8x slower; stitching stays exact)")
+    sp.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
+                    help="the images' µm per pixel when their metadata lacks it (default: the metadata)")
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True, help="output folder")
     sp.add_argument("--imagej", action="store_true",
@@ -479,17 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
     client_args(sp)
     sp.set_defaults(fn=cmd_models)
 
-    sp = sub.add_parser("jobs", help="list jobs, or cancel one")
+    sp = sub.add_parser("jobs", help="list jobs, cancel one, or delete a finished one")
     client_args(sp)
     sp.add_argument("--cancel", metavar="JOB_ID")
+    sp.add_argument("--delete", metavar="JOB_ID", help="delete a finished job and its files")
     sp.set_defaults(fn=cmd_jobs)
 
     sp = sub.add_parser("tiles", help="cut an image into overlapping tiles (PNG/TIFF + tiles.csv)")
     client_args(sp)
     sp.add_argument("image")
-    sp.add_argument("--tile-size", type=int, default=128)
-    sp.add_argument("--margin", type=int, default=4)
-    sp.add_argument("--format", default="png", choices=["png", "tif"])
+    sp.add_argument("--tile-size", type=int, default=0, help="default: the server's (128)")
+    sp.add_argument("--margin", type=int, default=None, help="default: the server's (4)")
+    sp.add_argument("--format", default="", choices=["", "png", "tif"], help="default: png")
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_tiles)
@@ -497,11 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("cluster", help="cluster a slide's tiles (autoencoder + k-means, t-SNE, montages)")
     client_args(sp)
     sp.add_argument("--slide", required=True, help="slide id, or an image file to upload")
-    sp.add_argument("--k", type=int, default=5)
-    sp.add_argument("--tile-size", type=int, default=128)
-    sp.add_argument("--margin", type=int, default=4)
-    sp.add_argument("--epochs", type=int, default=10, help="autoencoder epochs")
-    sp.add_argument("--max-tiles", type=int, default=2000, help="tiles used to train the autoencoder")
+    sp.add_argument("--k", type=int, default=0, help="clusters (default: the server's, 5)")
+    sp.add_argument("--tile-size", type=int, default=0, help="default: the server's (128)")
+    sp.add_argument("--margin", type=int, default=None, help="default: the server's (4)")
+    sp.add_argument("--epochs", type=int, default=0, help="autoencoder epochs (default: the server's, 10)")
+    sp.add_argument("--max-tiles", type=int, default=0,
+                    help="tiles used to train the autoencoder (default: the server's, 2000)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--channel", type=int, default=None)
     sp.add_argument("--out", default="", help="folder for clusters.csv and the pictures")
@@ -539,10 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="", help="download the proposals (tile, labels, ROI set, GeoJSON) here")
     sp.set_defaults(fn=cmd_autolabel)
 
-    sp = sub.add_parser("review", help="list, fetch, accept, reject or replace proposals; export the dataset")
+    sp = sub.add_parser("review", help="list, fetch, accept, reject, replace or delete proposals; delete labels; "
+                        "export the dataset")
     client_args(sp)
-    sp.add_argument("action", choices=["list", "fetch", "accept", "reject", "replace", "export"])
-    sp.add_argument("proposals", nargs="*", metavar="PROPOSAL_ID")
+    sp.add_argument("action", choices=["list", "fetch", "accept", "reject", "replace", "export", "delete",
+                                       "delete-label"])
+    sp.add_argument("proposals", nargs="*", metavar="ID", help="proposal ids (label ids for delete-label)")
     sp.add_argument("--slide", default="")
     sp.add_argument("--state", default="", choices=["", "pending", "accepted", "rejected", "replaced"])
     sp.add_argument("--reviewer", default="")
@@ -550,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--roi-zip", default=None, help="replace: ImageJ ROI set (tile coordinates by default)")
     sp.add_argument("--geojson", default=None, help="replace: QuPath GeoJSON (slide coordinates by default)")
     sp.add_argument("--coordinates", default=None, choices=["tile", "slide"])
-    sp.add_argument("--format", default="png", choices=["png", "tif"], help="export: image format")
+    sp.add_argument("--replaces", default="", metavar="LABEL_ID",
+                    help="replace: a proposal that was already decided needs the label it replaces (a new version)")
+    sp.add_argument("--format", default="", choices=["", "png", "tif"], help="export: image format (default png)")
     sp.add_argument("--out", default="")
     sp.set_defaults(fn=cmd_review)
 

@@ -24,6 +24,15 @@ class ServerConfig:
     #: largest single gRPC message (uploads are streamed in chunks far below this)
     max_message_bytes: int = 16 * MiB
     job_workers: int = 1
+    #: jobs that may be queued or running at once; one more is refused (RESOURCE_EXHAUSTED)
+    max_queued_jobs: int = 64
+    #: threads for short (unary) calls and health checks; long streams have their own budgets below,
+    #: so open WatchJob streams never starve them
+    rpc_workers: int = 16
+    #: WatchJob streams open at once; one more is refused (RESOURCE_EXHAUSTED) instead of queueing
+    max_watchers: int = 256
+    #: uploads and artifact downloads streaming at once
+    max_transfers: int = 16
     #: memory budget for a prediction tile's activations (chooses the tile size when not given)
     predict_memory_bytes: int = int(1.5 * GiB)
     #: Segment Anything checkpoint on this machine (never downloaded) and its architecture

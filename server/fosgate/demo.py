@@ -4,7 +4,8 @@
 2. start a fosgate server on 127.0.0.1 (embedded defaults: SQLite + a data folder, no other service);
 3. upload the slide, label a spread of tiles with the classical labeller (adaptive threshold +
    watershed) and store them as labels;
-4. train the reference U-Net briefly, predict the whole slide, download the six outputs;
+4. train the default instance-aware U-Net (``unet2``) briefly, predict the whole slide (instances from
+   the seeded watershed with the post-processing calibrated at training), download the six outputs;
 5. print the count, the time taken, a comparison with the generator's ground truth, and the files.
 
 Nothing is downloaded and nothing outside ``out`` is read or written.
@@ -74,7 +75,7 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_til
                                         name="demo"), "Training U-Net")
             model_id = job.result_id
             model = fg.get_model(model_id)
-            job = _job_bar(fg, fg.predict(slide.slide_id, model_id, stem="sample_slide", split_touching=True),
+            job = _job_bar(fg, fg.predict(slide.slide_id, model_id, stem="sample_slide"),
                            "Predicting slide")
             files = fg.download_outputs(job, out)
         count = int(job.metrics.get("count", 0))
@@ -83,6 +84,10 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 12, seed: int = 0, n_til
     finally:
         server.stop()
     elapsed = time.perf_counter() - t0
+    post = dict(model.postprocess)
+    print(f"model {model_id} ({model.arch}): validation object F1 {model.metrics.get('val_object_f1', float('nan')):.3f}, "
+          f"calibrated threshold {post.get('threshold', 0.5):g}, seed level {post.get('seed_threshold', 0.5):g}, "
+          f"min size {post.get('min_size_px', 10):g} px")
     print(f"model {model_id}: validation pixel F1 {model.metrics.get('pixel_f1', float('nan')):.3f}, "
           f"MIoU {model.metrics.get('pixel_miou', float('nan')):.3f}")
     print(f"objects vs the generator's ground truth ({len(np.unique(truth)) - 1} cells): "

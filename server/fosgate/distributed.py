@@ -10,15 +10,16 @@ The server owns one :class:`DaskExecutor`, which connects lazily on first use to
 Auto-labelling (classical or model proposals) fans out the same way, in batches of tiles, and so does
 the clustering job's encoding of every tile with the trained autoencoder.
 
-Work unit: a block of prediction windows (one row of the seam-free window plan). Each task reads its
-windows from the slide file, predicts them and returns their thresholded cores, bit-packed (1/8 byte
-per pixel); the server writes each core into the mask as the task completes and drops it. Workers
+Prediction: ``DaskExecutor`` is a window backend of ``fosgate.core.backend`` (``predict_cores``), the
+same interface as the in-process one. Work unit: a block of prediction windows (one row of the
+seam-free window plan). Each task reads its windows from the slide file, predicts them and returns
+their encoded cores (``fosgate.core.backend.encode``: the thresholded mask and the quantised centre
+map, uint8); the server writes each core into its maps as the task completes and drops it. Workers
 therefore never write shared files, and a task that is run twice (a retry after a worker died) returns
 the same bits: the stitched mask is the same whatever the scheduling. Models reach each worker once: a worker loads a model directory the first time a task
 needs it and keeps it (keyed by path) for later tasks.
 
-Invariant: ``predict_mask_distributed`` fills the mask exactly as the in-process ``predict_tiled``
-would (tests/test_distributed.py compares them, with a worker killed mid-job).
+Invariant: ``predict_cores`` fills the maps exactly as the in-process ``LocalBackend`` would (tests/test_distributed.py compares them, with a worker killed mid-job).
 """
 
 from __future__ import annotations
@@ -34,35 +35,27 @@ _MODELS_LOCK = threading.Lock()
 
 
 def _model(model_dir: str):
+    """The worker's cached ``FosgateModel`` of a model directory."""
     with _MODELS_LOCK:
         if model_dir not in _MODELS:
-            from fosgate.core.modelio import load_model
+            from fosgate.core.model import FosgateModel
 
-            _MODELS[model_dir] = load_model(model_dir)[0]
+            _MODELS[model_dir] = FosgateModel.load(model_dir)
         return _MODELS[model_dir]
 
 
-def predict_block(model_dir: str, slide_path: str, channel: int | None, lo: list[float], hi: list[float],
-                  clip_max: float, region: tuple[int, int, int, int], windows: list,
-                  threshold: float) -> list[tuple[int, int, int, int, np.ndarray]]:
-    """A Dask task: predict ``windows`` (``fosgate.core.tiling.Window``) of ``region`` of the slide.
-    Returns ``(cy0, cy1, cx0, cx1, np.packbits(core >= threshold))`` per window."""
-    from fosgate.core.normalize import Normalization
-    from fosgate.core.predict import _predict_batch, read_window
+def predict_block(model_dir: str, job, windows: list) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """A Dask task: predict ``windows`` (``fosgate.core.tiling.Window``) of the slide described by ``job``
+    (``fosgate.core.backend.WindowJob``). Returns ``(cy0, cy1, cx0, cx1, encoded core)`` per window,
+    the same bytes the in-process backend produces."""
+    from fosgate.core.backend import make_reader, predict_windows
     from fosgate.core.slides import open_slide
 
     model = _model(model_dir)
-    rx, ry, rw, rh = region
-    lo_a, hi_a = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
-    cores = []
-    with open_slide(slide_path, channel=channel) as slide:
-        def read(y0, y1, x0, x1):
-            return Normalization.apply(slide.read(ry + y0, ry + y1, rx + x0, rx + x1), lo_a, hi_a, clip_max)
-
-        for win in windows:
-            prob = _predict_batch(model, read_window(read, win, rh, rw)[None])[0]
-            core = prob[win.cy0 - win.wy0:win.cy1 - win.wy0, win.cx0 - win.wx0:win.cx1 - win.wx0]
-            cores.append((win.cy0, win.cy1, win.cx0, win.cx1, np.packbits(core >= threshold)))
+    cores: list = []
+    with open_slide(job.slide_path, channel=job.channel) as slide:
+        predict_windows(model.network, make_reader(slide, job), job, windows,
+                        lambda cy0, cy1, cx0, cx1, core: cores.append((cy0, cy1, cx0, cx1, core)))
     return cores
 
 
@@ -75,10 +68,7 @@ def propose_block(method: str, model_dir: str, slide_path: str, channel: int | N
     out = []
     with open_slide(slide_path, channel=channel) as slide:
         if method == "model":
-            from fosgate.core.modelio import load_model
-
-            meta = load_model(model_dir)[1]  # small: the weights come from the worker's cache
-            proposer = ModelProposer(_model(model_dir), meta, slide)
+            proposer = ModelProposer(_model(model_dir), slide)
         for region in regions:
             if method == "classical":
                 out.append((classical_proposal(slide, tuple(region)), 0.0))
@@ -188,37 +178,35 @@ class DaskExecutor:
             raise
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
-    def predict_mask(self, *, model_dir: str, slide_path: str, channel: int | None, lo, hi, clip_max: float,
-                     region: tuple[int, int, int, int], windows, threshold: float,
-                     on_mask: Callable[[int, int, int, int, np.ndarray], None],
-                     progress: Callable[[int, int], None] | None = None,
-                     should_cancel: Callable[[], bool] | None = None) -> int:
-        """Submit one task per row of windows; hand each thresholded core (uint8 0/1) to
-        ``on_mask(cy0, cy1, cx0, cx1, core)`` in this thread as its task completes, reporting progress;
-        raise if cancelled. A finished task's result is released at once, so memory holds only the rows
-        in flight."""
+    def predict_cores(self, model, slide, job, windows, on_core: Callable[[int, int, int, int, np.ndarray], None],
+                      progress: Callable[[int, int], None] | None = None,
+                      should_cancel: Callable[[], bool] | None = None) -> int:
+        """The backend interface of ``fosgate.core.backend``: one task per row of windows; each encoded
+        core goes to ``on_core(cy0, cy1, cx0, cx1, core)`` in this thread as its task completes, with
+        progress; raise if cancelled. The workers load ``model.directory`` and read ``job.slide_path``
+        themselves. A finished task's result is released at once, so memory holds only the rows in flight."""
         from distributed import as_completed
 
-        from fosgate.errors import Cancelled
+        from fosgate.errors import Cancelled, InvalidInput
 
+        if not model.directory or not job.slide_path:
+            raise InvalidInput("Dask workers need a saved model and a slide file.")
         rows: dict[int, list] = {}
         for w in windows:
             rows.setdefault(w.row, []).append(w)
         client = self.client
         run = uuid.uuid4().hex[:12]
         pending = {f.key: f for f in (
-            client.submit(predict_block, model_dir, str(slide_path), channel, list(map(float, lo)),
-                          list(map(float, hi)), clip_max, region, block, threshold,
-                          retries=self.retries, pure=False, key=f"fosgate-predict-{run}-{r}")
+            client.submit(predict_block, model.directory, job, block, retries=self.retries, pure=False,
+                          key=f"fosgate-predict-{run}-{r}")
             for r, block in rows.items())}
         done = 0
         try:
             for fut in as_completed(list(pending.values())):
                 if should_cancel and should_cancel():
                     raise Cancelled("Prediction cancelled.")
-                for cy0, cy1, cx0, cx1, bits in fut.result():
-                    n = (cy1 - cy0) * (cx1 - cx0)
-                    on_mask(cy0, cy1, cx0, cx1, np.unpackbits(bits, count=n).reshape(cy1 - cy0, cx1 - cx0))
+                for cy0, cy1, cx0, cx1, core in fut.result():
+                    on_core(cy0, cy1, cx0, cx1, core)
                     done += 1
                 del pending[fut.key]
                 fut.release()

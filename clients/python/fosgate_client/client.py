@@ -138,6 +138,17 @@ class FosgateClient:
         except grpc.RpcError as err:
             raise _explain(err, self.address) from None
 
+    def _pages(self, method, request, field: str, page_size: int = 0) -> list:
+        """Every item of a paged List call: follows ``next_page_token`` until the server says it is done."""
+        out: list = []
+        request.page_size = page_size
+        while True:
+            resp = self._call(method, request)
+            out.extend(getattr(resp, field))
+            if not resp.next_page_token:
+                return out
+            request.page_token = resp.next_page_token
+
     def check(self, timeout: float = 5.0) -> None:
         """Raise a clear error unless the server answers its health check."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -180,14 +191,18 @@ class FosgateClient:
     def get_slide(self, slide_id: str) -> pb.Slide:
         return self._call(self.slides.GetSlide, pb.GetSlideRequest(slide_id=slide_id))
 
-    def list_slides(self) -> list[pb.Slide]:
-        return list(self._call(self.slides.ListSlides, pb.ListSlidesRequest()).slides)
+    def list_slides(self, page_size: int = 0) -> list[pb.Slide]:
+        return self._pages(self.slides.ListSlides, pb.ListSlidesRequest(), "slides", page_size)
 
     def delete_slide(self, slide_id: str) -> None:
-        """Delete an uploaded slide (refused while labels use it)."""
+        """Delete a slide with its proposals and clusterings (refused while labels use it or a job reads it)."""
         self._call(self.slides.DeleteSlide, pb.DeleteSlideRequest(slide_id=slide_id))
 
-    def export_tiles(self, slide_id: str, tile_size: int = 128, margin: int = 4, fmt: str = "png") -> pb.Job:
+    def export_tiles(self, slide_id: str, tile_size: int = 0, margin: int | None = None, fmt: str = "") -> pb.Job:
+        """0 / None / "": the server's defaults (128-px tiles, 4-px margin, PNG). A margin given with no tile
+        size keeps the server's tile size; with a tile size and no margin, the server's margin (4) is sent."""
+        if margin is None:
+            margin = 4 if tile_size else 0
         return self._call(self.slides.ExportTiles, pb.ExportTilesRequest(
             slide_id=slide_id, tile_size=tile_size, margin=margin, format=fmt))
 
@@ -208,34 +223,44 @@ class FosgateClient:
             req.geojson = _payload(geojson, "GeoJSON")
         return self._call(self.labels.AddLabel, req)
 
-    def list_labels(self, slide_id: str = "") -> list[pb.Label]:
-        return list(self._call(self.labels.ListLabels, pb.ListLabelsRequest(slide_id=slide_id)).labels)
+    def list_labels(self, slide_id: str = "", page_size: int = 0) -> list[pb.Label]:
+        return self._pages(self.labels.ListLabels, pb.ListLabelsRequest(slide_id=slide_id), "labels", page_size)
+
+    def delete_label(self, label_id: str) -> None:
+        """Remove a label (and its file) from the training set."""
+        self._call(self.labels.DeleteLabel, pb.DeleteLabelRequest(label_id=label_id))
 
     # ------------------------------------------------------------------ models
     def train(self, label_ids: list[str] | None = None, **params) -> pb.Job:
-        """Start a training job; params are TrainRequest fields (epochs, tile_size, ...)."""
+        """Start a training job; params are TrainRequest fields (epochs, tile_size, ...); a field left out or 0
+        takes the server's default (see the proto)."""
         return self._call(self.models.Train, pb.TrainRequest(label_ids=label_ids or [], **params))
 
     def get_model(self, model_id: str) -> pb.Model:
         return self._call(self.models.GetModel, pb.GetModelRequest(model_id=model_id))
 
-    def list_models(self) -> list[pb.Model]:
-        return list(self._call(self.models.ListModels, pb.ListModelsRequest()).models)
+    def list_models(self, page_size: int = 0) -> list[pb.Model]:
+        return self._pages(self.models.ListModels, pb.ListModelsRequest(), "models", page_size)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, slide_id: str, model_id: str, *, tile_size: int = 0, halo: int = 0, threshold: float = 0.0,
-                min_size: int = 10, split_touching: bool = False,
-                region: tuple[int, int, int, int] | None = None, stem: str = "") -> pb.Job:
+                min_size: int = 0, split_touching: bool = False,
+                region: tuple[int, int, int, int] | None = None, stem: str = "", tta: bool = False,
+                pixel_size_um: float = 0.0, seed_threshold: float = 0.0, min_area_um2: float = 0.0) -> pb.Job:
+        """Start a prediction job; 0/False = the model's own calibrated post-processing."""
         r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()
         return self._call(self.predictions.Predict, pb.PredictRequest(
             slide_id=slide_id, model_id=model_id, tile_size=tile_size, halo=halo, threshold=threshold,
-            min_size=min_size, split_touching=split_touching, region=r, stem=stem))
+            min_size=min_size, split_touching=split_touching, region=r, stem=stem, tta=tta,
+            pixel_size_um=pixel_size_um, seed_threshold=seed_threshold, min_area_um2=min_area_um2))
 
     # ------------------------------------------------------------------ labelling loop
-    def cluster_tiles(self, slide_id: str, *, k: int = 5, tile_size: int = 128, margin: int = 4, seed: int = 0,
-                      epochs: int = 10, max_tiles: int = 2000,
+    def cluster_tiles(self, slide_id: str, *, k: int = 0, tile_size: int = 0, margin: int | None = None, seed: int = 0,
+                      epochs: int = 0, max_tiles: int = 0,
                       region: tuple[int, int, int, int] | None = None) -> pb.Job:
-        """Start a clustering job; its result_id is the clustering id."""
+        """Start a clustering job; its result_id is the clustering id. 0 / None: the server's defaults."""
+        if margin is None:
+            margin = 4 if tile_size else 0
         r = pb.Rect(x=region[0], y=region[1], width=region[2], height=region[3]) if region else pb.Rect()
         return self._call(self.labelling.ClusterTiles, pb.ClusterRequest(
             slide_id=slide_id, k=k, tile_size=tile_size, margin=margin, seed=seed, epochs=epochs, max_tiles=max_tiles,
@@ -245,8 +270,9 @@ class FosgateClient:
         return self._call(self.labelling.GetClustering,
                           pb.GetClusteringRequest(clustering_id=clustering_id, with_tiles=with_tiles))
 
-    def list_clusterings(self, slide_id: str = "") -> list[pb.Clustering]:
-        return list(self._call(self.labelling.ListClusterings, pb.ListClusteringsRequest(slide_id=slide_id)).clusterings)
+    def list_clusterings(self, slide_id: str = "", page_size: int = 0) -> list[pb.Clustering]:
+        return self._pages(self.labelling.ListClusterings, pb.ListClusteringsRequest(slide_id=slide_id), "clusterings",
+                           page_size)
 
     def select_tiles(self, clustering_id: str, n: int, strategy: str = "balanced", *, exclude: list[int] | None = None,
                      model_id: str = "", seed: int = 0, skip_labelled: bool = False) -> list[pb.ClusterTile]:
@@ -269,10 +295,15 @@ class FosgateClient:
             slide_id=slide_id, regions=rects, method=m, model_id=model_id, sam=pb.SamParams(**(sam or {})),
             clustering_id=clustering_id))
 
-    def list_proposals(self, slide_id: str = "", state: str = "", job_id: str = "") -> list[pb.Proposal]:
+    def list_proposals(self, slide_id: str = "", state: str = "", job_id: str = "",
+                       page_size: int = 0) -> list[pb.Proposal]:
         st = getattr(pb, f"PROPOSAL_STATE_{state.upper()}") if state else pb.PROPOSAL_STATE_UNSPECIFIED
-        return list(self._call(self.labelling.ListProposals, pb.ListProposalsRequest(
-            slide_id=slide_id, state=st, job_id=job_id)).proposals)
+        return self._pages(self.labelling.ListProposals, pb.ListProposalsRequest(
+            slide_id=slide_id, state=st, job_id=job_id), "proposals", page_size)
+
+    def delete_proposal(self, proposal_id: str) -> None:
+        """Remove a proposal (pending or decided); a label made from it stays."""
+        self._call(self.labelling.DeleteProposal, pb.DeleteProposalRequest(proposal_id=proposal_id))
 
     def export_proposals(self, slide_id: str = "", state: str = "", job_id: str = "") -> pb.Job:
         """A job whose artifact proposals.zip holds each proposal's tile, labels, ROI set and GeoJSON."""
@@ -282,14 +313,15 @@ class FosgateClient:
 
     def review(self, proposal_id: str, decision: str, *, reviewer: str = "", mask: str | os.PathLike | None = None,
                roi_zip: str | os.PathLike | bytes | None = None, geojson: str | os.PathLike | bytes | None = None,
-               coordinates: str = "") -> pb.ReviewResponse:
+               coordinates: str = "", replaces: str = "") -> pb.ReviewResponse:
         """Accept, reject or replace a proposal. A replacement is a mask image file (uploaded first),
         an ImageJ ROI set or QuPath GeoJSON (tile coordinates for ROIs, slide coordinates for GeoJSON
-        unless ``coordinates`` says otherwise)."""
+        unless ``coordinates`` says otherwise). A decision is final: replacing an already decided proposal
+        must name the label it replaces (``replaces``: its ``label_id``, or its proposal id if it has none)."""
         d = getattr(pb, f"REVIEW_DECISION_{decision.upper()}", None)
         if d is None:
             raise FosgateClientError(f"Unknown review decision '{decision}'; use accept, reject or replace.")
-        req = pb.ReviewRequest(proposal_id=proposal_id, decision=d, reviewer=reviewer,
+        req = pb.ReviewRequest(proposal_id=proposal_id, decision=d, reviewer=reviewer, replaces_label_id=replaces,
                                coordinates=getattr(pb, f"EDIT_COORDINATES_{coordinates.upper()}")
                                if coordinates else pb.EDIT_COORDINATES_UNSPECIFIED)
         if mask is not None:
@@ -300,15 +332,19 @@ class FosgateClient:
             req.geojson = _payload(geojson, "GeoJSON")
         return self._call(self.labelling.ReviewProposal, req)
 
-    def export_dataset(self, label_ids: list[str] | None = None, fmt: str = "png") -> pb.Job:
+    def export_dataset(self, label_ids: list[str] | None = None, fmt: str = "") -> pb.Job:
         return self._call(self.labelling.ExportDataset, pb.ExportDatasetRequest(label_ids=label_ids or [], format=fmt))
 
     # ------------------------------------------------------------------ jobs
     def get_job(self, job_id: str) -> pb.Job:
         return self._call(self.jobs.GetJob, pb.GetJobRequest(job_id=job_id))
 
-    def list_jobs(self, kind: str = "") -> list[pb.Job]:
-        return list(self._call(self.jobs.ListJobs, pb.ListJobsRequest(kind=kind)).jobs)
+    def list_jobs(self, kind: str = "", page_size: int = 0) -> list[pb.Job]:
+        return self._pages(self.jobs.ListJobs, pb.ListJobsRequest(kind=kind), "jobs", page_size)
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job with its artifacts (refused while it is queued or running)."""
+        self._call(self.jobs.DeleteJob, pb.DeleteJobRequest(job_id=job_id))
 
     def cancel(self, job_id: str) -> pb.Job:
         return self._call(self.jobs.CancelJob, pb.CancelJobRequest(job_id=job_id))

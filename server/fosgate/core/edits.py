@@ -6,7 +6,10 @@ Invariants
 - A pixel belongs to a shape when its centre lies inside it (ImageJ's and rasterio's rule), so a
   polygon along pixel edges (fosgate's own exports) round-trips to exactly the same pixels.
 - ``offset`` (x, y) is subtracted from the coordinates: pass the tile origin for slide coordinates.
-- Malformed input raises ``InvalidInput`` with a message naming the problem.
+- Malformed input raises ``InvalidInput`` with a message naming the problem (deeply nested JSON
+  included: never a ``RecursionError``).
+- Rasterising costs each shape's own bounding box (clipped to the output), not the whole output: at
+  most :data:`MAX_SHAPES` shapes and :data:`MAX_BURN_PIXELS` bounding-box pixels in all per edit.
 """
 
 from __future__ import annotations
@@ -20,15 +23,44 @@ import numpy as np
 from fosgate.errors import InvalidInput
 
 MAX_SHAPES = 100_000
+#: total bounding-box pixels rasterised for one edit (shapes x their own clipped boxes)
+MAX_BURN_PIXELS = 400_000_000
 
 
-def _burn(out: np.ndarray, geom, value: int) -> None:
+class _Budget:
+    def __init__(self, limit: int = MAX_BURN_PIXELS):
+        self.left = limit
+
+    def spend(self, pixels: int) -> None:
+        self.left -= pixels
+        if self.left < 0:
+            raise InvalidInput(f"The shapes cover more than {MAX_BURN_PIXELS:,} pixels in total (counting each "
+                               "shape's bounding box); send fewer or smaller shapes, one tile at a time.")
+
+
+def _burn(out: np.ndarray, geom, value: int, budget: _Budget | None = None) -> None:
+    """Paint ``geom`` into ``out`` with ``value``, rasterising only its bounding box."""
+    import math
+
     from rasterio import features
+    from rasterio.transform import Affine
 
     if geom.is_empty:
         return
-    m = features.rasterize([(geom, 1)], out_shape=out.shape, dtype=np.uint8)
-    out[m > 0] = value
+    minx, miny, maxx, maxy = geom.bounds
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise InvalidInput("A shape has coordinates that are not finite numbers.")
+    h, w = out.shape
+    x0, y0 = max(0, int(math.floor(minx))), max(0, int(math.floor(miny)))
+    x1, y1 = min(w, int(math.ceil(maxx)) + 1), min(h, int(math.ceil(maxy)) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return  # entirely outside the tile
+    if budget is not None:
+        budget.spend((x1 - x0) * (y1 - y0))
+    m = features.rasterize([(geom, 1)], out_shape=(y1 - y0, x1 - x0), dtype=np.uint8,
+                           transform=Affine.translation(x0, y0))
+    view = out[y0:y1, x0:x1]
+    view[m > 0] = value
 
 
 def _roi_geometry(roi, dx: float, dy: float):
@@ -75,6 +107,7 @@ def labels_from_roi_zip(data: bytes, shape: tuple[int, int], offset: tuple[int, 
     if len(blobs) > MAX_SHAPES:
         raise InvalidInput(f"The ROI set has {len(blobs)} ROIs; at most {MAX_SHAPES} per tile.")
     out = np.zeros(shape, np.uint32)
+    budget = _Budget()
     for i, blob in enumerate(blobs, start=1):
         try:
             roi = ImagejRoi.frombytes(blob)
@@ -84,7 +117,7 @@ def labels_from_roi_zip(data: bytes, shape: tuple[int, int], offset: tuple[int, 
         except Exception as exc:
             raise InvalidInput(f"ROI number {i} in the set cannot be read ({str(exc)[:120]}).") from None
         if geom is not None:
-            _burn(out, geom, i)
+            _burn(out, geom, i, budget)
     return out
 
 
@@ -97,6 +130,8 @@ def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, 
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"The GeoJSON is not valid JSON ({str(exc)[:120]}).") from None
+    except RecursionError:
+        raise InvalidInput("The GeoJSON is nested too deeply to be a shape list; export it again from QuPath.") from None
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         features = doc.get("features")
     elif isinstance(doc, dict) and doc.get("type") == "Feature":
@@ -110,6 +145,7 @@ def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, 
     if len(features) > MAX_SHAPES:
         raise InvalidInput(f"The GeoJSON has {len(features)} features; at most {MAX_SHAPES} per tile.")
     out = np.zeros(shape, np.uint32)
+    budget = _Budget()
     n = 0
     for i, f in enumerate(features, start=1):
         geom_json = f.get("geometry") if isinstance(f, dict) else None
@@ -119,10 +155,12 @@ def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, 
             continue  # points and lines are not cell outlines
         try:
             geom = to_shape(geom_json)
+        except RecursionError:
+            raise InvalidInput(f"GeoJSON feature {i} is nested too deeply to be a polygon.") from None
         except Exception as exc:
             raise InvalidInput(f"GeoJSON feature {i} has a malformed geometry ({str(exc)[:120]}).") from None
         if not geom.is_valid:
             geom = geom.buffer(0)
         n += 1
-        _burn(out, translate(geom, xoff=-offset[0], yoff=-offset[1]), n)
+        _burn(out, translate(geom, xoff=-offset[0], yoff=-offset[1]), n, budget)
     return out

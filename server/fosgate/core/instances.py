@@ -1,6 +1,15 @@
 """Instances from a stitched binary mask, band by band: connected components, size filter, optional
 watershed split of touching cells, per-object measurements.
 
+Two ways to split touching cells, both on the stitched maps (never per tile):
+- ``centre`` given (the ``unet2`` network's stitched centre map): a *seeded* watershed. Seeds are the
+  4-connected regions of ``centre >= seed_threshold`` inside an object; only objects holding two or
+  more seeds are split, by a watershed on ``-centre`` from those seeds restricted to the object's
+  bounding box and pixels. Cells are small, so this is exact (the same as a whole-image watershed
+  whose flooding is confined to each connected component) and memory stays bounded by one band.
+- ``split_touching`` without ``centre`` (the reference net): a watershed on the distance transform
+  of each object's own mask, seeds at its distance maxima.
+
 Invariants
 - The result equals labelling the whole mask at once with 4-connectivity (components that cross
   band boundaries are merged with a union-find over the touching rows), so an object on a tile or
@@ -76,13 +85,20 @@ def label_mask(
     image_reader: Callable[[int, int, int, int], np.ndarray] | None = None,
     band: int = 0,
     split_min_distance: int = 0,
+    centre=None,
+    seed_threshold: float = 0.5,
+    centre_scale: float = 1.0,
 ) -> list[ObjectStats]:
     """Label ``mask`` (2-D, non-zero = foreground) into ``labels_out`` (same shape, uint32) and return
     the objects' measurements (mean intensity from ``image_reader(y0, y1, x0, x1)`` if given).
 
     ``split_min_distance`` is the smallest distance between two cell centres for the watershed
     split; 0 derives it from the objects (60% of the radius of a large, 75th-percentile object, >= 4 px),
-    so large cells are not cut into pieces and small touching ones are still separated."""
+    so large cells are not cut into pieces and small touching ones are still separated.
+
+    ``centre`` (2-D, same shape, may be a zarr array; values in [0, ``centre_scale``], e.g. uint8 with
+    scale 255) switches to the seeded watershed (module docstring) with seeds ``centre >= seed_threshold
+    * centre_scale``."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -165,7 +181,10 @@ def label_mask(
     for y0 in range(0, h, band):
         y1 = min(h, y0 + band)
         labels_out[y0:y1] = lookup[np.asarray(labels_out[y0:y1])]
-    if split_touching and objects:
+    if centre is not None and objects:
+        objects = _split_by_seeds(labels_out, objects, centre, seed_threshold * centre_scale, image_reader, band,
+                                  min_size)
+    elif split_touching and objects:
         if split_min_distance <= 0:
             large_area = float(np.percentile([o.area for o in objects], 75))
             split_min_distance = max(4, int(0.6 * np.sqrt(large_area / np.pi)))
@@ -221,6 +240,67 @@ def _split_touching(labels, objects: list[ObjectStats], image_reader, band: int,
             g = grey[sl] if grey is not None else None
             for s in _stats_of(crop, np.array(ids), g, oy0, ox0):
                 by_id[s.label] = s
+        if changed:
+            labels[y0:y1] = block
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def _split_by_seeds(labels, objects: list[ObjectStats], centre, level: float, image_reader, band: int,
+                    min_size: int) -> list[ObjectStats]:
+    """Seeded watershed (module docstring) band by band over the objects whose bounding box starts in
+    the band (the band is extended to hold them whole). Pieces smaller than ``min_size`` are given to
+    a neighbouring piece by the watershed itself: their seeds are dropped and the split redone."""
+    from skimage.segmentation import watershed
+
+    h, w = labels.shape
+    by_id = {o.label: o for o in objects}
+    next_id = max(by_id) + 1
+    starts = np.array([o.bbox[0] for o in objects])
+    order = np.argsort(starts, kind="stable")
+    for y0 in range(0, h, band):
+        members = [objects[i] for i in order if y0 <= starts[i] < y0 + band and objects[i].area >= 2]
+        if not members:
+            continue
+        y1 = max(o.bbox[2] for o in members)
+        block = np.asarray(labels[y0:y1])
+        cmap = np.asarray(centre[y0:y1])
+        grey = None
+        changed = False
+        for o in members:
+            oy0, ox0, oy1, ox1 = o.bbox
+            sl = (slice(oy0 - y0, oy1 - y0), slice(ox0, ox1))
+            crop = block[sl]
+            obj = crop == o.label
+            c = cmap[sl].astype(np.float32)
+            markers, n = ndimage.label((c >= level) & obj, structure=FOUR)
+            if n < 2:
+                continue
+            ws = watershed(-c, markers, mask=obj, connectivity=1)
+            sizes = np.bincount(ws.ravel(), minlength=n + 1)[1:]
+            while n >= 2 and (sizes < min_size).any():  # too-small pieces: drop their seeds, flood again
+                keep = np.nonzero(sizes >= min_size)[0] + 1
+                if keep.size < 2:
+                    n = keep.size
+                    break
+                markers = np.where(np.isin(markers, keep), markers, 0)
+                markers, n = ndimage.label(markers > 0, structure=FOUR)
+                ws = watershed(-c, markers, mask=obj, connectivity=1)
+                sizes = np.bincount(ws.ravel(), minlength=n + 1)[1:]
+            if n < 2:
+                continue
+            new = np.zeros(crop.shape, np.int64)
+            ids = [o.label] + list(range(next_id, next_id + n - 1))
+            next_id += n - 1
+            for k, lid in enumerate(ids, start=1):
+                new[ws == k] = lid
+            crop[obj] = new[obj]
+            changed = True
+            del by_id[o.label]
+            if image_reader is not None and grey is None:
+                grey = _grey(image_reader(y0, y1, 0, w))
+            g = grey[sl] if grey is not None else None
+            for st in _stats_of(crop, np.array(ids), g, oy0, ox0):
+                by_id[st.label] = st
         if changed:
             labels[y0:y1] = block
     return [by_id[k] for k in sorted(by_id)]

@@ -10,6 +10,14 @@ because each kept core pixel sees the same input as in the single pass: its wind
 pooling grid, extends at least ``halo`` past the core or to the true (zero-padded) image border,
 and the single pass pads the image with zeros only at the bottom/right up to a multiple of ``align``,
 exactly as the border windows do.
+
+Networks may have several output channels (``unet2``: foreground and centre map); every channel is
+stitched the same way. With test-time augmentation (``tta=True``) each window is predicted under the
+eight symmetries of the square (four 90-degree rotations, each with and without a horizontal flip)
+and the back-transformed maps are averaged. The invariant still holds against a single pass with
+``tta=True``: a window of the padded image, rotated or flipped, is the matching window of the
+rotated/flipped padded image (all sizes and origins are multiples of ``align``, so the pooling grid
+maps onto itself), and the zero padding outside the image is transformed with it.
 """
 
 from __future__ import annotations
@@ -30,21 +38,39 @@ BYTES_PER_WINDOW_PIXEL = 480
 Reader = Callable[[int, int, int, int], np.ndarray]
 
 
-def _predict_batch(model, batch: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` probabilities through the model's compiled predict function (a traced graph on
+def _raw_batch(model, batch: np.ndarray) -> np.ndarray:
+    out = np.asarray(model.predict_on_batch(batch))
+    return out if out.ndim == 4 else out[..., None]
+
+
+def _predict_batch(model, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+    """``(N, H, W, K)`` maps through the model's compiled predict function (a traced graph on
     TensorFlow, a jit-compiled one on JAX): 20-35 % faster than an eager call on CPU, far faster on a GPU,
-    with less than half the activation memory, and numerically the same for every window."""
-    return np.asarray(model.predict_on_batch(batch))[..., 0]
+    with less than half the activation memory, and numerically the same for every window. With ``tta``
+    the mean over the eight symmetries of the square (module docstring; 8x the compute)."""
+    if not tta:
+        return _raw_batch(model, batch)
+    acc = None
+    for flip in (False, True):
+        b = batch[:, :, ::-1] if flip else batch
+        for k in range(4):
+            y = _raw_batch(model, np.ascontiguousarray(np.rot90(b, k, axes=(1, 2))))
+            y = np.rot90(y, -k, axes=(1, 2))
+            y = y[:, :, ::-1] if flip else y
+            acc = y.astype(np.float64) if acc is None else acc + y
+    return (acc / 8).astype(np.float32)
 
 
-def predict_single_pass(model, image: np.ndarray, align: int = ALIGN) -> np.ndarray:
-    """Probability map of a whole normalised ``(H, W, C)`` image in one network call (the compute
-    floor and the reference for seam-free tiling). Pads with zeros at the bottom/right."""
+def predict_single_pass(model, image: np.ndarray, align: int = ALIGN, tta: bool = False) -> np.ndarray:
+    """Maps of a whole normalised ``(H, W, C)`` image in one network call (the compute floor and the
+    reference for seam-free tiling): ``(H, W)`` for a one-output network, else ``(H, W, K)``. Pads with
+    zeros at the bottom/right."""
     h, w = image.shape[:2]
     ph, pw = round_up(h, align), round_up(w, align)
     padded = np.zeros((ph, pw, image.shape[2]), np.float32)
     padded[:h, :w] = image
-    return _predict_batch(model, padded[None])[0, :h, :w]
+    out = _predict_batch(model, padded[None], tta)[0, :h, :w]
+    return out[..., 0] if out.shape[-1] == 1 else out
 
 
 def read_window(read: Reader, win: Window, h: int, w: int) -> np.ndarray:
@@ -71,12 +97,15 @@ def predict_tiled(
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 1,
     align: int = ALIGN,
+    tta: bool = False,
+    windows: list[Window] | None = None,
 ) -> int:
     """Predict an ``height x width`` image read through ``read(y0, y1, x0, x1) -> (h, w, C) float``
     (already normalised) window by window, calling ``on_block(cy0, cy1, cx0, cx1, prob)`` once per
-    core with its probabilities. Windows all have the same size (one compiled graph). Returns the
-    number of windows."""
-    windows = plan_windows(height, width, tile, halo, align)
+    core with its maps (``(h, w)`` for a one-output network, else ``(h, w, K)``). Windows all have the
+    same size (one compiled graph); ``windows`` may be given (a subset of one plan). Returns the number
+    of windows."""
+    windows = plan_windows(height, width, tile, halo, align) if windows is None else windows
     total = len(windows)
     done = 0
     for start in range(0, total, batch_size):
@@ -84,7 +113,9 @@ def predict_tiled(
             raise Cancelled("Prediction cancelled.")
         group = windows[start:start + batch_size]
         batch = np.stack([read_window(read, win, height, width) for win in group])
-        probs = _predict_batch(model, batch)
+        probs = _predict_batch(model, batch, tta)
+        if probs.shape[-1] == 1:
+            probs = probs[..., 0]
         for win, prob in zip(group, probs, strict=True):
             oy, ox = win.cy0 - win.wy0, win.cx0 - win.wx0
             on_block(win.cy0, win.cy1, win.cx0, win.cx1,
@@ -95,17 +126,21 @@ def predict_tiled(
     return total
 
 
-def predict_array(model, image: np.ndarray, *, tile: int | tuple[int, int], halo: int, align: int = ALIGN) -> np.ndarray:
-    """Tiled prediction of an in-memory normalised image (convenience for tests and training)."""
+def predict_array(model, image: np.ndarray, *, tile: int | tuple[int, int], halo: int, align: int = ALIGN,
+                  tta: bool = False) -> np.ndarray:
+    """Tiled prediction of an in-memory normalised image (convenience for tests and training):
+    ``(h, w)`` for a one-output network, else ``(h, w, K)``."""
     h, w = image.shape[:2]
-    out = np.zeros((h, w), np.float32)
+    out: dict[str, np.ndarray] = {}
 
     def on_block(cy0, cy1, cx0, cx1, prob):
-        out[cy0:cy1, cx0:cx1] = prob
+        if "a" not in out:
+            out["a"] = np.zeros((h, w) + prob.shape[2:], np.float32)
+        out["a"][cy0:cy1, cx0:cx1] = prob
 
     predict_tiled(model, lambda y0, y1, x0, x1: image[y0:y1, x0:x1], h, w, tile=tile, halo=halo,
-                  on_block=on_block, align=align)
-    return out
+                  on_block=on_block, align=align, tta=tta)
+    return out["a"]
 
 
 def _axis_options(n: int, halo: int, align: int) -> list[tuple[int, int]]:

@@ -1,15 +1,25 @@
-"""Training the reference U-Net on labelled images (whole images or labelled rectangles of slides).
+"""Training a ``FosgateModel`` on labelled images (whole images or labelled rectangles of slides).
+
+Library entry point: ``train_model(pairs, TrainConfig(...)) -> FosgateModel`` (``model.history`` holds
+the per-epoch curve, ``model.metrics`` the validation scores, ``model.post`` the calibrated
+post-processing). ``train_unet`` is the former interface (the reference net, a Keras model back).
 
 Invariants
 - Inputs are normalised with each pair's slide statistics (``lo``/``hi``) and the model's
-  :class:`~fosgate.core.normalize.Normalization`, exactly as prediction does.
-- Targets: any non-zero mask pixel is foreground; for instance-label masks, pixels where two
-  different instances touch are set to background so the network learns to separate touching cells.
-- Validation is held out before training: whole images when there are at least two pairs, else
-  the bottom ``val_fraction`` of the single image. Validation metrics (reference-paper pixel MIoU
-  and F1, mean over validation tiles) are computed on a fixed grid of tiles, every epoch.
-- The returned model carries the weights of the epoch with the lowest validation loss; training
-  stops early after ``patience`` epochs without improvement (0 = never).
+  :class:`~fosgate.core.normalize.Normalization`, exactly as prediction does. Pairs whose pixel size is
+  known and differs from the model's are resampled to the model's scale first (``fosgate.core.rescale``).
+- Targets, from binary or instance-label masks (binary masks become 4-connected instances): channel 0
+  is the foreground with a 1-px gap where two instances touch; channel 1 (``unet2``) the centre map,
+  each instance's distance to background/other instances divided by its largest value.
+- Validation is held out before training: whole images when there are at least two pairs, else the
+  bottom ``val_fraction`` of the single image. Every epoch it is scored by *object F1* (one-to-one
+  matching at IoU >= 0.5, as StarDist's ``matching``) with the default post-processing; the returned
+  model carries the weights of the best epoch, and training stops after ``patience`` epochs without
+  improvement (0 = never). Then threshold(s), min size and seed level are chosen on the same images to
+  maximise object F1 (:func:`calibrate_postprocess`), as StarDist's ``optimize_thresholds`` does.
+- Training runs through ``keras.Model.fit`` with callbacks (progress, cancel, early stopping with the
+  best epoch restored), crops of ``tile_size`` px drawn and augmented on the fly by a ``PyDataset``,
+  and a cosine learning-rate decay over all steps.
 - Deterministic for a given seed (up to TensorFlow's CPU kernels).
 """
 
@@ -18,15 +28,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
-from fosgate.core.metrics import mean_pixel_scores
+from fosgate.core.metrics import as_instances, mean_pixel_scores, object_scores, summarize_objects
 from fosgate.core.normalize import Normalization
-from fosgate.core.tiling import plan_crop_tiles
 from fosgate.errors import Cancelled, InvalidInput
+
+DEFAULT_THRESHOLD = 0.5
+CANDIDATE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
 
 @dataclass
@@ -36,19 +49,29 @@ class TrainingPair:
     name: str = ""
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
+    pixel_size_um: float = 0.0  # 0 = unknown
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
-    tile_size: int = 128
-    batch_size: int = 16
+    """Training settings. ``arch``: ``unet2`` (default, instance-aware) or ``reference``;
+    ``steps_per_epoch`` None: about two passes over the labelled pixels per epoch, 25..400 steps;
+    ``pixel_size_um`` 0: the median of the pairs' known pixel sizes (0 if none known); ``augment``:
+    intensity gain/offset/gamma, noise, blur, scale jitter, flips, 90-degree rotations."""
+
+    epochs: int = 30
+    tile_size: int = 256
+    batch_size: int = 8
     val_fraction: float = 0.2
     seed: int = 0
     learning_rate: float = 1e-3
     steps_per_epoch: int | None = None
     patience: int = 0
     foreground_bias: float = 0.5  # fraction of crops centred near a foreground pixel
+    arch: str = "unet2"
+    augment: bool = True
+    pixel_size_um: float = 0.0
+    calibrate: bool = True
 
 
 @dataclass
@@ -60,13 +83,26 @@ class EpochReport:
     pixel_f1: float
     pixel_miou: float
     seconds: float = 0.0
+    object_f1: float = float("nan")
 
 
 @dataclass
 class _Prepared:
     x: np.ndarray  # (h, w, C) float32 normalised, at least tile x tile
-    y: np.ndarray  # (h, w) float32 0/1
+    y: np.ndarray  # (h, w, K) float32 targets
+    inst: np.ndarray  # (h, w) int32 instance labels
     fg: np.ndarray = field(default_factory=lambda: np.empty((0, 2), np.int64))  # foreground pixel coords
+
+
+def _touching(m: np.ndarray) -> np.ndarray:
+    border = np.zeros(m.shape, bool)
+    for dy, dx in ((0, 1), (1, 0)):
+        a = m[: m.shape[0] - dy, : m.shape[1] - dx]
+        b = m[dy:, dx:]
+        touch = (a > 0) & (b > 0) & (a != b)
+        border[: m.shape[0] - dy, : m.shape[1] - dx] |= touch
+        border[dy:, dx:] |= touch
+    return border
 
 
 def training_target(mask: np.ndarray) -> np.ndarray:
@@ -75,20 +111,45 @@ def training_target(mask: np.ndarray) -> np.ndarray:
     if m.ndim == 3:
         m = m.max(axis=-1)
     fg = m > 0
-    values = np.unique(m[fg])
-    if values.size > 1:
-        border = np.zeros_like(fg)
-        for dy, dx in ((0, 1), (1, 0)):
-            a = m[: m.shape[0] - dy, : m.shape[1] - dx]
-            b = m[dy:, dx:]
-            touch = (a > 0) & (b > 0) & (a != b)
-            border[: m.shape[0] - dy, : m.shape[1] - dx] |= touch
-            border[dy:, dx:] |= touch
-        fg &= ~border
+    if np.unique(m[fg]).size > 1:
+        fg &= ~_touching(m)
     return fg.astype(np.float32)
 
 
-def _prepare(pair: TrainingPair, normalization: Normalization, tile: int) -> _Prepared:
+def centre_target(inst: np.ndarray) -> np.ndarray:
+    """Each instance's distance to the background (or a touching instance), divided by its maximum."""
+    fg = (inst > 0) & ~_touching(inst)
+    dist = ndimage.distance_transform_edt(fg).astype(np.float32)
+    n = int(inst.max())
+    if n == 0:
+        return dist
+    peak = np.zeros(n + 1, np.float32)
+    peak[1:] = ndimage.maximum(dist, inst, np.arange(1, n + 1))
+    return np.where(inst > 0, dist / np.maximum(peak[inst], 1e-6), 0).astype(np.float32)
+
+
+def targets(inst: np.ndarray, outputs: int) -> np.ndarray:
+    """``(h, w, outputs)`` training targets of an instance-label image (module docstring)."""
+    t = [training_target(inst)]
+    if outputs > 1:
+        t.append(centre_target(inst))
+    return np.stack(t, axis=-1)
+
+
+def _rescale_pair(image: np.ndarray, inst: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
+    from fosgate.core.rescale import resample_image, scaled_size
+
+    x = resample_image(image.astype(np.float32), f)
+    h, w = inst.shape
+    ys = np.clip(np.rint((np.arange(scaled_size(h, f)) + 0.5) / f - 0.5), 0, h - 1).astype(np.int64)
+    xs = np.clip(np.rint((np.arange(scaled_size(w, f)) + 0.5) / f - 0.5), 0, w - 1).astype(np.int64)
+    return x, inst[np.ix_(ys, xs)]
+
+
+def _prepare(pair: TrainingPair, normalization: Normalization, tile: int, outputs: int,
+             model_px: float) -> _Prepared:
+    from fosgate.core.rescale import scale_factor
+
     image = pair.image if pair.image.ndim == 3 else pair.image[..., None]
     if image.shape[:2] != np.asarray(pair.mask).shape[:2]:
         raise InvalidInput(f"Image and mask of '{pair.name}' differ in size: {image.shape[1]}x{image.shape[0]} "
@@ -98,13 +159,22 @@ def _prepare(pair: TrainingPair, normalization: Normalization, tile: int) -> _Pr
     else:
         lo, hi = pair.lo, pair.hi
     x = Normalization.apply(image, lo, hi, normalization.clip_max)
-    y = training_target(pair.mask)
-    h, w = y.shape
+    inst = as_instances(np.asarray(pair.mask)).astype(np.int32)
+    f = scale_factor(pair.pixel_size_um, model_px)
+    if f != 1.0:
+        x, inst = _rescale_pair(x, inst, f)
+    y = targets(inst, outputs)
+    h, w = inst.shape
     if h < tile or w < tile:
         ph, pw = max(0, tile - h), max(0, tile - w)
         x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
-        y = np.pad(y, ((0, ph), (0, pw)))
-    return _Prepared(x, y, np.argwhere(y > 0))
+        y = np.pad(y, ((0, ph), (0, pw), (0, 0)))
+        inst = np.pad(inst, ((0, ph), (0, pw)))
+    return _Prepared(x, y, inst, np.argwhere(y[..., 0] > 0))
+
+
+def _sub(p: _Prepared, rows: slice) -> _Prepared:
+    return _Prepared(p.x[rows], p.y[rows], p.inst[rows], np.argwhere(p.y[rows][..., 0] > 0))
 
 
 def split_pairs(prepared: list[_Prepared], val_fraction: float, tile: int, seed: int
@@ -123,63 +193,159 @@ def split_pairs(prepared: list[_Prepared], val_fraction: float, tile: int, seed:
     n_val = max(tile, int(round(h * val_fraction)))
     if h - n_val < tile:
         return prepared, prepared  # too small to split: validate on the training image (stated in metrics)
-    top = _Prepared(p.x[: h - n_val], p.y[: h - n_val], np.argwhere(p.y[: h - n_val] > 0))
-    bottom = _Prepared(p.x[h - n_val:], p.y[h - n_val:], np.argwhere(p.y[h - n_val:] > 0))
-    return [top], [bottom]
+    return [_sub(p, slice(0, h - n_val))], [_sub(p, slice(h - n_val, h))]
 
 
-def _val_tiles(val: list[_Prepared], tile: int) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for p in val:
-        h, w = p.y.shape
-        for t in plan_crop_tiles(h, w, tile, 0):
-            xs.append(p.x[t.y:t.y + tile, t.x:t.x + tile])
-            ys.append(p.y[t.y:t.y + tile, t.x:t.x + tile])
-    return np.stack(xs), np.stack(ys)
+# ---------------------------------------------------------------- augmentation and batches
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    """Linear resampling of a square ``(S, S, K)`` crop to ``(size, size, K)`` (pixel centres aligned)."""
+    from fosgate.core.rescale import _interp_axis
+
+    s = a.shape[0]
+    if s == size:
+        return a
+    c = (np.arange(size) + 0.5) * s / size - 0.5
+    return _interp_axis(_interp_axis(a, c, 0, 0), c, 0, 1)
 
 
-class _Sampler:
-    """Random crops (some centred near foreground) with flips and 90-degree rotations."""
+def augment_intensity(x: np.ndarray, rng: np.random.Generator, clip_max: float) -> np.ndarray:
+    """Gamma, gain and offset, Gaussian noise and blur of a normalised crop (each with some probability)."""
+    gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+    gain = float(np.exp(rng.uniform(np.log(0.6), np.log(1.5))))
+    offset = float(rng.uniform(-0.1, 0.1))
+    x = gain * np.power(np.maximum(x, 0), gamma) + offset
+    if rng.random() < 0.3:
+        x = ndimage.gaussian_filter(x, sigma=(rng.uniform(0.3, 1.2),) * 2 + (0,))
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(0.0, 0.08), x.shape)
+    return np.clip(x, 0, clip_max).astype(np.float32)
 
-    def __init__(self, train: list[_Prepared], tile: int, batch: int, fg_bias: float, seed: int):
-        self.train, self.tile, self.batch, self.fg_bias = train, tile, batch, fg_bias
-        self.rng = np.random.default_rng(seed)
-        areas = np.array([p.y.size for p in train], np.float64)
+
+class _Crops:
+    """Random crops (some centred near foreground), augmented; ``__call__`` gives one batch."""
+
+    def __init__(self, train: list[_Prepared], config: TrainConfig, clip_max: float):
+        self.train, self.cfg, self.clip_max = train, config, clip_max
+        self.rng = np.random.default_rng(config.seed)
+        areas = np.array([p.inst.size for p in train], np.float64)
         self.weights = areas / areas.sum()
 
+    def crop(self) -> tuple[np.ndarray, np.ndarray]:
+        t, rng = self.cfg.tile_size, self.rng
+        p = self.train[rng.choice(len(self.train), p=self.weights)]
+        h, w = p.inst.shape
+        s = t
+        if self.cfg.augment:  # scale jitter: a crop of s px resized to t px
+            s = int(np.clip(round(t / np.exp(rng.uniform(np.log(0.8), np.log(1.25)))), 16, min(h, w)))
+        if len(p.fg) and rng.random() < self.cfg.foreground_bias:
+            cy, cx = p.fg[rng.integers(len(p.fg))]
+            y0 = int(np.clip(cy - rng.integers(s), 0, h - s))
+            x0 = int(np.clip(cx - rng.integers(s), 0, w - s))
+        else:
+            y0, x0 = int(rng.integers(h - s + 1)), int(rng.integers(w - s + 1))
+        x = _resize(p.x[y0:y0 + s, x0:x0 + s], t)
+        y = _resize(p.y[y0:y0 + s, x0:x0 + s], t)
+        if s != t:
+            y[..., 0] = y[..., 0] >= 0.5
+        k = int(rng.integers(4))
+        x, y = np.rot90(x, k), np.rot90(y, k)
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        if self.cfg.augment:
+            x = augment_intensity(x, rng, self.clip_max)
+        return x, y
+
     def __call__(self) -> tuple[np.ndarray, np.ndarray]:
-        t = self.tile
-        c = self.train[0].x.shape[-1]
-        xb = np.empty((self.batch, t, t, c), np.float32)
-        yb = np.empty((self.batch, t, t, 1), np.float32)
-        for i in range(self.batch):
-            p = self.train[self.rng.choice(len(self.train), p=self.weights)]
-            h, w = p.y.shape
-            if len(p.fg) and self.rng.random() < self.fg_bias:
-                cy, cx = p.fg[self.rng.integers(len(p.fg))]
-                y0 = int(np.clip(cy - self.rng.integers(t), 0, h - t))
-                x0 = int(np.clip(cx - self.rng.integers(t), 0, w - t))
-            else:
-                y0, x0 = int(self.rng.integers(h - t + 1)), int(self.rng.integers(w - t + 1))
-            x = p.x[y0:y0 + t, x0:x0 + t]
-            y = p.y[y0:y0 + t, x0:x0 + t]
-            k = int(self.rng.integers(4))
-            x, y = np.rot90(x, k), np.rot90(y, k)
-            if self.rng.random() < 0.5:
-                x, y = x[:, ::-1], y[:, ::-1]
-            xb[i], yb[i, ..., 0] = x, y
-        return xb, yb
+        xs, ys = zip(*(self.crop() for _ in range(self.cfg.batch_size)), strict=True)
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
 
 
-DEFAULT_THRESHOLD = 0.5
-CANDIDATE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+def _dataset(crops: _Crops, steps: int):
+    import keras
+
+    class CropDataset(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, idx: int):
+            return crops()
+
+    return CropDataset()
+
+
+# ---------------------------------------------------------------- loss
+def make_loss(outputs: int):
+    """Reference net: binary cross-entropy (the paper's). ``unet2``: BCE + soft Dice on the foreground
+    (sparse small objects: Dice does not let the background dominate) + BCE on the centre map."""
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
+        bce = -(y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p))
+        if outputs == 1:
+            return ops.mean(bce)
+        t0, p0 = y_true[..., 0], p[..., 0]
+        dice = 1 - (2 * ops.sum(t0 * p0) + 1) / (ops.sum(t0) + ops.sum(p0) + 1)
+        return ops.mean(bce[..., 0]) + dice + ops.mean(bce[..., 1])
+
+    return loss
+
+
+# ---------------------------------------------------------------- validation and calibration
+def _predict_images(network, images: list[np.ndarray], tta: bool = False) -> list[np.ndarray]:
+    from fosgate.core.predict import predict_single_pass
+
+    out = []
+    for x in images:
+        m = predict_single_pass(network, x, tta=tta)
+        out.append(m if m.ndim == 3 else m[..., None])
+    return out
+
+
+def object_f1_of(maps: list[np.ndarray], truths: list[np.ndarray], post) -> dict[str, float]:
+    """Pooled object scores (IoU >= 0.5, one-to-one) of the instances ``post`` makes from ``maps``."""
+    from fosgate.core.model import encode_core, instances_from_encoded
+
+    per = [object_scores(instances_from_encoded(encode_core(m, post.threshold), post), t, 0.5, None)
+           for m, t in zip(maps, truths, strict=True)]
+    return summarize_objects(per)
+
+
+def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post, *, arch: str,
+                          rounds: int = 2) -> tuple[object, dict[str, float]]:
+    """Coordinate search over the foreground threshold, the seed level (``unet2``), the distance-transform
+    split (``reference``) and the min size, maximising pooled object F1 on the validation images (as
+    StarDist's ``optimize_thresholds``). Ties keep the current value. Returns (PostProcess, scores)."""
+    areas = np.concatenate([np.bincount(t.ravel())[1:] for t in truths if t.max() > 0] or [np.array([40])])
+    areas = areas[areas > 0]
+    med = float(np.median(areas)) if areas.size else 40.0
+    sizes = sorted({1, 5, 10, 20, *(max(1, int(round(q * med))) for q in (0.1, 0.25, 0.5))})
+    grid: dict[str, list] = {"threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "min_size_px": sizes}
+    if arch == "reference":
+        grid["split_touching"] = [False, True]
+    else:
+        grid["seed_threshold"] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    best = object_f1_of(maps, truths, post)
+    default_f1 = best["object_f1"]
+    for _ in range(rounds):
+        changed = False
+        for name, values in grid.items():
+            for v in values:
+                if v == getattr(post, name):
+                    continue
+                cand = replace(post, **{name: v})
+                s = object_f1_of(maps, truths, cand)
+                if s["object_f1"] > best["object_f1"] + 1e-9:
+                    post, best, changed = cand, s, True
+        if not changed:
+            break
+    return post, {**{f"val_{k}": float(v) for k, v in best.items()}, "val_object_f1_default_post": default_f1}
 
 
 def calibrate_threshold(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """The probability threshold with the best pixel F1 pooled over validation pixels (as StarDist
-    optimises its thresholds on validation data). Sparse labels (a few cells per tile, e.g. light-sheet
-    c-Fos) leave a BCE-trained net under-confident, and 0.5 then misses most cells. Ties go to the value
-    nearest 0.5; without any foreground in prediction or truth the default 0.5 is kept."""
+    """The probability threshold with the best pixel F1 pooled over validation pixels. Ties go to the value
+    nearest 0.5; without any foreground in prediction or truth the default 0.5 is kept. (Kept for pixel-
+    level uses; models calibrate on object F1 with :func:`calibrate_postprocess`.)"""
     t = np.asarray(truth, bool)
     n_true = int(np.count_nonzero(t))
     best = (-1.0, DEFAULT_THRESHOLD)
@@ -201,17 +367,72 @@ def _bce(prob: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def train_unet(
+def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, history: dict,
+               on_epoch: Callable[[EpochReport], None] | None, should_cancel: Callable[[], bool] | None):
+    import keras
+
+    xs = [p.x for p in val]
+    truths = [p.inst for p in val]
+    post0 = model.post
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if should_cancel and should_cancel():
+                raise Cancelled("Training cancelled.")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            loss = float(logs.get("loss", float("nan")))
+            if val:
+                maps = _predict_images(self.model, xs)
+                obj = object_f1_of(maps, truths, post0)["object_f1"]
+                fg = [m[..., 0] for m in maps]
+                val_loss = float(np.mean([_bce(f, (t > 0).astype(np.float32)) for f, t in zip(fg, truths, strict=True)]))
+                pix = mean_pixel_scores(zip((f >= 0.5 for f in fg), (t > 0 for t in truths), strict=True))
+            else:  # no validation: the training loss decides
+                obj, val_loss, pix = -loss, loss, {"pixel_f1": float("nan"), "pixel_miou": float("nan")}
+            logs["val_object_f1"] = obj
+            lr = self.model.optimizer.learning_rate
+            for k, v in (("loss", loss), ("val_loss", val_loss), ("object_f1", obj if val else float("nan")),
+                         ("pixel_f1", pix["pixel_f1"]), ("pixel_miou", pix["pixel_miou"]),
+                         ("learning_rate", float(np.asarray(lr)))):
+                history.setdefault(k, []).append(float(v))
+            if on_epoch:
+                on_epoch(EpochReport(epoch + 1, config.epochs, loss, val_loss, pix["pixel_f1"], pix["pixel_miou"],
+                                     time.perf_counter() - self.t0, obj if val else float("nan")))
+
+    early = keras.callbacks.EarlyStopping(monitor="val_object_f1", mode="max",
+                                          patience=config.patience or config.epochs + 1,
+                                          restore_best_weights=True, verbose=0)
+    return [Progress(), early], early
+
+
+def default_steps(train_px: int, config: TrainConfig) -> int:
+    """About two passes over the labelled pixels per epoch, 25..400 steps."""
+    return int(np.clip(math.ceil(2 * train_px / config.tile_size ** 2 / config.batch_size), 25, 400))
+
+
+def train_model(
     pairs: list[TrainingPair],
-    normalization: Normalization,
-    config: TrainConfig,
+    config: TrainConfig = TrainConfig(),
     *,
-    model=None,
+    normalization: Normalization | None = None,
+    base=None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    **provenance,
 ):
-    """Train (or fine-tune ``model``) and return ``(model, metrics, history)``."""
-    from fosgate.core.unet import build_unet, compile_unet
+    """Train a new ``FosgateModel`` of ``config.arch`` (or fine-tune ``base``, a ``FosgateModel``, whose
+    architecture and normalisation are kept) and return it with ``metrics``, ``post`` (calibrated) and
+    ``history`` set. ``provenance``: ``model_id``, ``name``, ... (fields of ``FosgateModel``)."""
+    import keras
+
+    from fosgate import __version__
+    from fosgate.core.model import FosgateModel, PostProcess
+    from fosgate.core.unet import ARCHS, check_arch
 
     if not pairs:
         raise InvalidInput("No labelled images to train on.")
@@ -222,84 +443,103 @@ def train_unet(
     if len(channels) != 1:
         raise InvalidInput("The training images mix grey and colour; use one kind of image per model.")
     in_channels = channels.pop()
-    prepared = [_prepare(p, normalization, tile) for p in pairs]
+    if base is not None:
+        arch, normalization = base.arch, base.normalization
+        if base.in_channels != in_channels:
+            raise InvalidInput(f"The base model expects {base.in_channels} channel(s) but the images have "
+                               f"{in_channels}.")
+    else:
+        try:
+            arch = check_arch(config.arch)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        normalization = normalization or Normalization()
+    known = [p.pixel_size_um for p in pairs if p.pixel_size_um and p.pixel_size_um > 0]
+    model_px = (base.pixel_size_um if base is not None and base.pixel_size_um else
+                config.pixel_size_um or (float(np.median(known)) if known else 0.0))
+    outputs = ARCHS[arch]
+    prepared = [_prepare(p, normalization, tile, outputs, model_px) for p in pairs]
     train, val = split_pairs(prepared, config.val_fraction, tile, config.seed)
-    if model is None:
-        model = build_unet(in_channels, seed=config.seed)
-    elif int(model.input_shape[-1]) != in_channels:
-        raise InvalidInput(f"The base model expects {model.input_shape[-1]} channel(s) but the images have "
-                           f"{in_channels}.")
-    compile_unet(model, config.learning_rate)
-    sampler = _Sampler(train, tile, config.batch_size, config.foreground_bias, config.seed)
-    train_px = sum(p.y.size for p in train)
-    # about one pass over the labelled pixels per epoch, but never fewer than 25 steps: small label sets
-    # (a few dozen reviewed tiles) otherwise get too few gradient steps to learn anything
-    steps = config.steps_per_epoch or int(np.clip(math.ceil(train_px / tile**2 / config.batch_size), 25, 400))
-    vx, vy = _val_tiles(val, tile) if val else (None, None)
-    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "pixel_f1": [], "pixel_miou": []}
-    best = (math.inf, None, {})
-    since_best = 0
+    if base is not None:
+        model = base
+    else:
+        model = FosgateModel.create(arch, in_channels, normalization, seed=config.seed, pixel_size_um=model_px)
+    model.post = PostProcess(min_size_px=10)
+    train_px = sum(p.inst.size for p in train)
+    steps = config.steps_per_epoch or default_steps(train_px, config)
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps,
+                                                      alpha=0.05)
+    net = model.network
+    net.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
+    history: dict[str, list[float]] = {}
+    callbacks, early = _callbacks(model, val, config, steps, history, on_epoch, should_cancel)
     t_start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        losses = []
-        for _ in range(steps):
-            if should_cancel and should_cancel():
-                raise Cancelled("Training cancelled.")
-            xb, yb = sampler()
-            losses.append(float(np.asarray(model.train_on_batch(xb, yb)).ravel()[0]))
-        loss = float(np.mean(losses))
-        if vx is not None:
-            probs = np.concatenate([np.asarray(model(vx[i:i + 32], training=False))[..., 0]
-                                    for i in range(0, len(vx), 32)])
-            val_loss = _bce(probs, vy)
-            scores = mean_pixel_scores(zip(probs >= 0.5, vy > 0, strict=True))
-        else:
-            val_loss, scores = loss, {"pixel_f1": float("nan"), "pixel_miou": float("nan")}
-        for k, v in (("loss", loss), ("val_loss", val_loss), ("pixel_f1", scores["pixel_f1"]),
-                     ("pixel_miou", scores["pixel_miou"])):
-            history[k].append(v)
-        report = EpochReport(epoch, config.epochs, loss, val_loss, scores["pixel_f1"], scores["pixel_miou"],
-                             time.perf_counter() - t0)
-        if on_epoch:
-            on_epoch(report)
-        if val_loss < best[0]:
-            best = (val_loss, model.get_weights(), {"val_loss": val_loss, **scores, "best_epoch": epoch})
-            since_best = 0
-        else:
-            since_best += 1
-            if config.patience and since_best >= config.patience:
-                break
-    if best[1] is not None:
-        model.set_weights(best[1])
-    metrics = dict(best[2])
-    metrics["threshold"] = DEFAULT_THRESHOLD
-    if vx is not None and val is not prepared:  # a real validation split: calibrate the threshold on it
-        probs = np.concatenate([np.asarray(model.predict_on_batch(vx[i:i + 32]))[..., 0]
-                                for i in range(0, len(vx), 32)])
-        metrics.update(calibrate_threshold(probs, vy > 0.5))
-    metrics.update(epochs_run=len(history["loss"]), train_seconds=time.perf_counter() - t_start,
-                   train_images=len(train), val_images=len(val), steps_per_epoch=steps,
-                   val_is_train=float(val is prepared))
-    return model, metrics, history
+    net.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
+            steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    if should_cancel and should_cancel():
+        raise Cancelled("Training cancelled.")
+    epochs_run = len(history.get("loss", []))
+    best_epoch = (int(early.best_epoch) + 1) if early.best_weights is not None else epochs_run
+    metrics: dict[str, float] = {"best_epoch": float(best_epoch)}
+    for k in ("val_loss", "object_f1", "pixel_f1", "pixel_miou"):
+        if history.get(k):
+            metrics[k if k != "object_f1" else "val_object_f1_at_best_epoch"] = history[k][best_epoch - 1]
+    real_val = bool(val) and val is not prepared
+    if real_val and config.calibrate:  # choose the post-processing on the validation images
+        maps = _predict_images(net, [p.x for p in val])
+        post, scores = calibrate_postprocess(maps, [p.inst for p in val], model.post, arch=arch)
+        model.post = post
+        metrics.update(scores)
+    metrics.update(threshold=model.post.threshold, seed_threshold=model.post.seed_threshold,
+                   min_size_px=float(model.post.min_size_px), split_touching=float(model.post.split_touching),
+                   epochs_run=float(epochs_run), train_seconds=time.perf_counter() - t_start,
+                   train_images=float(len(train)), val_images=float(len(val)), steps_per_epoch=float(steps),
+                   val_is_train=float(val is prepared), calibrated=float(real_val and config.calibrate),
+                   tile_size=float(tile))
+    model.metrics = metrics
+    model.history = history
+    model.train_tile_size = tile
+    model.fosgate_version = __version__
+    for k, v in provenance.items():
+        setattr(model, k, v)
+    return model
+
+
+def train_unet(pairs: list[TrainingPair], normalization: Normalization, config: TrainConfig, *, model=None,
+               on_epoch: Callable[[EpochReport], None] | None = None,
+               should_cancel: Callable[[], bool] | None = None):
+    """The former interface: train the reference U-Net (``config.arch`` is ignored) and return
+    ``(keras model, metrics, history)``; ``model`` (a Keras reference net) is fine-tuned if given."""
+    from fosgate.core.model import FosgateModel
+    from fosgate.core.unet import receptive_field_radius
+
+    base = None
+    if model is not None:
+        base = FosgateModel(model, "reference", int(model.input_shape[-1]), normalization,
+                            int(receptive_field_radius(model)))
+    fm = train_model(pairs, replace(config, arch="reference"), normalization=normalization, base=base,
+                     on_epoch=on_epoch, should_cancel=should_cancel)
+    return fm.network, dict(fm.metrics), fm.history
 
 
 def plot_training_curve(history: dict[str, list[float]], path: Path) -> Path:
-    """Loss and validation metrics per epoch as a PNG."""
+    """The convergence curve: training/validation loss and validation object/pixel F1 per epoch (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = range(1, len(history["loss"]) + 1)
+    epochs = range(1, len(history.get("loss", [])) + 1)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(epochs, history["loss"], label="training loss")
-    a.plot(epochs, history["val_loss"], label="validation loss")
+    a.plot(epochs, history.get("loss", []), label="training loss")
+    a.plot(epochs, history.get("val_loss", []), label="validation BCE (foreground)")
     a.set_xlabel("epoch")
-    a.set_ylabel("binary cross-entropy")
+    a.set_ylabel("loss")
     a.legend()
-    b.plot(epochs, history["pixel_f1"], label="pixel F1")
-    b.plot(epochs, history["pixel_miou"], label="pixel MIoU")
+    if any(np.isfinite(history.get("object_f1", [float("nan")]))):
+        b.plot(epochs, history["object_f1"], label="object F1 (IoU >= 0.5)")
+    b.plot(epochs, history.get("pixel_f1", []), label="pixel F1")
+    b.plot(epochs, history.get("pixel_miou", []), label="pixel MIoU")
     b.set_xlabel("epoch")
     b.set_ylim(0, 1)
     b.legend()

@@ -1,29 +1,60 @@
-"""Job bodies: training, prediction and tile export, run by ``JobRunner`` on a worker thread.
+"""Job bodies: training, prediction, tile export and the labelling loop, run by ``JobRunner`` on a worker thread.
 
-Each reads its parameters from ``ctx.params`` (validated by ``App`` before submission), calls the
-library core, publishes its files as artifacts and returns a result id (e.g. the new model id).
+Each gets its frozen spec (``fosgate.specs``, validated and checked against the store by
+``fosgate.submit`` before submission; the job row holds the same spec as JSON) and a :class:`TaskEnv`,
+calls the library core, publishes its files as artifacts and returns a result id (e.g. the new model id).
+No task reads a parameter with a fallback: the spec already holds the value to use.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fosgate.config import ServerConfig
 from fosgate.errors import InvalidInput
 from fosgate.jobs.runner import JobContext
 from fosgate.names import check_stem, safe_name, stem_of
-from fosgate.store.db import ModelRow, new_id, now
+from fosgate.specs import (
+    AutoLabelSpec,
+    ClusterSpec,
+    ExportDatasetSpec,
+    ExportProposalsSpec,
+    ExportTilesSpec,
+    PredictSpec,
+    TrainSpec,
+)
+from fosgate.store.db import ModelRow, Store, new_id, now
 
 if TYPE_CHECKING:
-    from fosgate.app import App
+    from fosgate.ingest import SlideIngest
+    from fosgate.review import Labels
 
 
-def _load_pairs(app: App, label_ids: list[str], normalization):
+@dataclass(frozen=True)
+class TaskEnv:
+    """What a task may use: the store, slide access, proposal storage, the configuration and Dask."""
+
+    config: ServerConfig
+    store: Store
+    slides: SlideIngest
+    labels: Labels
+    executor: Any = None
+
+    def open_slide(self, row):
+        return self.slides.open_slide(row)
+
+    def add_proposal(self, *args, **kwargs):
+        return self.labels.add_proposal(*args, **kwargs)
+
+
+def _load_pairs(app: TaskEnv, label_ids: list[str], normalization):
     """Training pairs (image region, mask) for the given labels; images are normalised with the
-    statistics of their whole slide, as prediction will do."""
+    statistics of their whole slide, as prediction will do, and carry the slide's pixel size."""
     import tifffile
 
     from fosgate.core.training import TrainingPair
@@ -37,9 +68,11 @@ def _load_pairs(app: App, label_ids: list[str], normalization):
             if slide_row.id not in stats:
                 stats[slide_row.id] = normalization.stats(slide)
             image = slide.read(label.y, label.y + label.height, label.x, label.x + label.width)
+            px = float(slide.info.pixel_size_um or 0.0)
         mask = tifffile.imread(label.path)
         lo, hi = stats[slide_row.id]
-        pairs.append(TrainingPair(image=image, mask=mask, name=f"{slide_row.name}:{lid}", lo=lo, hi=hi))
+        pairs.append(TrainingPair(image=image, mask=mask, name=f"{slide_row.name}:{lid}", lo=lo, hi=hi,
+                                  pixel_size_um=px))
     channels = {p.image.shape[-1] for p in pairs}
     if len(channels) > 1:
         raise InvalidInput("The labelled images mix grey and colour slides; train one model per kind of image "
@@ -47,107 +80,86 @@ def _load_pairs(app: App, label_ids: list[str], normalization):
     return pairs
 
 
-def run_training(app: App, ctx: JobContext) -> str:
-    from fosgate import __version__
-    from fosgate.core.modelio import ModelMeta, load_model, save_model
+def run_training(app: TaskEnv, ctx: JobContext, spec: TrainSpec) -> str:
+    from fosgate.core.model import FosgateModel
     from fosgate.core.normalize import Normalization
-    from fosgate.core.training import TrainConfig, plot_training_curve, train_unet
-    from fosgate.core.unet import receptive_field_radius
+    from fosgate.core.training import plot_training_curve, train_model
 
-    p = ctx.params
     base = None
-    if p.get("base_model_id"):
-        base_row = app.store.get_model(p["base_model_id"])
-        base, base_meta = load_model(base_row.path)
-        normalization = Normalization.from_json(base_meta.normalization)
+    if spec.base_model_id:
+        base = FosgateModel.load(app.store.get_model(spec.base_model_id).path)
+        normalization = base.normalization
     else:
         normalization = Normalization()
     ctx.progress(0.0, "Reading the labelled images.", force=True)
-    pairs = _load_pairs(app, p["label_ids"], normalization)
-    config = TrainConfig(
-        epochs=int(p["epochs"]), tile_size=int(p["tile_size"]), batch_size=int(p.get("batch_size") or 16),
-        val_fraction=float(p.get("val_fraction") or 0.2), seed=int(p.get("seed") or 0),
-        learning_rate=float(p.get("learning_rate") or 1e-3), steps_per_epoch=int(p.get("steps_per_epoch") or 0) or None,
-        patience=int(p.get("patience") or 0),
-    )
+    pairs = _load_pairs(app, list(spec.label_ids), normalization)
+    config = spec.train_config()
 
     def on_epoch(r) -> None:
-        ctx.progress(r.epoch / r.epochs, f"Epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f}, val loss {r.val_loss:.4f}, "
-                     f"pixel F1 {r.pixel_f1:.3f}, MIoU {r.pixel_miou:.3f}.", force=True,
-                     epoch=r.epoch, epochs=r.epochs, loss=r.loss, val_loss=r.val_loss,
+        obj = "" if r.object_f1 != r.object_f1 else f", object F1 {r.object_f1:.3f}"
+        ctx.progress(r.epoch / r.epochs, f"Epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f}, val loss {r.val_loss:.4f}"
+                     f"{obj}, pixel F1 {r.pixel_f1:.3f}, MIoU {r.pixel_miou:.3f}.", force=True,
+                     epoch=r.epoch, epochs=r.epochs, loss=r.loss, val_loss=r.val_loss, object_f1=r.object_f1,
                      pixel_f1=r.pixel_f1, pixel_miou=r.pixel_miou)
 
-    model, metrics, history = train_unet(pairs, normalization, config, model=base, on_epoch=on_epoch,
-                                         should_cancel=ctx.cancelled)
-    ctx.check_cancel()
-    name = p.get("name") or "unet"
+    name = spec.name
     model_id = new_id("md")
-    version = app.store.next_model_version(name)
-    meta = ModelMeta(
-        model_id=model_id, name=name, version=version, created=now(), in_channels=int(pairs[0].image.shape[-1]),
-        normalization=normalization.to_json(), receptive_field=int(receptive_field_radius(model)),
-        train_tile_size=config.tile_size, metrics={k: float(v) for k, v in metrics.items()},
-        label_ids=list(p["label_ids"]), parent_model_id=p.get("base_model_id") or "",
-        fosgate_version=__version__, filters=[16, 32, 64, 128, 256],
-        threshold=float(metrics.get("threshold", 0.5)),
-    )
-    directory = app.store.model_dir(model_id)
-    save_model(model, meta, directory)
-    curve = plot_training_curve(history, ctx.workdir / "training_curve.png")
+    model = train_model(pairs, config, normalization=normalization, base=base, on_epoch=on_epoch,
+                        should_cancel=ctx.cancelled, model_id=model_id, name=name, label_ids=list(spec.label_ids),
+                        parent_model_id=spec.base_model_id)
+    ctx.check_cancel()
+    model.version = app.store.next_model_version(name)
+    model.created = now()
+    directory = model.save(app.store.model_dir(model_id))
+    curve = plot_training_curve(model.history, ctx.workdir / "training_curve.png")
     ctx.add_artifact(curve)
-    app.store.add_model(ModelRow(model_id, name, version, str(directory), meta.to_dict(), meta.created, ctx.job_id))
-    ctx.progress(1.0, f"Saved model {model_id} ({name} v{version}).", force=True, **metrics)
+    app.store.add_model(ModelRow(model_id, name, model.version, str(directory), model.meta_dict(), model.created,
+                                 ctx.job_id))
+    post = model.post
+    ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: threshold "
+                 f"{post.threshold:g}, seed level {post.seed_threshold:g}, min size {post.min_size_px} px.",
+                 force=True, **model.metrics)
     return model_id
 
 
-def run_prediction(app: App, ctx: JobContext) -> str:
-    from fosgate.core.modelio import load_model
-    from fosgate.core.normalize import Normalization
-    from fosgate.core.pipeline import predict_slide
+def run_prediction(app: TaskEnv, ctx: JobContext, spec: PredictSpec) -> str:
+    from fosgate.core.model import FosgateModel
 
-    p = ctx.params
-    slide_row = app.store.get_slide(p["slide_id"])
-    model_row = app.store.get_model(p["model_id"])
+    slide_row = app.store.get_slide(spec.slide_id)
+    model_row = app.store.get_model(spec.model_id)
     ctx.progress(0.0, "Loading the model.", force=True)
-    model, meta = load_model(model_row.path)
-    threshold = float(p.get("threshold") or meta.threshold)
-    calibrated = "val_pixel_f1_pooled_at_threshold" in (meta.metrics or {})
-    origin = "" if p.get("threshold") else (" (the model's own, calibrated at training)" if calibrated
-                                            else " (the default; the model was trained without a validation split)")
-    ctx.progress(0.0, f"Probability threshold {threshold:g}{origin}.", force=True)
-    stem = check_stem(p.get("stem") or "") or safe_name(stem_of(slide_row.name), default="slide")
-    region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
+    model = FosgateModel.load(model_row.path)
+    options = spec.predict_options(app.config.predict_memory_bytes)
+    post = model.resolve_post(options)
+    calibrated = bool(model.metrics.get("calibrated")) or "val_pixel_f1_pooled_at_threshold" in model.metrics
+    origin = "" if spec.threshold else (" (the model's own, calibrated at training)" if calibrated
+                                        else " (the default; the model was trained without a validation split)")
+    ctx.progress(0.0, f"Probability threshold {post.threshold:g}{origin}.", force=True)
+    stem = check_stem(spec.stem) or safe_name(stem_of(slide_row.name), default="slide")
     with app.open_slide(slide_row) as slide:
-        out = predict_slide(
-            slide, model, in_channels=meta.in_channels, normalization=Normalization.from_json(meta.normalization),
-            receptive_field=meta.receptive_field, out_dir=ctx.workdir, stem=stem, tile=int(p.get("tile_size") or 0),
-            halo=int(p.get("halo") or 0), threshold=threshold,
-            min_size=int(p["min_size"]) if p.get("min_size") is not None else 10,
-            split_touching=bool(p.get("split_touching")), region=region,
-            memory_budget=app.config.predict_memory_bytes,
-            progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled,
-            executor=app.executor, model_dir=model_row.path if app.executor else None,
-        )
-    if out.halo < meta.receptive_field:
+        out = model.predict_slide(slide, ctx.workdir, stem, options, backend=app.executor,
+                                  progress=lambda f, m: ctx.progress(f, m), should_cancel=ctx.cancelled)
+    if out.halo < model.receptive_field:
         ctx.progress(0.99, f"Warning: the {out.halo}-px halo is smaller than the model's receptive field "
-                     f"({meta.receptive_field} px); tile seams may differ from a single pass.", force=True)
+                     f"({model.receptive_field} px); tile seams may differ from a single pass.", force=True)
     for path in out.paths.values():
         ctx.add_artifact(path)
+    used = out.post
     ctx.progress(1.0, f"Found {out.count} cells in {out.seconds:.1f} s.", force=True, count=out.count,
                  seconds=out.seconds, tile_height=out.tile[0], tile_width=out.tile[1], windows=out.windows, halo=out.halo,
-                 megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9))
+                 megapixels_per_second=out.width * out.height / 1e6 / max(out.seconds, 1e-9),
+                 threshold=used.threshold, seed_threshold=used.seed_threshold, min_size_px=used.min_size_px,
+                 scale_factor=out.factor, tta=float(options.tta))
     return slide_row.id
 
 
-def run_tile_export(app: App, ctx: JobContext) -> str:
+def run_tile_export(app: TaskEnv, ctx: JobContext, spec: ExportTilesSpec) -> str:
     from fosgate.core.tiling import export_tiles
 
-    p = ctx.params
-    slide_row = app.store.get_slide(p["slide_id"])
-    region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
+    slide_row = app.store.get_slide(spec.slide_id)
     out = ctx.workdir / "tiles"
     with app.open_slide(slide_row) as slide:
-        export_tiles(slide, out, tile=p["tile_size"], margin=p["margin"], fmt=p["format"], region=region,
+        export_tiles(slide, out, tile=spec.tile_size, margin=spec.margin, fmt=spec.format, region=spec.region,
                      progress=lambda d, t: (ctx.check_cancel(), ctx.progress(0.9 * d / max(t, 1), f"Tile {d}/{t}.")))
     archive = shutil.make_archive(str(ctx.workdir / "tiles"), "zip", out)
     shutil.rmtree(out, ignore_errors=True)
@@ -155,13 +167,12 @@ def run_tile_export(app: App, ctx: JobContext) -> str:
     return slide_row.id
 
 
-def run_clustering(app: App, ctx: JobContext) -> str:
+def run_clustering(app: TaskEnv, ctx: JobContext, spec: ClusterSpec) -> str:
     from fosgate.core.clustering import cluster_tiles, plot_clusters, write_cluster_csv
     from fosgate.store.db import ClusteringRow
 
-    p = ctx.params
-    slide_row = app.store.get_slide(p["slide_id"])
-    region = tuple(p["region"]) if p.get("region") and p["region"][2] and p["region"][3] else None
+    slide_row = app.store.get_slide(spec.slide_id)
+    region = spec.region
     encode = None
     if app.executor is not None:
         def encode(encoder, tiles, lo, hi, tile, origin):
@@ -170,8 +181,8 @@ def run_clustering(app: App, ctx: JobContext) -> str:
             return app.executor.encode(encoder_path=str(path), slide_path=slide_row.path, channel=slide_row.channel,
                                        tiles=tiles, lo=lo, hi=hi, tile=tile, origin=origin)
     with app.open_slide(slide_row) as slide:
-        result = cluster_tiles(slide, tile=p["tile_size"], margin=p["margin"], k=p["k"], seed=int(p.get("seed") or 0),
-                               epochs=p["epochs"], max_tiles=p["max_tiles"], region=region,
+        result = cluster_tiles(slide, tile=spec.tile_size, margin=spec.margin, k=spec.k, seed=spec.seed,
+                               epochs=spec.epochs, max_tiles=spec.max_tiles, region=region,
                                progress=lambda f, m: ctx.progress(0.9 * f, m), should_cancel=ctx.cancelled,
                                encode=encode)
         ctx.progress(0.9, "Drawing the cluster pictures.", force=True)
@@ -181,31 +192,29 @@ def run_clustering(app: App, ctx: JobContext) -> str:
         ctx.add_artifact(path)
     sizes = np.bincount(result.clusters, minlength=result.k).tolist()
     cid = new_id("cl")
-    app.store.add_clustering(ClusteringRow(cid, slide_row.id, ctx.job_id, str(csv_path), result.k, p["tile_size"],
+    app.store.add_clustering(ClusteringRow(cid, slide_row.id, ctx.job_id, str(csv_path), result.k, spec.tile_size,
                                            sizes, now()))
     ctx.progress(1.0, f"{len(result.tiles)} tiles in {result.k} clusters of sizes {sizes}.", force=True,
                  tiles=len(result.tiles))
     return cid
 
 
-def run_autolabel(app: App, ctx: JobContext) -> str:
+def run_autolabel(app: TaskEnv, ctx: JobContext, spec: AutoLabelSpec) -> str:
     """Proposals for each region; each one is stored as soon as it is made (a cancelled job keeps them)."""
     from fosgate.core.autolabel import ModelProposer, classical_proposal
 
-    p = ctx.params
-    slide_row = app.store.get_slide(p["slide_id"])
-    regions = [tuple(r) for r in p["regions"]]
-    method = p["method"]
+    slide_row = app.store.get_slide(spec.slide_id)
+    regions = [tuple(r) for r in spec.regions]
+    method = spec.method
     if method == "sam":
-        return _run_sam_autolabel(app, ctx, slide_row, regions)
+        return _run_sam_autolabel(app, ctx, spec, slide_row, regions)
     if app.executor is not None:
-        return _run_autolabel_dask(app, ctx, slide_row, regions, method)
+        return _run_autolabel_dask(app, ctx, spec, slide_row, regions, method)
     with app.open_slide(slide_row) as slide:
         if method == "model":
-            from fosgate.core.modelio import load_model
+            from fosgate.core.model import FosgateModel
 
-            model, meta = load_model(app.store.get_model(p["model_id"]).path)
-            proposer = ModelProposer(model, meta, slide)
+            proposer = ModelProposer(FosgateModel.load(app.store.get_model(spec.model_id).path), slide)
         for i, region in enumerate(regions):
             ctx.check_cancel()
             uncertainty = 0.0
@@ -219,9 +228,10 @@ def run_autolabel(app: App, ctx: JobContext) -> str:
     return slide_row.id
 
 
-def _run_autolabel_dask(app: App, ctx: JobContext, slide_row, regions: list[tuple], method: str) -> str:
+def _run_autolabel_dask(app: TaskEnv, ctx: JobContext, spec: AutoLabelSpec, slide_row, regions: list[tuple],
+                        method: str) -> str:
     """Classical or model proposals as Dask tasks (batches of tiles); each stored as it arrives."""
-    model_dir = app.store.get_model(ctx.params["model_id"]).path if method == "model" else ""
+    model_dir = app.store.get_model(spec.model_id).path if method == "model" else ""
 
     def on_result(i: int, labels, uncertainty: float, done: int) -> None:
         app.add_proposal(slide_row.id, labels, regions[i], method, ctx.job_id, uncertainty)
@@ -233,21 +243,17 @@ def _run_autolabel_dask(app: App, ctx: JobContext, slide_row, regions: list[tupl
     return slide_row.id
 
 
-def _run_sam_autolabel(app: App, ctx: JobContext, slide_row, regions: list[tuple]) -> str:
+def _run_sam_autolabel(app: TaskEnv, ctx: JobContext, spec: AutoLabelSpec, slide_row, regions: list[tuple]) -> str:
     """SAM proposals from a child process (see ``fosgate.jobs.sam_process``); each stored on arrival."""
     import tifffile
 
     from fosgate.jobs.sam_process import run_sam
 
-    sp = ctx.params.get("sam") or {}
-    thresholds = bool(sp.get("has_thresholds"))
-    spec = {
+    child = {
         "checkpoint": str(app.config.sam_checkpoint), "model_type": app.config.sam_model_type,
         "slide_path": slide_row.path, "channel": slide_row.channel, "regions": [list(r) for r in regions],
-        "out_dir": str(ctx.workdir / "sam"), "points_per_side": int(sp.get("points_per_side") or 16),
-        "filter": {"min_area": int(sp.get("min_area") or 20), "max_area": int(sp.get("max_area") or 5000),
-                   "pred_iou_thresh": float(sp.get("pred_iou_thresh") or 0.0) if thresholds else 0.8,
-                   "stability_score_thresh": float(sp.get("stability_score_thresh") or 0.0) if thresholds else 0.85},
+        "out_dir": str(ctx.workdir / "sam"), "points_per_side": spec.sam.points_per_side,
+        "filter": spec.sam.filter_json(),
     }
     totals = {"sam_masks_generated": 0, "sam_masks_kept": 0}
 
@@ -261,18 +267,17 @@ def _run_sam_autolabel(app: App, ctx: JobContext, slide_row, regions: list[tuple
                      f"{msg['kept']} of {msg['generated']} masks kept.")
 
     ctx.progress(0.0, "Loading Segment Anything.", force=True)
-    run_sam(spec, ctx.workdir, on_tile, should_cancel=ctx.cancelled)
+    run_sam(child, ctx.workdir, on_tile, should_cancel=ctx.cancelled)
     ctx.progress(1.0, f"{len(regions)} proposals waiting for review.", force=True, proposals=len(regions), **totals)
     return slide_row.id
 
 
-def run_dataset_export(app: App, ctx: JobContext) -> str:
+def run_dataset_export(app: TaskEnv, ctx: JobContext, spec: ExportDatasetSpec) -> str:
     """images/<label>.<fmt> (the labelled region) and masks/<label>.tif (uint16/uint32 instances) + labels.csv."""
     import csv
 
     import tifffile
 
-    p = ctx.params
     out = ctx.workdir / "dataset"
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -280,23 +285,23 @@ def run_dataset_export(app: App, ctx: JobContext) -> str:
         wr = csv.writer(fh)
         wr.writerow(["label_id", "slide", "x", "y", "width", "height", "source", "reviewer", "created", "parent_id",
                      "version", "objects"])
-        for i, lid in enumerate(p["label_ids"]):
+        for i, lid in enumerate(spec.label_ids):
             ctx.check_cancel()
             lb = app.store.get_label(lid)
             slide_row = app.store.get_slide(lb.slide_id)
             with app.open_slide(slide_row) as slide:
                 img = slide.read(lb.y, lb.y + lb.height, lb.x, lb.x + lb.width)
-            _write_tile(img, tifffile.imread(lb.path), out / "images" / lid, out / "masks" / f"{lid}.tif", p["format"])
+            _write_tile(img, tifffile.imread(lb.path), out / "images" / lid, out / "masks" / f"{lid}.tif", spec.format)
             wr.writerow([lid, slide_row.name, lb.x, lb.y, lb.width, lb.height, lb.source, lb.reviewer, lb.created,
                          lb.parent_id, lb.version, lb.objects])
-            ctx.progress(0.9 * (i + 1) / len(p["label_ids"]), f"Exported label {i + 1}/{len(p['label_ids'])}.")
+            ctx.progress(0.9 * (i + 1) / len(spec.label_ids), f"Exported label {i + 1}/{len(spec.label_ids)}.")
     archive = shutil.make_archive(str(ctx.workdir / "dataset"), "zip", out)
     shutil.rmtree(out, ignore_errors=True)
     ctx.add_artifact(archive)
     return ""
 
 
-def run_proposal_export(app: App, ctx: JobContext) -> str:
+def run_proposal_export(app: TaskEnv, ctx: JobContext, spec: ExportProposalsSpec) -> str:
     """Everything a reviewer needs to judge proposals in Fiji or QuPath, in one zip."""
     import csv
 
@@ -306,7 +311,7 @@ def run_proposal_export(app: App, ctx: JobContext) -> str:
     from fosgate.core.exports import iter_object_polygons, write_geojson, write_roi_zip
     from fosgate.core.instances import measure_labels
 
-    ids = ctx.params["proposal_ids"]
+    ids = spec.proposal_ids
     out = ctx.workdir / "proposals"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "proposals.csv", "w", newline="") as fh:

@@ -72,18 +72,25 @@ class RunningServer:
         self.app.close()
 
 
-def start_server(config: ServerConfig, max_workers: int = 16) -> RunningServer:
-    """Start serving (non-blocking). ``config.port`` 0 picks a free port (see ``.port``)."""
+def start_server(config: ServerConfig, max_workers: int | None = None) -> RunningServer:
+    """Start serving (non-blocking). ``config.port`` 0 picks a free port (see ``.port``).
+
+    Threads: ``rpc_workers`` (or ``max_workers``) for short calls and health checks, plus one per allowed
+    long stream (``max_watchers`` WatchJob streams, ``max_transfers`` uploads/downloads). Streams beyond
+    their budget are refused at once (RESOURCE_EXHAUSTED), so open watchers never starve unary calls or
+    ``Health.Check``."""
     config.check_security()
     app = App(config)
+    unary = max_workers or config.rpc_workers
+    threads = unary + config.max_watchers + config.max_transfers
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     interceptors = [TokenAuth(config.auth_token)] if config.auth_token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fosgate-rpc"),
-                         options=options, interceptors=interceptors)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fosgate-rpc"),
+                         options=options, interceptors=interceptors, maximum_concurrent_rpcs=2 * threads)
     names = add_services(server, app)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

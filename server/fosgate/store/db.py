@@ -230,6 +230,20 @@ class Store:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _paged(self, table: str, where: list[str], args: list[Any], after: tuple[str, str] | None,
+               limit: int | None) -> list[sqlite3.Row]:
+        """Rows of ``table`` in (created, id) order, after the key ``after`` (keyset paging: rows added
+        meanwhile never shift a page), at most ``limit``."""
+        where, args = list(where), list(args)
+        if after is not None:
+            where.append("(created > ? OR (created = ? AND id > ?))")
+            args += [after[0], after[0], after[1]]
+        sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return self._query(sql, tuple(args))
+
     # ------------------------------------------------------------------ paths
     def tmp_path(self, suffix: str = "") -> Path:
         return self.root / "tmp" / f"{secrets.token_hex(8)}{suffix}"
@@ -272,26 +286,40 @@ class Store:
             raise NotFound(f"There is no slide with id '{slide_id}' on this server.")
         return self._slide(rows[0])
 
-    def list_slides(self, role: str | None = None) -> list[SlideRow]:
-        if role:
-            rows = self._query("SELECT * FROM slides WHERE role=? ORDER BY created, id", (role,))
-        else:
-            rows = self._query("SELECT * FROM slides ORDER BY created, id")
-        return [self._slide(r) for r in rows]
+    def list_slides(self, role: str | None = None, *, after: tuple[str, str] | None = None,
+                    limit: int | None = None) -> list[SlideRow]:
+        where, args = (["role=?"], [role]) if role else ([], [])
+        return [self._slide(r) for r in self._paged("slides", where, args, after, limit)]
 
     def delete_slide(self, slide_id: str) -> SlideRow:
-        """Forget a slide (its uploaded file is removed). Slides that labels use are kept: labels
-        are never lost."""
+        """Forget a slide (its uploaded file is removed) with its proposals and clusterings, in one
+        transaction. Refused (FAILED_PRECONDITION) while labels use it (labels are the lab's work:
+        delete them first) or while a queued or running job reads it."""
+        import shutil
+
         from fosgate.errors import Precondition
 
-        row = self.get_slide(slide_id)
-        if self._query("SELECT 1 FROM labels WHERE slide_id=? LIMIT 1", (slide_id,)):
-            raise Precondition("This slide has stored labels; it is kept so that no label is lost.")
         with self._tx() as db:
+            r = db.execute("SELECT * FROM slides WHERE id=?", (slide_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"There is no slide with id '{slide_id}' on this server.")
+            row = self._slide(r)
+            n = db.execute("SELECT COUNT(*) FROM labels WHERE slide_id=?", (slide_id,)).fetchone()[0]
+            if n:
+                raise Precondition(f"Slide {slide_id} has {n} stored label(s); it is kept so that no label is lost. "
+                                   "Delete those labels first if you really want the slide gone.")
+            busy = db.execute("SELECT id FROM jobs WHERE state IN (?, ?) AND json_extract(params, '$.slide_id')=? "
+                              "LIMIT 1", (JOB_QUEUED, JOB_RUNNING, slide_id)).fetchone()
+            if busy:
+                raise Precondition(f"Job {busy[0]} is still using slide {slide_id}; cancel it or wait for it to end, "
+                                   "then delete the slide.")
+            paths = [p[0] for p in db.execute("SELECT path FROM proposals WHERE slide_id=?", (slide_id,))]
+            db.execute("DELETE FROM proposals WHERE slide_id=?", (slide_id,))
+            db.execute("DELETE FROM clusterings WHERE slide_id=?", (slide_id,))
             db.execute("DELETE FROM slides WHERE id=?", (slide_id,))
+        for p in paths:
+            Path(p).unlink(missing_ok=True)
         if not row.registered:
-            import shutil
-
             shutil.rmtree(self.slide_dir(slide_id), ignore_errors=True)
         return row
 
@@ -315,12 +343,22 @@ class Store:
             raise NotFound(f"There is no label with id '{label_id}' on this server.")
         return self._label(rows[0])
 
-    def list_labels(self, slide_id: str | None = None) -> list[LabelRow]:
-        if slide_id:
-            rows = self._query("SELECT * FROM labels WHERE slide_id=? ORDER BY created, id", (slide_id,))
-        else:
-            rows = self._query("SELECT * FROM labels ORDER BY created, id")
-        return [self._label(r) for r in rows]
+    def delete_label(self, label_id: str) -> LabelRow:
+        """Remove a label row and its file; a proposal that produced it keeps its decision, unlinked."""
+        with self._tx() as db:
+            r = db.execute("SELECT * FROM labels WHERE id=?", (label_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"There is no label with id '{label_id}' on this server.")
+            row = self._label(r)
+            db.execute("UPDATE proposals SET label_id='' WHERE label_id=?", (label_id,))
+            db.execute("DELETE FROM labels WHERE id=?", (label_id,))
+        Path(row.path).unlink(missing_ok=True)
+        return row
+
+    def list_labels(self, slide_id: str | None = None, *, after: tuple[str, str] | None = None,
+                    limit: int | None = None) -> list[LabelRow]:
+        where, args = (["slide_id=?"], [slide_id]) if slide_id else ([], [])
+        return [self._label(r) for r in self._paged("labels", where, args, after, limit)]
 
     # ------------------------------------------------------------------ clusterings
     def add_clustering(self, row: ClusteringRow) -> ClusteringRow:
@@ -341,11 +379,10 @@ class Store:
             raise NotFound(f"There is no tile clustering with id '{clustering_id}' on this server.")
         return self._clustering(rows[0])
 
-    def list_clusterings(self, slide_id: str = "") -> list[ClusteringRow]:
-        sql, args = "SELECT * FROM clusterings", ()
-        if slide_id:
-            sql, args = sql + " WHERE slide_id=?", (slide_id,)
-        return [self._clustering(r) for r in self._query(sql + " ORDER BY created, id", args)]
+    def list_clusterings(self, slide_id: str = "", *, after: tuple[str, str] | None = None,
+                         limit: int | None = None) -> list[ClusteringRow]:
+        where, args = (["slide_id=?"], [slide_id]) if slide_id else ([], [])
+        return [self._clustering(r) for r in self._paged("clusterings", where, args, after, limit)]
 
     # ------------------------------------------------------------------ proposals
     def add_proposal(self, row: ProposalRow) -> ProposalRow:
@@ -366,26 +403,48 @@ class Store:
             raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
         return self._proposal(rows[0])
 
-    def list_proposals(self, slide_id: str = "", state: str = "", job_id: str = "") -> list[ProposalRow]:
+    def list_proposals(self, slide_id: str = "", state: str = "", job_id: str = "", *,
+                       after: tuple[str, str] | None = None, limit: int | None = None) -> list[ProposalRow]:
         where, args = [], []
         for col, val in (("slide_id", slide_id), ("state", state), ("job_id", job_id)):
             if val:
                 where.append(f"{col}=?")
                 args.append(val)
-        sql = "SELECT * FROM proposals" + (" WHERE " + " AND ".join(where) if where else "")
-        return [self._proposal(r) for r in self._query(sql + " ORDER BY created, id", tuple(args))]
+        return [self._proposal(r) for r in self._paged("proposals", where, args, after, limit)]
 
-    def decide_proposal(self, proposal_id: str, state: str, reviewer: str, label: LabelRow | None) -> ProposalRow:
-        """Record a review decision; with a label, the label row and the decision commit together."""
+    def decide_proposal(self, proposal_id: str, state: str, reviewer: str, label: LabelRow | None,
+                        expect: ProposalRow | None = None) -> ProposalRow:
+        """Record a review decision; with a label, the label row and the decision commit together.
+
+        Compare-and-set: with ``expect`` (the proposal as the reviewer saw it), the decision commits only
+        if the proposal's state and label are still those; otherwise FAILED_PRECONDITION and nothing
+        changes (so concurrent decisions leave exactly one)."""
+        from fosgate.errors import Precondition
+
         with self._tx() as db:
-            cur = db.execute("SELECT state FROM proposals WHERE id=?", (proposal_id,)).fetchone()
+            cur = db.execute("SELECT state, label_id, reviewer FROM proposals WHERE id=?", (proposal_id,)).fetchone()
             if cur is None:
                 raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
+            if expect is not None and (cur["state"], cur["label_id"]) != (expect.state, expect.label_id):
+                who = f" by {cur['reviewer']}" if cur["reviewer"] else ""
+                raise Precondition(f"Proposal {proposal_id} was {cur['state']}{who} while this decision was being "
+                                   "made; a decision is final. List the proposal again to see the current label.")
             if label is not None:
                 self._insert_label(db, label)
             db.execute("UPDATE proposals SET state=?, reviewer=?, decided=?, label_id=? WHERE id=?",
                        (state, reviewer, now(), label.id if label else "", proposal_id))
         return self.get_proposal(proposal_id)
+
+    def delete_proposal(self, proposal_id: str) -> ProposalRow:
+        """Remove a proposal row and its file; a label made from it stays."""
+        with self._tx() as db:
+            r = db.execute("SELECT * FROM proposals WHERE id=?", (proposal_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"There is no label proposal with id '{proposal_id}' on this server.")
+            row = self._proposal(r)
+            db.execute("DELETE FROM proposals WHERE id=?", (proposal_id,))
+        Path(row.path).unlink(missing_ok=True)
+        return row
 
     # ------------------------------------------------------------------ models
     def add_model(self, row: ModelRow) -> ModelRow:
@@ -409,8 +468,8 @@ class Store:
                            "list the models with 'fosgate models'.")
         return self._model(rows[0])
 
-    def list_models(self) -> list[ModelRow]:
-        return [self._model(r) for r in self._query("SELECT * FROM models ORDER BY created, id")]
+    def list_models(self, *, after: tuple[str, str] | None = None, limit: int | None = None) -> list[ModelRow]:
+        return [self._model(r) for r in self._paged("models", [], [], after, limit)]
 
     # ------------------------------------------------------------------ jobs
     def add_job(self, kind: str, params: dict[str, Any]) -> JobRow:
@@ -440,12 +499,40 @@ class Store:
         job.artifacts = self.list_artifacts(job.id)
         return job
 
-    def list_jobs(self, kind: str | None = None) -> list[JobRow]:
-        if kind:
-            rows = self._query("SELECT * FROM jobs WHERE kind=? ORDER BY created, id", (kind,))
-        else:
-            rows = self._query("SELECT * FROM jobs ORDER BY created, id")
-        return [self._job(r) for r in rows]
+    def list_jobs(self, kind: str | None = None, *, after: tuple[str, str] | None = None,
+                  limit: int | None = None) -> list[JobRow]:
+        where, args = (["kind=?"], [kind]) if kind else ([], [])
+        return [self._job(r) for r in self._paged("jobs", where, args, after, limit)]
+
+    def count_active_jobs(self) -> int:
+        """Jobs queued or running."""
+        rows = self._query("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?)", (JOB_QUEUED, JOB_RUNNING))
+        return int(rows[0]["n"])
+
+    def delete_job(self, job_id: str) -> JobRow:
+        """Remove a finished job, its artifact rows and its folder. Refused (FAILED_PRECONDITION) while it
+        is queued or running, or while a clustering it made still reads its files."""
+        import shutil
+
+        from fosgate.errors import Precondition
+
+        with self._tx() as db:
+            r = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"There is no job with id '{job_id}' on this server.")
+            if r["state"] not in JOB_FINAL:
+                raise Precondition(f"Job {job_id} is {r['state']}; cancel it (fosgate jobs --cancel {job_id}) and "
+                                   "delete it once it has ended.")
+            cl = db.execute("SELECT id FROM clusterings WHERE job_id=? LIMIT 1", (job_id,)).fetchone()
+            if cl:
+                raise Precondition(f"Job {job_id} made clustering {cl[0]}, which reads the job's files; it is kept "
+                                   "while the clustering exists (delete the clustering's slide to drop both).")
+            db.execute("DELETE FROM artifacts WHERE job_id=?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        row = JobRow(r["id"], r["kind"], r["state"], r["progress"], r["message"], r["created"], r["started"],
+                     r["finished"], json.loads(r["metrics"]), r["result_id"], json.loads(r["params"]))
+        shutil.rmtree(self.root / "jobs" / job_id, ignore_errors=True)
+        return row
 
     def fail_interrupted_jobs(self) -> list[str]:
         """On start-up: jobs left queued or running by a previous server process end as failed

@@ -198,16 +198,22 @@ class GetSlideRequest(_message.Message):
     def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
 
 class ListSlidesRequest(_message.Message):
-    __slots__ = ("role",)
+    __slots__ = ("role", "page_size", "page_token")
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     role: SlideRole
-    def __init__(self, role: _Optional[_Union[SlideRole, str]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, role: _Optional[_Union[SlideRole, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListSlidesResponse(_message.Message):
-    __slots__ = ("slides",)
+    __slots__ = ("slides", "next_page_token")
     SLIDES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slides: _containers.RepeatedCompositeFieldContainer[Slide]
-    def __init__(self, slides: _Optional[_Iterable[_Union[Slide, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, slides: _Optional[_Iterable[_Union[Slide, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteSlideRequest(_message.Message):
     __slots__ = ("slide_id",)
@@ -278,16 +284,32 @@ class AddLabelRequest(_message.Message):
     def __init__(self, slide_id: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., reviewer: _Optional[str] = ..., parent_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ...) -> None: ...
 
 class ListLabelsRequest(_message.Message):
-    __slots__ = ("slide_id",)
+    __slots__ = ("slide_id", "page_size", "page_token")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
-    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, slide_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListLabelsResponse(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "next_page_token")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteLabelRequest(_message.Message):
+    __slots__ = ("label_id",)
+    LABEL_ID_FIELD_NUMBER: _ClassVar[int]
+    label_id: str
+    def __init__(self, label_id: _Optional[str] = ...) -> None: ...
+
+class DeleteLabelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ClusterRequest(_message.Message):
     __slots__ = ("slide_id", "tile_size", "margin", "k", "seed", "epochs", "max_tiles", "region")
@@ -354,16 +376,22 @@ class GetClusteringRequest(_message.Message):
     def __init__(self, clustering_id: _Optional[str] = ..., with_tiles: _Optional[bool] = ...) -> None: ...
 
 class ListClusteringsRequest(_message.Message):
-    __slots__ = ("slide_id",)
+    __slots__ = ("slide_id", "page_size", "page_token")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
-    def __init__(self, slide_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, slide_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListClusteringsResponse(_message.Message):
-    __slots__ = ("clusterings",)
+    __slots__ = ("clusterings", "next_page_token")
     CLUSTERINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     clusterings: _containers.RepeatedCompositeFieldContainer[Clustering]
-    def __init__(self, clusterings: _Optional[_Iterable[_Union[Clustering, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, clusterings: _Optional[_Iterable[_Union[Clustering, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
     __slots__ = ("clustering_id", "n", "strategy", "exclude_clusters", "model_id", "seed", "skip_labelled")
@@ -450,23 +478,39 @@ class Proposal(_message.Message):
     def __init__(self, proposal_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., state: _Optional[_Union[ProposalState, str]] = ..., objects: _Optional[int] = ..., created: _Optional[str] = ..., job_id: _Optional[str] = ..., label_id: _Optional[str] = ..., reviewer: _Optional[str] = ..., decided: _Optional[str] = ..., uncertainty: _Optional[float] = ...) -> None: ...
 
 class ListProposalsRequest(_message.Message):
-    __slots__ = ("slide_id", "state", "job_id")
+    __slots__ = ("slide_id", "state", "job_id", "page_size", "page_token")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
     state: ProposalState
     job_id: str
-    def __init__(self, slide_id: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, slide_id: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListProposalsResponse(_message.Message):
-    __slots__ = ("proposals",)
+    __slots__ = ("proposals", "next_page_token")
     PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
-    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteProposalRequest(_message.Message):
+    __slots__ = ("proposal_id",)
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    def __init__(self, proposal_id: _Optional[str] = ...) -> None: ...
+
+class DeleteProposalResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ReviewRequest(_message.Message):
-    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates")
+    __slots__ = ("proposal_id", "decision", "reviewer", "mask_slide_id", "roi_zip", "geojson", "coordinates", "replaces_label_id")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REVIEWER_FIELD_NUMBER: _ClassVar[int]
@@ -474,6 +518,7 @@ class ReviewRequest(_message.Message):
     ROI_ZIP_FIELD_NUMBER: _ClassVar[int]
     GEOJSON_FIELD_NUMBER: _ClassVar[int]
     COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_LABEL_ID_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     decision: ReviewDecision
     reviewer: str
@@ -481,7 +526,8 @@ class ReviewRequest(_message.Message):
     roi_zip: bytes
     geojson: bytes
     coordinates: EditCoordinates
-    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ...) -> None: ...
+    replaces_label_id: str
+    def __init__(self, proposal_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., reviewer: _Optional[str] = ..., mask_slide_id: _Optional[str] = ..., roi_zip: _Optional[bytes] = ..., geojson: _Optional[bytes] = ..., coordinates: _Optional[_Union[EditCoordinates, str]] = ..., replaces_label_id: _Optional[str] = ...) -> None: ...
 
 class ReviewResponse(_message.Message):
     __slots__ = ("proposal", "label")
@@ -500,8 +546,15 @@ class ExportDatasetRequest(_message.Message):
     def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., format: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("model_id", "name", "version", "created", "in_channels", "receptive_field", "train_tile_size", "metrics", "label_ids", "normalization", "job_id", "parent_model_id")
+    __slots__ = ("model_id", "name", "version", "created", "in_channels", "receptive_field", "train_tile_size", "metrics", "label_ids", "normalization", "job_id", "parent_model_id", "arch", "pixel_size_um", "postprocess")
     class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class PostprocessEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -520,6 +573,9 @@ class Model(_message.Message):
     NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    POSTPROCESS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     version: int
@@ -532,10 +588,13 @@ class Model(_message.Message):
     normalization: str
     job_id: str
     parent_model_id: str
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ...) -> None: ...
+    arch: str
+    pixel_size_um: float
+    postprocess: _containers.ScalarMap[str, float]
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ..., postprocess: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience")
+    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience", "arch", "pixel_size_um")
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -547,6 +606,8 @@ class TrainRequest(_message.Message):
     STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     epochs: int
     tile_size: int
@@ -558,7 +619,9 @@ class TrainRequest(_message.Message):
     steps_per_epoch: int
     base_model_id: str
     patience: int
-    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ...) -> None: ...
+    arch: str
+    pixel_size_um: float
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("model_id",)
@@ -567,17 +630,23 @@ class GetModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "next_page_token")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem")
+    __slots__ = ("slide_id", "model_id", "tile_size", "halo", "threshold", "min_size", "split_touching", "region", "stem", "tta", "pixel_size_um", "seed_threshold", "min_area_um2")
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -587,6 +656,10 @@ class PredictRequest(_message.Message):
     SPLIT_TOUCHING_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     STEM_FIELD_NUMBER: _ClassVar[int]
+    TTA_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    SEED_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_AREA_UM2_FIELD_NUMBER: _ClassVar[int]
     slide_id: str
     model_id: str
     tile_size: int
@@ -596,7 +669,11 @@ class PredictRequest(_message.Message):
     split_touching: bool
     region: Rect
     stem: str
-    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ...) -> None: ...
+    tta: bool
+    pixel_size_um: float
+    seed_threshold: float
+    min_area_um2: float
+    def __init__(self, slide_id: _Optional[str] = ..., model_id: _Optional[str] = ..., tile_size: _Optional[int] = ..., halo: _Optional[int] = ..., threshold: _Optional[float] = ..., min_size: _Optional[int] = ..., split_touching: _Optional[bool] = ..., region: _Optional[_Union[Rect, _Mapping]] = ..., stem: _Optional[str] = ..., tta: _Optional[bool] = ..., pixel_size_um: _Optional[float] = ..., seed_threshold: _Optional[float] = ..., min_area_um2: _Optional[float] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("artifact_id", "name", "size_bytes", "sha256", "media_type")
@@ -672,16 +749,32 @@ class CancelJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("kind",)
+    __slots__ = ("kind", "page_size", "page_token")
     KIND_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kind: str
-    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class DownloadArtifactRequest(_message.Message):
     __slots__ = ("artifact_id", "offset")

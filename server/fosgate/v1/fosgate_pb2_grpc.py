@@ -331,6 +331,11 @@ class LabelServiceStub:
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListLabelsRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListLabelsResponse.FromString,
                 _registered_method=True)
+        self.DeleteLabel = channel.unary_unary(
+                '/fosgate.v1.LabelService/DeleteLabel',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteLabelRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteLabelResponse.FromString,
+                _registered_method=True)
 
 
 class LabelServiceServicer:
@@ -348,6 +353,12 @@ class LabelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteLabel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LabelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -360,6 +371,11 @@ def add_LabelServiceServicer_to_server(servicer, server):
                     servicer.ListLabels,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListLabelsRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListLabelsResponse.SerializeToString,
+            ),
+            'DeleteLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLabel,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteLabelRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteLabelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -426,6 +442,33 @@ class LabelService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def DeleteLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabelService/DeleteLabel',
+            fosgate_dot_v1_dot_fosgate__pb2.DeleteLabelRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.DeleteLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class LabellingServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -470,6 +513,11 @@ class LabellingServiceStub:
                 '/fosgate.v1.LabellingService/ReviewProposal',
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewResponse.FromString,
+                _registered_method=True)
+        self.DeleteProposal = channel.unary_unary(
+                '/fosgate.v1.LabellingService/DeleteProposal',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteProposalRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteProposalResponse.FromString,
                 _registered_method=True)
         self.ExportProposals = channel.unary_unary(
                 '/fosgate.v1.LabellingService/ExportProposals',
@@ -530,6 +578,12 @@ class LabellingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportProposals(self, request, context):
         """artifact proposals.zip: per proposal <id>.png (the tile), <id>.labels.tif, <id>.rois.zip (tile
         coordinates, for Fiji's ROI Manager) and <id>.geojson (slide coordinates, for QuPath), + proposals.csv
@@ -582,6 +636,11 @@ def add_LabellingServiceServicer_to_server(servicer, server):
                     servicer.ReviewProposal,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ReviewResponse.SerializeToString,
+            ),
+            'DeleteProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProposal,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteProposalRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteProposalResponse.SerializeToString,
             ),
             'ExportProposals': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportProposals,
@@ -783,6 +842,33 @@ class LabellingService:
             '/fosgate.v1.LabellingService/ReviewProposal',
             fosgate_dot_v1_dot_fosgate__pb2.ReviewRequest.SerializeToString,
             fosgate_dot_v1_dot_fosgate__pb2.ReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.LabellingService/DeleteProposal',
+            fosgate_dot_v1_dot_fosgate__pb2.DeleteProposalRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.DeleteProposalResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1107,6 +1193,11 @@ class JobServiceStub:
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/fosgate.v1.JobService/DeleteJob',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
         self.DownloadArtifact = channel.unary_stream(
                 '/fosgate.v1.JobService/DownloadArtifact',
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.DownloadArtifactRequest.SerializeToString,
@@ -1142,6 +1233,12 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DownloadArtifact(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1170,6 +1267,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.ListJobsRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteJobRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.DeleteJobResponse.SerializeToString,
             ),
             'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadArtifact,
@@ -1285,6 +1387,33 @@ class JobService:
             '/fosgate.v1.JobService/ListJobs',
             fosgate_dot_v1_dot_fosgate__pb2.ListJobsRequest.SerializeToString,
             fosgate_dot_v1_dot_fosgate__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.JobService/DeleteJob',
+            fosgate_dot_v1_dot_fosgate__pb2.DeleteJobRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

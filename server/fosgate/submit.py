@@ -1,0 +1,137 @@
+"""Job submission: the checks that need the store, the queue limit, and handing a spec to the runner.
+
+A job arrives here as a validated, frozen spec (``fosgate.specs``); this module checks what only the
+store knows (ids exist, the slide is an image, the region lies inside it, the model fits the slide),
+fills in what "all" means at this moment (every label, the matching proposals), stores the spec as the
+job row's params (``to_json``) and runs the task with the same object.
+
+Invariants
+- At most ``config.max_queued_jobs`` jobs are queued or running; one more is RESOURCE_EXHAUSTED with a
+  sentence, never an unbounded queue.
+- A finished job can be deleted (its folder and artifacts too) unless a clustering still reads its
+  files; a queued or running job cannot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from fosgate.config import ServerConfig
+from fosgate.errors import InvalidInput, NotFound, Precondition, TooLarge
+from fosgate.ingest import SlideIngest
+from fosgate.jobs import tasks
+from fosgate.jobs.runner import JobContext, JobRunner
+from fosgate.review import Labels
+from fosgate.specs import (
+    AutoLabelSpec,
+    ClusterSpec,
+    ExportDatasetSpec,
+    ExportProposalsSpec,
+    ExportTilesSpec,
+    JobSpec,
+    PredictSpec,
+    TrainSpec,
+    check_id,
+    check_region,
+)
+from fosgate.store.db import JobRow, Store
+
+
+class JobSubmission:
+    """Starts jobs from specs."""
+
+    def __init__(self, config: ServerConfig, store: Store, runner: JobRunner, slides: SlideIngest, labels: Labels,
+                 executor=None):
+        self.config = config
+        self.store = store
+        self.runner = runner
+        self.env = tasks.TaskEnv(config=config, store=store, slides=slides, labels=labels, executor=executor)
+        self._lock = threading.Lock()
+
+    def _submit(self, spec: JobSpec, fn: Callable[[tasks.TaskEnv, JobContext, JobSpec], str]) -> JobRow:
+        env = self.env
+        with self._lock:  # count and insert together, so concurrent submits cannot overshoot the limit
+            active = self.store.count_active_jobs()
+            if active >= self.config.max_queued_jobs:
+                raise TooLarge(f"This server already has {active} jobs waiting or running (its limit is "
+                               f"{self.config.max_queued_jobs}); wait for some to finish or cancel some "
+                               "(fosgate jobs), then submit again.")
+            return self.runner.submit(spec.kind, spec.to_json(), lambda ctx: fn(env, ctx, spec))
+
+    # ------------------------------------------------------------------ training and prediction
+    def start_training(self, spec: TrainSpec) -> JobRow:
+        label_ids = spec.label_ids or tuple(lb.id for lb in self.store.list_labels())
+        if not label_ids:
+            raise InvalidInput("There are no labels to train on; add image/mask pairs first "
+                               "(fosgate train --images DIR --masks DIR does this for you).")
+        for lid in label_ids:
+            self.store.get_label(lid)
+        if spec.base_model_id:
+            self.store.get_model(spec.base_model_id)
+        spec = TrainSpec.from_json({**spec.to_json(), "label_ids": list(label_ids)})
+        return self._submit(spec, tasks.run_training)
+
+    def start_prediction(self, spec: PredictSpec) -> JobRow:
+        slide = self.store.get_slide(spec.slide_id)
+        model = self.store.get_model(spec.model_id)
+        if slide.role != "image":
+            raise InvalidInput("This slide was uploaded as a mask; predict on an image slide.")
+        if slide.info["channels"] != model.meta["in_channels"]:
+            raise Precondition(
+                f"Model '{model.id}' was trained on {model.meta['in_channels']}-channel images but this slide gives "
+                f"{slide.info['channels']} channel(s); choose the matching channel when you upload it (--channel).")
+        check_region(spec.region, slide.info["width"], slide.info["height"])
+        return self._submit(spec, tasks.run_prediction)
+
+    def start_tile_export(self, spec: ExportTilesSpec) -> JobRow:
+        slide = self.store.get_slide(spec.slide_id)
+        check_region(spec.region, slide.info["width"], slide.info["height"])
+        return self._submit(spec, tasks.run_tile_export)
+
+    # ------------------------------------------------------------------ labelling loop
+    def start_clustering(self, spec: ClusterSpec) -> JobRow:
+        slide = self.store.get_slide(spec.slide_id)
+        if slide.role != "image":
+            raise InvalidInput("Cluster the tiles of an image slide, not of a mask.")
+        spec.check_against(slide.info["width"], slide.info["height"])
+        return self._submit(spec, tasks.run_clustering)
+
+    def start_autolabel(self, spec: AutoLabelSpec) -> JobRow:
+        slide = self.store.get_slide(spec.slide_id)
+        w, h = slide.info["width"], slide.info["height"]
+        for r in spec.regions:
+            check_region(r, w, h, "tile")
+        if spec.method == "model":
+            model = self.store.get_model(spec.model_id)
+            if model.meta["in_channels"] != slide.info["channels"]:
+                raise Precondition(f"Model '{model.id}' expects {model.meta['in_channels']}-channel images; this "
+                                   f"slide has {slide.info['channels']}.")
+        if spec.method == "sam":
+            from fosgate.jobs.sam_process import check_sam
+
+            # fail now with a clear status, not later in the job (loads the checkpoint in a child process)
+            check_sam(self.config.sam_checkpoint, self.config.sam_model_type, self.store.tmp_path("-samcheck"))
+        return self._submit(spec, tasks.run_autolabel)
+
+    def start_proposal_export(self, spec: ExportProposalsSpec) -> JobRow:
+        rows = self.store.list_proposals(spec.slide_id, spec.state, spec.job_id)
+        if not rows:
+            raise NotFound("There are no proposals matching that request.")
+        spec = ExportProposalsSpec.from_json({**spec.to_json(), "proposal_ids": [r.id for r in rows]}).validate()
+        return self._submit(spec, tasks.run_proposal_export)
+
+    def start_dataset_export(self, spec: ExportDatasetSpec) -> JobRow:
+        ids = spec.label_ids or tuple(lb.id for lb in self.store.list_labels())
+        if not ids:
+            raise InvalidInput("There are no labels to export yet.")
+        for lid in ids:
+            self.store.get_label(lid)
+        spec = ExportDatasetSpec.from_json({**spec.to_json(), "label_ids": list(ids)})
+        return self._submit(spec, tasks.run_dataset_export)
+
+    # ------------------------------------------------------------------ finished jobs
+    def delete_job(self, job_id: str) -> JobRow:
+        """Delete a finished job with its artifacts and folder (see the invariants)."""
+        check_id(job_id, "job")
+        return self.store.delete_job(job_id)

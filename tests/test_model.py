@@ -1,0 +1,163 @@
+"""FosgateModel: save/load (format 2 and the old format 1), seeded watershed on the stitched maps,
+calibrated post-processing, pixel size, whole-slide prediction through the model object."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from fosgate.core.instances import label_mask
+from fosgate.core.model import FosgateModel, PostProcess, PredictOptions, encode_core
+from fosgate.core.normalize import Normalization
+
+
+@pytest.fixture(scope="module")
+def unet2():
+    return FosgateModel.create("unet2", 1, Normalization(), seed=4, pixel_size_um=0.5)
+
+
+def test_old_format_model_dir_loads_as_reference(tmp_path):
+    """A model directory written before FosgateModel (modelio.ModelMeta, no arch) keeps working."""
+    from fosgate.core.modelio import ModelMeta, save_model
+    from fosgate.core.unet import build_unet
+
+    net = build_unet(1, seed=0)
+    meta = ModelMeta("md_old", "old", 3, 0.0, 1, Normalization().to_json(), 94, 128, metrics={"pixel_f1": 0.8},
+                     threshold=0.35)
+    save_model(net, meta, tmp_path / "old")
+    raw = json.loads((tmp_path / "old" / "meta.json").read_text())
+    assert "arch" not in raw and "format_version" not in raw
+    m = FosgateModel.load(tmp_path / "old")
+    assert m.arch == "reference" and m.outputs == ("foreground",)
+    assert m.post == PostProcess(threshold=0.35, min_size_px=10)
+    assert m.pixel_size_um == 0.0 and m.halo == 96 and m.normalization == Normalization()
+    x = np.random.default_rng(0).random((40, 50, 1), np.float32)
+    np.testing.assert_array_equal(m.network.predict_on_batch(np.pad(x, ((0, 8), (0, 14), (0, 0)))[None]),
+                                  net.predict_on_batch(np.pad(x, ((0, 8), (0, 14), (0, 0)))[None]))
+
+
+def test_save_load_round_trip(unet2, tmp_path):
+    m = unet2.with_post(threshold=0.42, seed_threshold=0.61, min_size_px=17)
+    m.model_id, m.name, m.metrics = "md_x", "x", {"val_object_f1": 0.9}
+    m.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["format_version"] == 2 and meta["arch"] == "unet2" and meta["outputs"] == ["foreground", "centre"]
+    assert meta["threshold"] == 0.42 and meta["halo"] == 96
+    back = FosgateModel.load(tmp_path / "m")
+    assert back.post == m.post and back.arch == "unet2" and back.pixel_size_um == 0.5
+    assert back.min_area_um2 == pytest.approx(17 * 0.25)
+    assert not (tmp_path / "m.part").exists()
+
+
+def _two_touching_discs(shift=18, r=11):
+    h, w = 48, 64
+    yy, xx = np.mgrid[:h, :w]
+    a = (yy - 24) ** 2 + (xx - 20) ** 2 <= r * r
+    b = (yy - 24) ** 2 + (xx - 20 - shift) ** 2 <= r * r
+    truth = np.zeros((h, w), np.int32)
+    truth[a] = 1
+    truth[b & ~a] = 2
+    return truth
+
+
+def test_seeded_watershed_splits_touching_cells_and_keeps_single_ones():
+    from fosgate.core.training import centre_target, training_target
+
+    truth = _two_touching_discs()
+    maps = np.stack([(truth > 0).astype(np.float32), centre_target(truth)], -1)
+    enc = encode_core(maps, 0.5)
+    labels = np.zeros(truth.shape, np.uint32)
+    objs = label_mask(enc[..., 0], labels, min_size=5, centre=enc[..., 1], seed_threshold=0.5, centre_scale=255)
+    assert len(objs) == 2 and len(np.unique(labels)) == 3
+    # each piece is one true cell
+    for i in (1, 2):
+        assert len(np.unique(truth[labels == i])) == 1
+    # without the centre map the two discs are one component
+    labels1 = np.zeros(truth.shape, np.uint32)
+    assert len(label_mask(enc[..., 0], labels1, min_size=5)) == 1
+    # a single cell (one seed) is never cut
+    single = (truth == 1).astype(np.int32)
+    enc1 = encode_core(np.stack([single.astype(np.float32), centre_target(single)], -1), 0.5)
+    labels2 = np.zeros(truth.shape, np.uint32)
+    assert len(label_mask(enc1[..., 0], labels2, centre=enc1[..., 1], centre_scale=255)) == 1
+    assert training_target(truth).sum() < (truth > 0).sum()  # the touching line is background in the target
+
+
+def test_seeded_split_band_by_band_equals_whole_image():
+    from fosgate.core.training import centre_target
+
+    rng = np.random.default_rng(3)
+    truth = np.zeros((300, 200), np.int32)
+    yy, xx = np.mgrid[:300, :200]
+    k = 0
+    for _ in range(60):
+        cy, cx, r = rng.integers(10, 290), rng.integers(10, 190), rng.integers(5, 10)
+        k += 1
+        truth[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (truth == 0)] = k
+    maps = np.stack([(truth > 0).astype(np.float32), centre_target(truth)], -1)
+    enc = encode_core(maps, 0.5)
+    whole = np.zeros(truth.shape, np.uint32)
+    banded = np.zeros(truth.shape, np.uint32)
+    a = label_mask(enc[..., 0], whole, min_size=5, centre=enc[..., 1], centre_scale=255)
+    b = label_mask(enc[..., 0], banded, min_size=5, centre=enc[..., 1], centre_scale=255, band=64)
+    assert [o.area for o in a] == [o.area for o in b]
+    np.testing.assert_array_equal(whole, banded)
+
+
+def test_calibration_picks_parameters_that_raise_object_f1():
+    """Maps whose foreground is under-confident (0.3) and whose cells touch: the defaults find nothing;
+    the calibrated threshold finds both cells."""
+    from fosgate.core.training import calibrate_postprocess, centre_target
+
+    truth = _two_touching_discs()
+    maps = np.stack([np.where(truth > 0, 0.3, 0.02).astype(np.float32), centre_target(truth)], -1)
+    post, scores = calibrate_postprocess([maps], [truth], PostProcess(), arch="unet2")
+    assert scores["val_object_f1_default_post"] == 0.0
+    assert scores["val_object_f1"] == 1.0 and post.threshold < 0.3
+
+
+def test_predict_instances_and_slide_agree_and_respect_the_pixel_size(unet2, tmp_path):
+    """In-memory and whole-slide prediction give the same instances; a slide at twice the model's pixel
+    size is predicted at the model's scale and its outputs come back at the slide's own resolution."""
+    from fosgate.core.slides import open_slide
+    from fosgate.core.synthetic import generate_cfos
+
+    image, _, _ = generate_cfos(400, 360, seed=1)
+    model = unet2.with_post(threshold=0.5, min_size_px=4)
+    tifffile.imwrite(tmp_path / "s.tif", image)
+    mem = model.predict_instances(image)  # pixel size unknown: no resampling
+    with open_slide(tmp_path / "s.tif") as slide:
+        out = model.predict_slide(slide, tmp_path / "o", "s", PredictOptions(tile=32))
+    assert out.factor == 1.0 and out.windows > 1
+    disk = tifffile.imread(out.paths["labels"])
+    np.testing.assert_array_equal(disk > 0, mem > 0)
+    assert out.count == len(np.unique(mem)) - 1
+    with open_slide(tmp_path / "s.tif") as slide:
+        out2 = model.predict_slide(slide, tmp_path / "o2", "s", PredictOptions(pixel_size_um=1.0, min_area_um2=2.0))
+    assert out2.factor == pytest.approx(2.0) and out2.post.min_size_px == 2
+    lab2 = tifffile.imread(out2.paths["labels"])
+    assert lab2.shape == image.shape[:2]
+    mem2 = model.predict_instances(image, pixel_size_um=1.0, min_area_um2=2.0)
+    np.testing.assert_array_equal(lab2 > 0, mem2 > 0)
+
+
+def test_train_model_is_the_library_entry_point():
+    """A tiny training: fit with callbacks, object-F1 validation, calibrated post-processing, history."""
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.training import TrainConfig, TrainingPair, train_model
+
+    image, truth, _ = generate_cfos(256, 384, seed=2)
+    pairs = [TrainingPair(image[:, i * 128:(i + 1) * 128], truth[:, i * 128:(i + 1) * 128], f"p{i}",
+                          pixel_size_um=0.8) for i in range(3)]
+    epochs = []
+    model = train_model(pairs, TrainConfig(epochs=2, tile_size=64, batch_size=4, steps_per_epoch=2, val_fraction=0.34),
+                        on_epoch=epochs.append, name="tiny")
+    assert model.arch == "unet2" and model.pixel_size_um == 0.8 and model.name == "tiny"
+    assert [e.epoch for e in epochs] == [1, 2] and len(model.history["object_f1"]) == 2
+    assert model.metrics["calibrated"] == 1.0 and 1 <= model.metrics["best_epoch"] <= 2
+    assert model.metrics["val_object_f1"] >= model.metrics["val_object_f1_default_post"]
+    labels = model.predict_instances(image[:, :128])
+    assert labels.shape == (256, 128) and labels.dtype == np.uint32
