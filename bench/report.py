@@ -563,6 +563,7 @@ def _cfos_plot(r: dict, plots: Path) -> None:
     methods = list(dict.fromkeys((x["protocol"], x["method"]) for x in r.get("summary", [])))
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     width = 0.8 / (1 + len(methods))
+    labelled: set[str] = set()
     for i, lab in enumerate(labs):
         c = ceiling[lab]
         ax.bar(i, c["median_expert_f1"], width, color="0.8", label="median expert" if i == 0 else None)
@@ -574,7 +575,9 @@ def _cfos_plot(r: dict, plots: Path) -> None:
                 continue
             x = i + (k + 1) * width
             lo, hi = row["f1_ci95"]
-            ax.bar(x, row["f1"], width, color=f"C{k}", label=f"{method} ({proto})" if i == 0 else None)
+            label = f"{method} ({proto})"
+            ax.bar(x, row["f1"], width, color=f"C{k}", label=label if label not in labelled else None)
+            labelled.add(label)
             ax.errorbar(x, row["f1"], yerr=[[row["f1"] - lo], [hi - row["f1"]]], color="k", capsize=2, lw=0.8)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labs))] if methods else range(len(labs)), labs)
     ax.set_ylim(0, 1)
