@@ -367,7 +367,9 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
                 base["folds"].append(f)
         base["fold_runs"] += p.get("fold_runs", [])
         base["records"] += p.get("records", [])
-    base["settings"] = {**base["settings"], "peers": sorted({x for p in parts for x in p["settings"]["peers"]})}
+    union = {k: list(dict.fromkeys(x for p in parts for x in p["settings"][k])) for k in ("peers", "archs", "protocols",
+                                                                                          "seeds")}
+    base["settings"] = {**base["settings"], **union}
     base["summary"] = summarize(base["records"], base["ceiling"]["rows"])
     base["parts"] = [{"command": p.get("command"), "date": p.get("date"), "machine": p.get("machine"),
                       "partial": p.get("partial"), "folds_run": sorted({r["fold"] for r in p.get("fold_runs", [])})}
