@@ -24,6 +24,8 @@ DATA_CREDITS = {
            "11:22920; Clissa et al. 2024, Sci Data)",
     "dsb": "DSB2018 stage1_train fluorescence images with the community-fixed instance masks "
            "(../shared/data/dsb2018; CC0; Caicedo et al. 2019, Nat Methods 16:1247)",
+    "cfos": "segebarth-cfos (../shared/data/segebarth-cfos; GitHub matjesg/bioimage_analysis @ eafeb5f, "
+            "Apache-2.0; Segebarth, Griebel et al. 2020, eLife 9:e59780)",
     "delivr": "DELiVR c-Fos light-sheet patches (../shared/data/delivr-cfos; erturklab/delivr_cfos @ 51ef796, "
               "MIT licence; Kaltenecker et al. 2024, Nat Methods)",
 }
@@ -573,6 +575,165 @@ def labelling_loop(r: dict, plots: Path) -> str:
     ])
 
 
+def _expert_key(e: str) -> int:
+    return int(e.split("_")[-1])
+
+
+def _cfos_plot(r: dict, plots: Path) -> None:
+    """Per lab: each expert's F1 (dots), the median expert (bar), each model's F1 with its interval."""
+    plt = _plt()
+    ceiling = r["ceiling"]["labs"]
+    labs = [lab for lab in r.get("labs", list(ceiling)) if lab in ceiling]
+    methods = list(dict.fromkeys((x["protocol"], x["method"]) for x in r.get("summary", [])))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.8 / (1 + len(methods))
+    labelled: set[str] = set()
+    for i, lab in enumerate(labs):
+        c = ceiling[lab]
+        ax.bar(i, c["median_expert_f1"], width, color="0.8", label="median expert" if i == 0 else None)
+        f1s = [v["f1"] for v in c["experts"].values()]
+        ax.plot([i] * len(f1s), f1s, "k.", label="each expert" if i == 0 else None)
+        for k, (proto, method) in enumerate(methods):
+            row = next((x for x in r["summary"] if (x["protocol"], x["method"], x["lab"]) == (proto, method, lab)), None)
+            if row is None:
+                continue
+            x = i + (k + 1) * width
+            lo, hi = row["f1_ci95"]
+            label = f"{method} ({proto})"
+            ax.bar(x, row["f1"], width, color=f"C{k}", label=label if label not in labelled else None)
+            labelled.add(label)
+            ax.errorbar(x, row["f1"], yerr=[[row["f1"] - lo], [hi - row["f1"]]], color="k", capsize=2, lw=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labs))] if methods else range(len(labs)), labs)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("object F1 vs consensus (IoU >= 0.5)")
+    ax.set_title("c-FOS: models vs the lab's experts")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(plots / "cfos.png", dpi=110)
+    plt.close(fig)
+
+
+def cfos(r: dict, plots: Path) -> str:
+    st, ceiling = r["settings"], r["ceiling"]["labs"]
+    experts = sorted({e for c in ceiling.values() for e in c["experts"]}, key=_expert_key)
+    rows = []
+    for lab, c in ceiling.items():
+        rows.append([lab, c["images"]] + [f"{c['experts'][e]['f1']:.3f}" if e in c["experts"] else "-"
+                                          for e in experts]
+                    + [f"**{c['median_expert_f1']:.3f}**",
+                       ", ".join(f"{e.split('_')[-1]}: {c['experts'][e]['precision']:.2f}/"
+                                 f"{c['experts'][e]['recall']:.2f}/{c['experts'][e]['count_error']:+.0f}"
+                                 for e in c["experts"])])
+    crosscheck = r["ceiling"].get("stardist_matching_check")
+    lines = [
+        "## c-FOS counting vs the lab's experts (segebarth-cfos)",
+        "",
+        f"`bench/bench_cfos.py`: {DATA_CREDITS['cfos']}. c-FOS labs wue1 (confocal, 24 images in 6 animal groups, "
+        "1.6 px/um), mue (confocal, 3 images, 0.8 px/um), inns1 (epifluorescence, 3 images, 1.0 px/um); "
+        f"{r.get('left_out', 'wue2')} is left out. Object scores: one-to-one matching at IoU >= "
+        f"{st['iou_threshold']} (`fosgate.core.metrics.match_instances`, StarDist's rule), instances = 4-connected "
+        "components; F1, precision (P) and recall (R) pooled over a lab's images (summed TP/FP/FN); count error = "
+        "predicted - true count, mean over images.",
+        "",
+        "### Human ceiling: each expert against the consensus",
+        "",
+        "No training. The consensus (`masks/`) was estimated from these same experts, so each expert is partly "
+        "compared with themself: the ceiling is, if anything, generous. Last column: expert: P/R/mean count error.",
+        "",
+        _table(["lab", "images"] + [f"expert {_expert_key(e)} F1" for e in experts] + ["median expert", "P/R/count err"],
+               rows),
+    ]
+    if crosscheck:
+        lines += ["", f"Cross-check of the matching: StarDist's own `stardist.matching.matching` "
+                  f"(stardist {crosscheck.get('stardist')}) on the same {crosscheck['pairs']} expert/consensus pairs "
+                  f"gives the same TP/FP/FN for {crosscheck['agree']} of {crosscheck['pairs']}."]
+    summ = r.get("summary") or []
+    if summ:
+        runs = [x for x in r.get("fold_runs", []) if "train_seconds" in x and x["method"] == "reference"]
+        t_mean = (sum(x["train_seconds"] for x in runs) / len(runs)) if runs else 0
+        lines += [
+            "",
+            "### Models, lab-wise cross-validated",
+            "",
+            f"Protocols: `within` = within-lab folds (mue and inns1 leave-one-image-out; wue1 grouped "
+            f"{st['wue1_folds']}-fold over its 6 animal groups), `lolo` = leave-one-lab-out (train on the other two "
+            f"c-FOS labs). Images are rescaled to {st['px_per_um']} px/um (index.csv's pixel size) for training and "
+            "prediction, predicted whole, the probability map is brought back to the image's own resolution, "
+            f"thresholded at the model's calibrated threshold and split into components of at least "
+            f"{st['min_size_um2']:g} um^2. Training (`reference`): `train_unet` as `fosgate train` does it, "
+            f"{st['epochs']} epochs x {st['steps_per_epoch']} steps of {st['batch']} random {st['tile']}-px crops, "
+            f"{st['val_fraction']:.0%} of the training images held out for the best epoch and the threshold; mean "
+            f"{t_mean:.0f} s per training on this machine. Count err: predicted - true count, mean over images; "
+            f"rel. count err: mean over images of abs(predicted - true) / true. Seeds {', '.join(map(str, st['seeds']))}; "
+            "F1 is the mean "
+            f"over seeds, the interval is a {st['interval']}. Target: object F1 >= the median expert on the same "
+            "images.",
+            "",
+            _table(["protocol", "lab", "method", "images", "object F1 [95 % interval]", "per seed", "P", "R",
+                    "count err", "rel. count err", "experts' F1", "median expert", "target"],
+                   [[x["protocol"], x["lab"], x["method"], x["images"],
+                     f"**{x['f1']:.3f}** [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
+                     ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['precision']:.3f}",
+                     f"{x['recall']:.3f}", f"{x['count_error']:+.1f}", f"{x['rel_count_error']:.2f}",
+                     ", ".join(f"{_expert_key(e)}: {v:.2f}" for e, v in x["experts_f1"].items()),
+                     f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-",
+                     "met" if x["target_met"] else "NOT met"] for x in summ]),
+        ]
+        dflt = [x for x in r.get("fold_runs", []) if x.get("method") == "default"]
+        if dflt:
+            lines += ["", "`default` = the instance-aware `FosgateModel` (arch unet2: foreground + centre maps, seeded "
+                      "watershed on the stitched maps; `train_model` with augmentation, post-processing calibrated "
+                      "for object F1 on the validation images), same epochs x steps, batch and crop size as the "
+                      "reference; folds run: " + ", ".join(f"{x['fold']} (seed {x['seed']}, {x['train_seconds']:.0f} s, "
+                                                           f"validation object F1 {x.get('val_object_f1') or float('nan'):.3f})"
+                                                           for x in dflt) + "."]
+        missing = [p_ for p_ in ("within", "lolo") if p_ not in st["protocols"]]
+        if missing or len(st["seeds"]) < 2:
+            lines += ["", "**Scope of this result:** " + "; ".join(
+                ([f"protocol(s) {', '.join(missing)} not run"] if missing else [])
+                + ([f"one seed ({st['seeds'][0]}), so no spread over seeds"] if len(st["seeds"]) < 2 else [])
+                + [f"{st['epochs'] * st['steps_per_epoch']} training steps per fold"]) + "."]
+        _cfos_plot(r, plots)
+        lines += ["", "![c-FOS object F1 per lab: experts and models](bench/results/cfos.png)"]
+    else:
+        _cfos_plot(r, plots)
+        lines += ["", "![c-FOS object F1 per lab: experts](bench/results/cfos.png)", "",
+                  "Models: not run yet in this result (`--ceiling-only`); `.venv/bin/python bench/bench_cfos.py` "
+                  "trains and scores them."]
+    for note in r.get("not_run", []):
+        lines += ["", f"**Not run:** {note}. No numbers are shown for it."]
+    peers = [x for x in r.get("fold_runs", []) if x.get("method") not in ("reference", "default")]
+    done = [x for x in peers if not x.get("error")]
+    if done:
+        agree = [a for x in done for a in x.get("matching_agrees", [])]
+        lines += ["", "Peer: StarDist 2D from scratch (bench/peers/stardist: its own venv with TensorFlow 2.15 / Keras 2; "
+                  "32 rays, grid 2, 256-px patches, batch 4, flips / rotations / intensity jitter; 1-99.8 % "
+                  "percentile normalisation; the same folds, seeds and pixel size) trained for the wall-clock seconds "
+                  "the reference net took on the same fold (budget "
+                  + ", ".join(f"{x['budget_s']:.0f}" for x in done) + " s; it used "
+                  + ", ".join(f"{x['train_seconds']:.0f}" for x in done) + " s for "
+                  + ", ".join(str(x["steps"]) for x in done) + " steps; the first epoch's graph building is inside "
+                  "its time, and it cannot stop before its first step ends), then optimised its probability / NMS "
+                  "thresholds on its validation images ("
+                  + ", ".join(f"{x['thresholds_seconds']:.0f}" for x in done) + " s more). Its predictions are "
+                  "scored here with the same code; StarDist's own `matching` of them gives the same TP/FP/FN for "
+                  f"{sum(agree)} of {len(agree)} test images."]
+    errors = [x for x in peers if x.get("error")]
+    if errors:
+        lines += ["", f"**Peer failures:** {len(errors)} of {len(peers)} peer runs failed; first error: "
+                  f"`{errors[0]['error'].strip().splitlines()[-1][:300]}`."]
+    for note in r.get("notes", []):
+        lines += ["", note]
+    if r.get("partial"):
+        lines += ["", f"**Partial result:** {r['partial']} completed when this was saved."]
+    if r.get("parts"):
+        lines += ["", "Merged from " + "; ".join(
+            f"`{x['command']}` ({str(x['date'])[:16]}, 1-min load {x['machine']['load_average_1min']:.1f} at its end; "
+            f"folds: {', '.join(x['folds_run'])}" + (f"; stopped after {x['partial']}" if x.get("partial") else "") + ")"
+            for x in r["parts"]) + "."]
+    return "\n".join(lines + ["", _provenance(r)])
+
+
 SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("speed", "bench/bench_speed.py", speed),
     ("speed_gpu", "KERAS_BACKEND=jax bench/bench_speed.py --sizes 2048 4096 8192 (on a GPU machine)", speed_gpu),
@@ -580,6 +741,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("scale", "bench/bench_scale.py", scale),
     ("transport", "bench/bench_transport.py", transport),
     ("load", "bench/bench_load.py", load),
+    ("cfos", "bench/bench_cfos.py", cfos),
     ("fnc_loo", "bench/bench_fnc_loo.py", fnc_loo),
     ("dsb", "bench/bench_dsb.py", dsb),
     ("delivr", "bench/bench_delivr.py", delivr),
@@ -623,6 +785,16 @@ def summary(res: dict[str, Any]) -> str:
         rows.append(["FNC leave-one-image-out object F1 / count MAE", f"{s['object_f1']:.2f} / {s['count_mae']:.1f}"
                      + "".join(f"; {c} {v['object_f1']:.2f} / {v['count_mae']:.1f}" for c, v in by.items()),
                      "c-ResUnet 0.81 / 3.09 (other test set)"])
+    if "cfos" in res:
+        c = res["cfos"]
+        for x in c.get("summary", []):
+            rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']})",
+                         f"{x['f1']:.2f} [{x['f1_ci95'][0]:.2f}, {x['f1_ci95'][1]:.2f}]",
+                         f">= median expert {x['median_expert_f1']:.2f}: {'met' if x['target_met'] else 'NOT met'}"])
+        if not c.get("summary"):
+            rows.append(["c-FOS human ceiling: median expert F1 per lab",
+                         ", ".join(f"{lab} {v['median_expert_f1']:.2f}" for lab, v in c["ceiling"]["labs"].items()),
+                         "models to reach it"])
     if "dsb" in res:
         d = res["dsb"]["rows"]
         rows.append(["DSB2018 AP@0.5, " + ", ".join(str(x["train_images"]) for x in d) + " training images",

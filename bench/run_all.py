@@ -5,7 +5,8 @@ writes ``<out>/<name>.json``; a benchmark that fails is reported and the others 
 is then rendered from every result in ``<out>`` (so ``--only`` re-measures some and keeps the rest).
 Benchmarks on ../shared/data are skipped with a note when the data is not there.
 
-    .venv/bin/python bench/run_all.py                 # everything, full size (about 2.5 h on 2 CPUs)
+    .venv/bin/python bench/run_all.py                 # everything, full size (about 2.5 h on 2 CPUs, plus about
+                                                      # 2 h for cfos: 12 folds x 2 seeds of 120 training steps)
     .venv/bin/python bench/run_all.py --only speed dsb
     .venv/bin/python bench/run_all.py --quick         # smoke sizes into bench/out/quick (CI runs this)
 """
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "load": ("bench_load.py", None),
     "dsb": ("bench_dsb.py", "dsb2018"),
     "delivr": ("bench_delivr.py", "delivr-cfos"),
+    "cfos": ("bench_cfos.py", "segebarth-cfos"),
     "fnc_loo": ("bench_fnc_loo.py", "fnc"),
     "label_efficiency": ("bench_label_efficiency.py", "fnc"),
     "labelling_loop": ("labelling_loop.py", "fnc"),

@@ -41,13 +41,25 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
     for name in ("speed", "memory", "scale", "transport", "load"):
         assert results[name]["machine"]["cpus"] >= 1 and results[name]["date"]
 
-    expected = {"dsb": "dsb2018", "delivr": "delivr-cfos", "fnc_loo": "fnc", "label_efficiency": "fnc",
+    expected = {"cfos": "segebarth-cfos", "dsb": "dsb2018", "delivr": "delivr-cfos", "fnc_loo": "fnc", "label_efficiency": "fnc",
                 "labelling_loop": "fnc"}
     for name, data in expected.items():
         if not (SHARED_DATA / data).is_dir():
             assert name not in results and "Not run yet: `.venv/bin/python bench/" in text
             continue
         assert name in results, f"{name} did not write its result"
+    if "cfos" in results:
+        c = results["cfos"]
+        assert c["mode"] == "quick" and set(c["ceiling"]["labs"]) == {"inns1"}
+        ceiling = c["ceiling"]["labs"]["inns1"]
+        assert set(ceiling["experts"]) == {"expert_1", "expert_3", "expert_4", "expert_5"}
+        assert 0.5 < ceiling["median_expert_f1"] <= 1.0  # experts agree with their consensus
+        (fold,) = c["folds"]
+        assert fold["test"] == ["inns1_1108"] and "inns1_1108" not in fold["train"] and len(fold["train"]) == 2
+        (row,) = c["summary"]
+        assert row["method"] == "reference" and row["images"] == 1 and 0.0 <= row["f1"] <= 1.0
+        assert row["f1_ci95"][0] <= row["f1"] <= row["f1_ci95"][1] and row["median_expert_f1"] is not None
+        assert "c-FOS counting vs the lab's experts" in text and (tmp_path / "cfos.png").stat().st_size > 0
     if "dsb" in results:
         (row,) = results["dsb"]["rows"]
         assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5

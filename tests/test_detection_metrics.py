@@ -1,0 +1,108 @@
+"""Object detection at IoU >= t (``fosgate.core.metrics.match_instances`` / ``detection_scores``),
+checked against an independent brute-force computation: the full IoU matrix from pixel loops and
+StarDist's matching rule (``stardist.matching``: cost = -(IoU >= t) - IoU / (2 n), Hungarian) solved
+with scipy's ``linear_sum_assignment`` on the whole matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from fosgate.core.metrics import (
+    as_instances,
+    bootstrap_f1_interval,
+    detection_scores,
+    match_instances,
+    object_scores,
+    pool_detection,
+)
+
+
+def _random_labels(rng: np.random.Generator, shape=(48, 48), n: int = 8) -> np.ndarray:
+    """Overlapping random rectangles and discs painted in turn: touching and overlapping instances."""
+    lab = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for i in range(1, n + 1):
+        cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        if rng.random() < 0.5:
+            r = rng.integers(2, 9)
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+        else:
+            h, w = rng.integers(2, 14, size=2)
+            lab[cy:cy + h, cx:cx + w] = i
+    return lab
+
+
+def _brute_force(pred: np.ndarray, truth: np.ndarray, thr: float) -> tuple[int, list[tuple[int, int, float]]]:
+    t_ids = [i for i in np.unique(truth) if i]
+    p_ids = [i for i in np.unique(pred) if i]
+    if not t_ids or not p_ids:
+        return 0, []
+    iou = np.zeros((len(t_ids), len(p_ids)))
+    for a, ti in enumerate(t_ids):
+        for b, pj in enumerate(p_ids):
+            inter = np.logical_and(truth == ti, pred == pj).sum()
+            union = np.logical_or(truth == ti, pred == pj).sum()
+            iou[a, b] = inter / union
+    n = min(len(t_ids), len(p_ids))
+    cost = -(iou >= thr).astype(float) - iou / (2 * n)
+    rows, cols = linear_sum_assignment(cost)
+    pairs = [(int(t_ids[r]), int(p_ids[c]), float(iou[r, c])) for r, c in zip(rows, cols, strict=True)
+             if iou[r, c] >= thr]
+    return len(pairs), pairs
+
+
+@pytest.mark.parametrize("thr", [0.1, 0.3, 0.5, 0.7])
+def test_matching_equals_brute_force_hungarian(thr):
+    rng = np.random.default_rng(int(thr * 100))
+    for _ in range(60):
+        truth = _random_labels(rng, n=int(rng.integers(0, 10)))
+        # a prediction: the truth shifted, eroded or merged in places, plus random new objects
+        pred = np.roll(truth, tuple(rng.integers(-3, 4, size=2)), axis=(0, 1)).copy()
+        extra = _random_labels(rng, n=int(rng.integers(0, 6)))
+        pred[(pred == 0) & (extra > 0)] = extra[(pred == 0) & (extra > 0)] + 100
+        if rng.random() < 0.3 and pred.max() > 1:
+            pred[pred == pred.max()] = 1  # a merge: one label in two places
+        # a label image with a single value is read as a binary mask (its connected components), as documented
+        pred, truth = as_instances(pred), as_instances(truth)
+        tp, pairs = _brute_force(pred, truth, thr)
+        m = match_instances(pred, truth, thr)
+        assert len(m["true_ids"]) == tp
+        # same total IoU (the matching itself may differ only between equally good ones)
+        assert np.isclose(m["iou"].sum(), sum(p[2] for p in pairs))
+        assert len(set(m["true_ids"].tolist())) == tp and len(set(m["pred_ids"].tolist())) == tp
+        assert np.all(m["iou"] >= thr)
+        s = detection_scores(pred, truth, thr)
+        n_t, n_p = len(np.unique(truth)) - 1, len(np.unique(pred)) - 1
+        assert (s["tp"], s["fp"], s["fn"]) == (tp, n_p - tp, n_t - tp)
+        assert s["count_error"] == n_p - n_t
+        if thr == 0.5:  # the older object_scores agrees at 0.5 without the centroid rule
+            assert object_scores(pred, truth, 0.5, None)["tp"] == tp
+
+
+def test_binary_masks_become_components_and_edge_cases():
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:6, 2:6] = 255
+    truth[10:14, 10:14] = 255
+    pred = np.zeros_like(truth)
+    pred[2:6, 2:6] = 1
+    s = detection_scores(pred, truth)
+    assert (s["tp"], s["fp"], s["fn"], s["n_true"]) == (1, 0, 1, 2)
+    assert s["precision"] == 1.0 and s["recall"] == 0.5 and s["rel_count_error"] == 0.5
+    empty = np.zeros_like(truth)
+    assert detection_scores(empty, empty)["f1"] == 1.0
+    assert detection_scores(empty, truth)["f1"] == 0.0 and detection_scores(truth, empty)["precision"] == 0.0
+    with pytest.raises(ValueError):
+        match_instances(truth, truth[:10])
+
+
+def test_pooling_and_bootstrap():
+    per = [{"tp": 8, "fp": 2, "fn": 0, "n_pred": 10, "n_true": 8, "count_error": 2, "rel_count_error": 0.25},
+           {"tp": 0, "fp": 0, "fn": 4, "n_pred": 0, "n_true": 4, "count_error": -4, "rel_count_error": 1.0}]
+    pooled = pool_detection(per)
+    assert pooled["f1"] == pytest.approx(16 / 22) and pooled["count_error"] == -1.0
+    assert pooled["rel_count_error"] == pytest.approx(0.625) and pooled["n_true"] == 12
+    lo, hi = bootstrap_f1_interval(per, n_boot=500)
+    assert 0.0 <= lo <= pooled["f1"] <= hi <= 1.0
+    assert bootstrap_f1_interval(per[:1]) == pytest.approx((0.8889, 0.8889), abs=1e-3)
