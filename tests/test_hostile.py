@@ -6,6 +6,7 @@ nothing outside the data folder changes, whatever the client sends.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import grpc
@@ -73,3 +74,23 @@ def test_uploaded_names_are_sanitised(server, client, tmp_path):
         assert "/" not in slide.name and "\\" not in slide.name and len(slide.name) <= 120
         assert slide.name.endswith(".tif")
     assert tree_snapshot(tmp_path, skip=data_dir) == before
+
+
+def test_the_default_server_listens_on_loopback_only(server, client, untrained_model, tmp_path):
+    """Dask's scheduler and workers start HTTP servers (/health, /metrics) even without a dashboard; before this
+    was fixed they listened on 0.0.0.0:8787. After a prediction (Dask started), every listening socket of the
+    server process is on loopback."""
+    import psutil
+
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((40, 40), np.uint8))
+    slide = client.upload_slide(tmp_path / "s.tif")
+    job = client.wait(client.predict(slide.slide_id, untrained_model).job_id, timeout=300)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.message
+    assert server.app.executor is not None and server.app.executor.client  # Dask is up
+    listening = [c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening
+    def loopback(ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return addr.is_loopback or bool(getattr(addr, "ipv4_mapped", None) and addr.ipv4_mapped.is_loopback)
+
+    assert all(loopback(a.ip) for a in listening), listening

@@ -122,9 +122,13 @@ class DaskExecutor:
                 else:
                     # in-process workers log through the server's log file; worker processes keep to errors
                     quiet = False if configured() and not self.processes else 40
+                    # every HTTP server Dask starts (scheduler and workers serve /health and /metrics even
+                    # without a dashboard) listens on loopback only: fosgate binds nothing beyond 127.0.0.1
                     self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                                 processes=self.processes, dashboard_address=None,
-                                                 silence_logs=quiet)
+                                                 processes=self.processes,
+                                                 **({"host": "127.0.0.1"} if self.processes else {}),
+                                                 dashboard_address="127.0.0.1:0",
+                                                 worker_dashboard_address="127.0.0.1:0", silence_logs=quiet)
                     self._client = Client(self._cluster)
             return self._client
 
