@@ -18,8 +18,10 @@ from pathlib import Path
 
 from fosgate.errors import InvalidInput
 
-MAX_NAME_CHARS = 120
-IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".tf8", ".png", ".jpeg", ".jpg")
+# the plain-name helpers live in the light client (the server depends on it), so both sides agree by construction
+from fosgate_client.names import IMAGE_SUFFIXES, MAX_NAME_CHARS, image_suffix, safe_name, stem_of
+
+__all__ = ["IMAGE_SUFFIXES", "MAX_NAME_CHARS", "check_stem", "image_suffix", "inside", "safe_name", "stem_of"]
 
 # letters and digits of any script, and a few harmless punctuation marks
 _STEM_OK = re.compile(r"^[\w][\w .+()\-]*$", re.UNICODE)
@@ -43,33 +45,6 @@ def check_stem(stem: str) -> str:
         raise InvalidInput(f"The output name '{_show(stem)}' may only hold letters, digits, spaces and "
                            "'.', '_', '-', '+', '(', ')', and must start with a letter or digit.")
     return stem
-
-
-def safe_name(name: str, default: str = "slide.tif") -> str:
-    """A file name safe to store: the last path component, odd characters replaced, length capped
-    (the image suffix is kept when the name is shortened)."""
-    base = re.split(r"[\\/]", name or "")[-1].strip()
-    base = unicodedata.normalize("NFC", base)
-    base = re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip(".")
-    if len(base) > MAX_NAME_CHARS:
-        suffix = image_suffix(base)
-        base = base[: MAX_NAME_CHARS - len(suffix)] + suffix
-    return base or default
-
-
-def image_suffix(name: str) -> str:
-    """The supported image suffix of ``name`` (e.g. ``.ome.tif``), or '' if it has none."""
-    low = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if low.endswith(suffix):
-            return name[-len(suffix):]
-    return ""
-
-
-def stem_of(name: str) -> str:
-    """``name`` without its image suffix."""
-    suffix = image_suffix(name)
-    return name[: -len(suffix)] if suffix else name
 
 
 def inside(base: Path, *parts: str) -> Path:

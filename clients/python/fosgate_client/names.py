@@ -1,8 +1,8 @@
 """File names on the client side: which files are images, their stems, and the name an output gets.
 
-The client distribution cannot import the server's ``fosgate.names``; these few helpers follow it
-exactly (tests/test_light_client.py checks both give the same answers), so the stem a client asks for is
-the stem the server writes.
+The server's ``fosgate.names`` re-exports these (the server depends on the client distribution), so the
+stem a client asks for is the stem the server writes; the server adds the refusing ``check_stem`` and
+``inside``.
 """
 
 from __future__ import annotations
