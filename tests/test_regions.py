@@ -453,3 +453,10 @@ def test_cli_count_regions_with_an_roi_set(server, predicted, tmp_path):
     assert int(table["left"]["cells_own"]) == left and int(table["right"]["cells_own"]) == len(xs) - left
     assert reply["cells_in_regions"] == len(xs) and reply["regions"] == 2
     assert "INFO" not in proc.stderr
+
+
+def test_deeply_nested_regions_geojson_is_invalid_input_not_a_recursion_error():
+    from fosgate.core.regions import polygon_regions_from_geojson
+
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        polygon_regions_from_geojson(b"[" * 200_000)

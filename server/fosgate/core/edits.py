@@ -143,17 +143,16 @@ def _check_zip_sizes(members: list[zipfile.ZipInfo]) -> None:
                        f"{MAX_ROI_TOTAL_BYTES >> 20} MiB per request; split the outlines over several tiles.")
 
 
-def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Instance labels from QuPath GeoJSON: a FeatureCollection, a list of features or one feature."""
-    from shapely.affinity import translate
-    from shapely.geometry import shape as to_shape
-
+def geojson_features(data: bytes, what: str = "The GeoJSON") -> list:
+    """The features of QuPath GeoJSON (a FeatureCollection, a list of features or one feature); bad or
+    absurdly nested JSON is ``InvalidInput`` naming ``what``, never a ``RecursionError``."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"The GeoJSON is not valid JSON ({str(exc)[:120]}).") from None
+        raise InvalidInput(f"{what} is not valid JSON ({str(exc)[:120]}); export the objects again from QuPath "
+                           "(File › Export objects as GeoJSON).") from None
     except RecursionError:
-        raise InvalidInput("The GeoJSON is nested too deeply to be a shape list; export it again from QuPath.") from None
+        raise InvalidInput(f"{what} is nested too deeply to be a shape list; export it again from QuPath.") from None
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         features = doc.get("features")
     elif isinstance(doc, dict) and doc.get("type") == "Feature":
@@ -161,9 +160,18 @@ def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, 
     elif isinstance(doc, list):
         features = doc
     else:
-        raise InvalidInput("The GeoJSON must be a FeatureCollection, a Feature or a list of features.")
+        raise InvalidInput(f"{what} must be a FeatureCollection, a Feature or a list of features.")
     if not isinstance(features, list):
-        raise InvalidInput("The GeoJSON FeatureCollection has no 'features' list.")
+        raise InvalidInput(f"{what} is a FeatureCollection without a 'features' list.")
+    return features
+
+
+def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Instance labels from QuPath GeoJSON: a FeatureCollection, a list of features or one feature."""
+    from shapely.affinity import translate
+    from shapely.geometry import shape as to_shape
+
+    features = geojson_features(data, "The GeoJSON")
     if len(features) > MAX_SHAPES:
         raise InvalidInput(f"The GeoJSON has {len(features)} features; at most {MAX_SHAPES} per tile.")
     out = np.zeros(shape, np.uint32)

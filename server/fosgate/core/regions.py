@@ -341,21 +341,9 @@ def polygon_regions_from_geojson(data: bytes) -> PolygonRegions:
     """Regions from QuPath GeoJSON annotations (see the module docstring for names and hierarchy)."""
     from shapely.geometry import shape
 
-    try:
-        doc = json.loads(_text(data, "GeoJSON"))
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"The regions file is not valid JSON ({str(exc)[:120]}); export the annotations from "
-                           "QuPath with File › Export objects as GeoJSON.") from None
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        features = doc.get("features")
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        features = [doc]
-    elif isinstance(doc, list):
-        features = doc
-    else:
-        raise InvalidInput("The regions GeoJSON must be a FeatureCollection, a Feature or a list of features.")
-    if not isinstance(features, list):
-        raise InvalidInput("The regions GeoJSON FeatureCollection has no 'features' list.")
+    from fosgate.core.edits import geojson_features
+
+    features = geojson_features(data, "The regions GeoJSON")
     names, geoms, ids, pids = [], [], [], []
     for n, f in enumerate(features, start=1):
         if not isinstance(f, dict):
