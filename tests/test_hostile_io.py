@@ -574,26 +574,34 @@ def test_read_only_data_folder_starts_read_only_and_recovers(small_disk, tmp_pat
 
 
 def test_data_folder_without_write_permission_is_failed_precondition_until_fixed(tmp_path):
-    """A real EACCES: the server runs as 'nobody' on a data folder it may read but not write."""
+    """A real EACCES: the server runs without root's capabilities (no CAP_DAC_OVERRIDE) on a data folder whose
+    modes let it read but not write. (Running it as 'nobody' instead fails where the interpreter lives under a
+    private /root, e.g. pyenv.)"""
     import shutil
     import tempfile
 
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to run the server as another user")
+        pytest.skip("needs root and setpriv to run the server without write permission")
     base = Path(tempfile.mkdtemp(prefix="fosgate-eacces-", dir="/tmp"))
+
+    def set_modes(writable: bool) -> None:
+        for p in sorted([data, *data.rglob("*")], key=lambda p: len(p.parts), reverse=writable):
+            p.chmod((0o755 if p.is_dir() else 0o644) if writable else (0o555 if p.is_dir() else 0o444))
+
     try:
         base.chmod(0o755)
         data = base / "data"
         with serving(data) as (_, fg):
             keep = fg.upload_slide(random_tiff(tmp_path / "s.tif"))
-        for p in [data, *data.rglob("*")]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
+        set_modes(writable=False)
         port = _free_port()
-        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                                 "fosgate.cli", "serve", "--port", str(port), "--data", str(data), "--dask-scheduler",
-                                 "off"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+                                 sys.executable, "-m", "fosgate.cli", "serve", "--port", str(port), "--data",
+                                 str(data), "--dask-scheduler", "off"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            assert "serving" in proc.stdout.readline()
+            line = proc.stdout.readline()
+            assert "serving" in line, proc.stderr.read() if proc.poll() is not None else line
             address = f"127.0.0.1:{port}"
             with FosgateClient(address, timeout=30) as fg:
                 assert health_of(address) == NOT_SERVING
@@ -601,8 +609,7 @@ def test_data_folder_without_write_permission_is_failed_precondition_until_fixed
                 code, msg = code_of(fg.upload_slide, tmp_path / "s.tif")
                 assert code == grpc.StatusCode.FAILED_PRECONDITION, msg
                 assert "data folder cannot be written" in msg and str(data) not in msg
-                for p in [data, *data.rglob("*")]:
-                    os.chown(p, 65534, 65534)
+                set_modes(writable=True)
                 wait_for(lambda: health_of(address) == SERVING, "health SERVING once the folder is writable")
                 fg.upload_slide(tmp_path / "s.tif")
                 assert len(fg.list_slides()) == 2
@@ -610,6 +617,7 @@ def test_data_folder_without_write_permission_is_failed_precondition_until_fixed
             proc.terminate()
             proc.wait(timeout=30)
             proc.stdout.close()
+            proc.stderr.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

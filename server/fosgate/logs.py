@@ -7,7 +7,8 @@ Invariants
   ``-v``; the lines are plain (``fosgate: message``), without timestamps or logger names. Progress bars
   (tqdm) and results are written by the commands themselves, not through logging.
 - With a log file (``fosgate serve`` and ``fosgate demo``: ``<data>/server.log``, rotating at 5 MB,
-  3 old files kept) every record goes there: fosgate's at DEBUG, the libraries' (Dask / distributed,
+  3 old files kept; when it cannot be opened, e.g. on a read-only data folder, the server still starts
+  and says so on the terminal, which then also keeps library warnings) every record goes there: fosgate's at DEBUG, the libraries' (Dask / distributed,
   TensorFlow, absl, Keras, gRPC, ...) at INFO, and Python warnings (``logging.captureWarnings``).
   Without one (client commands), library records of WARNING and above still reach the terminal, so
   nothing important is lost; client commands import neither Dask nor TensorFlow.
@@ -73,10 +74,17 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike | None = No
     terminal._fosgate = True  # type: ignore[attr-defined]
     root.addHandler(terminal)
     path = None
+    unwritable = None
     if log_file is not None:
         path = Path(log_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                                      encoding="utf-8")
+        except OSError as e:  # a read-only or full data folder: serve anyway (health says NOT_SERVING)
+            unwritable, path = e, None
+            terminal.filters[0].libraries = True  # type: ignore[attr-defined]
+    if path is not None:
         fh.setFormatter(logging.Formatter(LOG_FORMAT))
         fh.setLevel(logging.DEBUG)
         fh._fosgate = True  # type: ignore[attr-defined]
@@ -86,6 +94,9 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike | None = No
     logging.getLogger(OWN).setLevel(logging.DEBUG if log_file is not None or verbose else logging.INFO)
     _state.update(configured=True, log_file=path)
     route_library_logs()
+    if unwritable is not None:
+        logging.getLogger(OWN).warning("cannot write the server log %s (%s); logging to the terminal only",
+                                       log_file, unwritable.strerror or unwritable)
     return path
 
 

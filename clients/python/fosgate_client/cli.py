@@ -134,6 +134,7 @@ def cmd_train(args) -> int:
         job = fg.train(label_ids, epochs=args.epochs, tile_size=args.tile_size, batch_size=args.batch_size,
                        val_fraction=args.val_fraction, seed=args.seed, name=args.name,
                        base_model_id=args.base_model or "", patience=args.patience, arch=args.arch,
+                       steps_per_epoch=args.steps_per_epoch,
                        pixel_size_um=args.pixel_size)
         job = _job_bar(fg, job, "Training")
         model = fg.get_model(job.result_id)
@@ -597,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--base-model", default="", help="fine-tune this model id instead of starting from scratch")
     sp.add_argument("--reviewer", default="", help="who made the masks (stored with the labels)")
     sp.add_argument("--patience", type=int, default=0, help="stop after N epochs without improvement (0: never)")
+    sp.add_argument("--steps-per-epoch", type=int, default=0,
+                    help="training steps per epoch (default: about two passes over the labelled pixels, 25..400)")
     sp.add_argument("--all-labels", action="store_true",
                     help="train on every label stored on the server (reviewed proposals too) plus the folders")
     sp.set_defaults(fn=cmd_train)
