@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--val-fraction", type=float, default=0.2, help="of the training images, for the best epoch "
                     "and the threshold (0: last epoch, threshold 0.5)")
-    ap.add_argument("--quick", action="store_true", help="hold out one image only, 1 epoch")
+    ap.add_argument("--quick", action="store_true", help="hold out one image only, 1 epoch of 20 steps")
+    ap.add_argument("--steps", type=int, default=0, help="steps per epoch (0: the trainer's default)")
     ap.add_argument("--only", nargs="+", default=[], help="hold out only these images (stems), e.g. to try a change")
     ap.add_argument("--channels", default="auto", choices=["auto", "independent", "joint"],
                     help="normalisation across the RGB channels (fosgate's default: auto = joint for RGB); other "
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
-        args.epochs = 1
+        args.epochs, args.steps = 1, 20
     from fosgate.core.instances import label_mask
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
     from fosgate.core.normalize import Normalization
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         train = [TrainingPair(im, tr.astype(np.uint8), n) for j, (_, n, im, tr) in enumerate(data) if j != i]
         model, metrics, _ = train_unet(train, norm, TrainConfig(epochs=args.epochs, tile_size=128,
-                                                                val_fraction=args.val_fraction, seed=0))
+                                                                val_fraction=args.val_fraction, seed=0,
+                                                                steps_per_epoch=args.steps or None))
         t1 = time.perf_counter()
         lo, hi = norm.stats_of_array(img)
         prob = predict_array(model, Normalization.apply(img, lo, hi, norm.clip_max), tile=512,

@@ -60,7 +60,7 @@ def core_means(values: np.ndarray, tiles: list) -> np.ndarray:
 
 
 def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: int, k: int,
-        max_tiles_per_slide: int | None = None) -> dict:
+        max_tiles_per_slide: int | None = None, max_slides: int | None = None) -> dict:
     from fosgate.core.clustering import cluster_tiles
     from fosgate.core.instances import label_mask
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
@@ -72,6 +72,8 @@ def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: in
     from fosgate.core.unet import receptive_field_radius, required_halo
 
     train, test = load_fnc(need_data("fnc"))
+    if max_slides:  # quick mode: fewer slides to cluster, one held-out image
+        train, test = train[:max_slides], test[:1]
     norm = Normalization()
     stats = [norm.stats_of_array(img) for _, img, _ in train]
     slides = []
@@ -178,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
     ap.add_argument("--steps", type=int, default=300, help="gradient steps per training (batch 16 of 128 px)")
     ap.add_argument("--seeds", type=int, default=1, help="number of selection/training seeds (0, 1, ...)")
-    ap.add_argument("--quick", action="store_true", help="fractions 0.1 and 0.25 of 40 tiles per slide, 5 steps")
+    ap.add_argument("--quick", action="store_true", help="fractions 0.1 and 0.25 of 40 tiles per slide of 3 slides, 5 steps, 1 test image")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
-        result = run([0.1, 0.25], 5, [0], cluster_epochs=1, k=3, max_tiles_per_slide=40)
+        result = run([0.1, 0.25], 5, [0], cluster_epochs=1, k=3, max_tiles_per_slide=40, max_slides=3)
     else:
         result = run(args.fractions, args.steps, list(range(args.seeds)), cluster_epochs=5, k=5)
     result["mode"] = "quick" if args.quick else "full"

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 10 minutes on 2 idle cores; the suite's 900 s would cut a loaded machine short
 def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
     markdown = tmp_path / "BENCHMARKS.md"  # the repository's BENCHMARKS.md and bench/results stay untouched
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--out", str(tmp_path),
