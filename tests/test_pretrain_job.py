@@ -1,4 +1,4 @@
-"""Self-supervised pretraining as a server job (Pretrain RPC), on one real server.
+"""Self-supervised pretraining as a server job (Pretrain RPC, ``fosgate pretrain``), on one real server.
 
 A lab pretrains a base model on its own unlabelled slides, the model refuses to segment until it is
 fine-tuned, and ``train --base-model`` turns it into an ordinary model. Tiny budgets (16 tiles of 64 px,
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -218,3 +221,38 @@ def test_cancelling_a_running_pretraining_registers_no_model(fg, srv, slide_id):
     assert final.metrics.get("epoch", 0) < 1000
     assert {m.model_id for m in fg.list_models()} == models_before
     assert set((srv.app.store.root / "models").iterdir()) == dirs_before
+
+
+# ---------------------------------------------------------------------- (f) the command line
+def test_cli_pretrain_uploads_files_and_prints_the_model_id_last(fg, srv, files, slide_id):
+    import fosgate
+    import fosgate_client
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(fosgate.__file__).parents[1]),
+                                         str(Path(fosgate_client.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    img, _ = blobs((200, 300), 30, seed=9)
+    extra = write_slide(files["dir"] / "second.tif", img)
+    addr = f"127.0.0.1:{srv.port}"
+    cmd = [sys.executable, "-m", "fosgate.cli", "pretrain", "--server", addr, "--slide", str(extra),
+           "--slide", slide_id, "--tiles", "16", "--tile-size", "64", "--epochs", "1", "--steps-per-epoch", "2",
+           "--batch-size", "4", "--masking", "random", "--name", "cli-base", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    model_id, info = lines[-1], json.loads(lines[-2])
+    assert model_id.startswith("md_") and info["model_id"] == model_id and info["metrics"]["pretrained"] == 1.0
+    assert len(info["slide_ids"]) == 2 and info["slide_ids"][1] == slide_id  # the file was uploaded first
+    assert f"--base-model {model_id}" in res.stderr
+    job = fg.get_job(info["job_id"])
+    assert json.loads(job.params)["masking"] == "random"
+
+    res = subprocess.run([sys.executable, "-m", "fosgate.cli", "models", "--server", addr], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    row = next(line for line in res.stdout.splitlines() if line.startswith(model_id))
+    assert "cli-base v1" in row and "pretrained (no labels)" in row
+
+    res = subprocess.run([sys.executable, "-m", "fosgate.cli", "pretrain", "--server", addr, "--slide", "sl_nope"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2 and "no slide with id 'sl_nope'" in res.stderr
