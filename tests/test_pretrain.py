@@ -75,3 +75,32 @@ def test_pretraining_learns_to_fill_hidden_patches_and_keeps_the_network(tmp_pat
     model_mse = float(((pred - t)[hidden] ** 2).mean())
     baseline = float(np.mean([((t[i][hidden[i]] - t[i][~hidden[i]].mean()) ** 2).mean() for i in range(len(t))]))
     assert model_mse < 0.5 * baseline, (model_mse, baseline)
+
+
+def test_allocate_tiles_follows_the_areas_and_sums_to_n():
+    from fosgate.core.pretrain import allocate_tiles
+
+    counts = allocate_tiles([100.0, 300.0, 0.5], 4000, seed=1)
+    assert sum(counts) == 4000 and len(counts) == 3
+    assert 0.2 < counts[0] / 4000 < 0.3 and 0.7 < counts[1] / 4000 < 0.8 and counts[2] < 20
+    assert allocate_tiles([1.0, 2.0], 50, seed=7) == allocate_tiles([1.0, 2.0], 50, seed=7)
+    with pytest.raises(InvalidInput):
+        allocate_tiles([], 10)
+
+
+def test_slide_at_scale_reads_what_the_whole_rescaled_image_holds(tmp_path):
+    """A window read through SlideAtScale equals that window of the whole image resampled at once (the
+    pointwise rule prediction uses), and the view reports the model-scale size."""
+    from fosgate.core.pretrain import SlideAtScale
+    from fosgate.core.rescale import resample_image
+
+    image, _, _ = generate_cfos(300, 260, seed=4)
+    tifffile.imwrite(tmp_path / "s.tif", image)
+    with open_slide(tmp_path / "s.tif") as slide:
+        for f in (0.5, 1.6):
+            view = SlideAtScale(slide, f, pixel_size_um=0.65)
+            whole = resample_image(image[..., None], f)
+            assert (view.info.height, view.info.width) == whole.shape[:2] and view.info.pixel_size_um == 0.65
+            np.testing.assert_allclose(view.read(20, 84, 30, 94), whole[20:84, 30:94], atol=1e-3)
+            tiles = sample_tiles([view], Normalization(), n=4, tile=64, seed=0, stats=[Normalization().stats(slide)])
+            assert tiles.shape == (4, 64, 64, 1) and tiles.max() > 0.5

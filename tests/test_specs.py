@@ -18,6 +18,7 @@ from fosgate.specs import (
     ExportProposalsSpec,
     ExportTilesSpec,
     PredictSpec,
+    PretrainSpec,
     SamSpec,
     TrainSpec,
     check_region,
@@ -57,6 +58,46 @@ def test_train_spec_sets_every_train_config_field():
     assert TrainSpec.create(arch="reference", pixel_size_um=0.65).train_config().arch == "reference"
     with pytest.raises(InvalidInput):
         TrainSpec.create(arch="resnet")
+
+
+def test_pretrain_spec_defaults_and_every_pretrain_config_field():
+    """0 / "" mean the spec's defaults (tiles 0 too: proto3 cannot tell it from unset); the core's
+    PretrainConfig gets every one of its fields from the spec, never its own default."""
+    from fosgate.core.pretrain import PretrainConfig
+    from fosgate.core.unet import DEFAULT_ARCH
+
+    spec = PretrainSpec.create(slide_ids=("sl_1",), tiles=0, epochs=0, masking="", mask_ratio=0.0, name="", arch="")
+    assert spec == PretrainSpec(slide_ids=("sl_1",))
+    assert (spec.tiles, spec.epochs, spec.masking, spec.arch, spec.name) == (512, 20, "intensity", DEFAULT_ARCH,
+                                                                             "pretrained")
+    with pytest.raises(FrozenInstanceError):
+        spec.tiles = 3  # type: ignore[misc]
+    custom = dict(epochs=3, steps_per_epoch=7, batch_size=2, tile_size=96, patch_size=32, mask_ratio=0.3,
+                  masking="random", learning_rate=0.01, tiles=40, seed=9)
+    cfg = PretrainSpec.create(slide_ids=("sl_1",), **custom).pretrain_config()
+    assert {f.name for f in fields(PretrainConfig)} == set(custom)
+    assert {k: getattr(cfg, k) for k in custom} == custom
+
+
+@pytest.mark.parametrize("bad", [
+    {"slide_ids": ()}, {"slide_ids": ("sl_1", "sl_1")}, {"slide_ids": ("x" * 65,)},
+    {"slide_ids": tuple(f"sl_{i}" for i in range(1001))}, {"tiles": 4}, {"tiles": -1}, {"tiles": 200_000},
+    {"tile_size": 100}, {"tile_size": 1024}, {"patch_size": 24}, {"mask_ratio": math.nan}, {"mask_ratio": 0.99},
+    {"masking": "foo"}, {"masking": "x" * 300}, {"learning_rate": -1.0}, {"epochs": 2.5}, {"epochs": True},
+    {"epochs": 1000, "steps_per_epoch": 10_000}, {"seed": -1}, {"arch": "resnet"}, {"name": "  "},
+    {"name": "a\nb"}, {"pixel_size_um": -0.5}, {"pixel_size_um": math.inf}, {"tiles": 20_000, "tile_size": 512},
+])
+def test_pretrain_bounds_are_invalid_argument(bad):
+    with pytest.raises(InvalidInput) as err:
+        PretrainSpec.create(**{"slide_ids": ("sl_1",), **bad})
+    assert str(err.value).endswith(".") and len(str(err.value)) < 400
+
+
+def test_pretrain_tile_memory_counts_channels():
+    spec = PretrainSpec.create(slide_ids=("sl_1",), tiles=4096, tile_size=256)  # 1 GiB of grey tiles: allowed
+    spec.check_tile_memory(1)
+    with pytest.raises(InvalidInput, match="x 3 channels take 3.0 GiB"):
+        spec.check_tile_memory(3)
 
 
 def test_predict_spec_zero_means_the_models_own_post_processing():
@@ -143,6 +184,7 @@ def test_sam_defaults_live_in_one_place():
     ExportTilesSpec.create(slide_id="s", tile_size=64, margin=0), ClusterSpec.create(slide_id="s", k=3),
     AutoLabelSpec.create(slide_id="s", regions=((0, 0, 8, 8), (8, 0, 8, 8)), method="sam"),
     ExportProposalsSpec.create(state="pending", proposal_ids=("pr_1",)), ExportDatasetSpec.create(format="tif"),
+    PretrainSpec.create(slide_ids=("sl_1", "sl_2"), masking="random", tiles=64, pixel_size_um=0.65),
 ])
 def test_json_round_trip(spec):
     import json
@@ -153,7 +195,7 @@ def test_json_round_trip(spec):
 
 
 def test_every_job_kind_has_a_spec():
-    assert set(SPECS) == {"train", "predict", "export_tiles", "cluster", "autolabel", "export_proposals",
+    assert set(SPECS) == {"train", "pretrain", "predict", "export_tiles", "cluster", "autolabel", "export_proposals",
                           "export_dataset", "export_model", "count_regions"}
 
 
@@ -180,7 +222,8 @@ def _proto_defaults(message: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("message,spec", [
-    ("TrainRequest", TrainSpec()), ("PredictRequest", PredictSpec()), ("ExportTilesRequest", ExportTilesSpec()),
+    ("TrainRequest", TrainSpec()), ("PretrainRequest", PretrainSpec()), ("PredictRequest", PredictSpec()),
+    ("ExportTilesRequest", ExportTilesSpec()),
     ("ClusterRequest", ClusterSpec()), ("SamParams", SamSpec()),
 ])
 def test_proto_comments_state_the_spec_defaults(message, spec):

@@ -246,10 +246,11 @@ class Labels:
 
     def _tile_uncertainty(self, clustering, tiles: list[dict], model_id: str) -> np.ndarray:
         from fosgate.core.autolabel import tile_uncertainty
-        from fosgate.core.model import FosgateModel
+        from fosgate.core.model import FosgateModel, check_segments
         from fosgate.core.tiling import plan_crop_tiles
 
         model_row = self.store.get_model(model_id)
+        check_segments(model_row.meta, model_id)
         slide_row = self.store.get_slide(clustering.slide_id)
         model = FosgateModel.load(model_row.path)
         with self.slides.open_slide(slide_row) as slide:

@@ -282,6 +282,107 @@ class TrainSpec(JobSpec):
                            pixel_size_um=self.pixel_size_um)
 
 
+# ---------------------------------------------------------------------- self-supervised pretraining
+#: slides one pretraining job samples from
+MAX_PRETRAIN_SLIDES = 1000
+#: the sampled tiles are held in memory as float32: tiles x tile_size² x channels x 4 bytes at most this
+MAX_PRETRAIN_TILE_BYTES = 1 << 30
+
+
+def pretrain_tile_bytes(tiles: int, tile_size: int, channels: int) -> int:
+    """Memory the sampled unlabelled tiles of a pretraining job take (float32)."""
+    return tiles * tile_size * tile_size * channels * 4
+
+
+_PRETRAIN_NUMBERS: dict[str, type | tuple[type, ...]] = {
+    "epochs": int, "steps_per_epoch": int, "batch_size": int, "tile_size": int, "patch_size": int, "tiles": int,
+    "mask_ratio": (int, float), "learning_rate": (int, float)}
+
+
+@dataclass(frozen=True)
+class PretrainSpec(JobSpec):
+    """Pretrain a U-Net without labels by masked image modelling (``fosgate.core.pretrain``) on unlabelled
+    tiles sampled from image slides; the result is a model to fine-tune (``train --base-model``), not one
+    that segments. The MIM fields (epochs .. seed) are exactly the core's ``PretrainConfig`` fields, whose
+    ``validate`` owns their bounds; the defaults are set here."""
+
+    kind: ClassVar[str] = "pretrain"
+    slide_ids: tuple[str, ...] = ()
+    #: "unet2" (default) or "reference": the network that fine-tuning will keep
+    arch: str = "unet2"
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    #: square unlabelled tiles, multiple of 16 (32..512)
+    tile_size: int = 128
+    #: side of the hidden squares; divides tile_size
+    patch_size: int = 16
+    #: fraction of each tile hidden (0.05..0.95)
+    mask_ratio: float = 0.5
+    #: "intensity" (bright squares, where nuclei are, hidden more often) or "random"
+    masking: str = "intensity"
+    #: unlabelled tiles sampled from the slides (held in memory; 8..100000)
+    tiles: int = 512
+    learning_rate: float = 1e-3
+    seed: int = 0
+    name: str = "pretrained"
+    #: µm per pixel the model works at; 0 = the slides' own (median of those known), else unknown
+    pixel_size_um: float = 0.0
+
+    def validate(self) -> Self:
+        from fosgate.core.unet import ARCHS
+
+        if not self.slide_ids:
+            raise InvalidInput("Say which slides to pretrain on (slide_ids): image slides of your own, no labels "
+                               "needed.")
+        if len(self.slide_ids) > MAX_PRETRAIN_SLIDES:
+            raise InvalidInput(f"Pretrain on at most {MAX_PRETRAIN_SLIDES:,} slides per job (got "
+                               f"{len(self.slide_ids):,}).")
+        _check_ids(self.slide_ids, "slide")
+        if len(set(self.slide_ids)) != len(self.slide_ids):
+            twice = next(s for s in self.slide_ids if self.slide_ids.count(s) > 1)
+            raise InvalidInput(f"Slide '{twice}' is listed more than once; give each slide once.")
+        if self.arch not in ARCHS:
+            raise InvalidInput(f"Unknown architecture '{self.arch[:40]}'; choose one of {', '.join(sorted(ARCHS))}.")
+        for name, kind in _PRETRAIN_NUMBERS.items():  # types here; the ranges in PretrainConfig.validate
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise InvalidInput(f"{name} must be a {'whole ' if kind is int else ''}number (got {value!r}).")
+        check_text(self.masking, "The masking", 40)
+        check_int(self.seed, "The seed", 0, 2**31 - 1)
+        self.pretrain_config().validate()  # the MIM bounds live in the core
+        steps = self.epochs * self.steps_per_epoch
+        if steps > MAX_TRAIN_STEPS:
+            raise InvalidInput(f"{self.epochs:,} epochs of {self.steps_per_epoch:,} steps is {steps:,} pretraining "
+                               f"steps; this server runs at most {MAX_TRAIN_STEPS:,} per job.")
+        self.check_tile_memory(1)
+        check_text(self.name, "The model name", MAX_NAME_CHARS)
+        if not self.name.strip():
+            raise InvalidInput("The model name cannot be blank.")
+        check_float(self.pixel_size_um, "The pixel size (µm)", 0.0, 1000.0, lo_open=True, zero_ok=True)
+        return self
+
+    def check_tile_memory(self, channels: int) -> None:
+        """InvalidInput when the sampled tiles of ``channels``-channel slides would exceed
+        :data:`MAX_PRETRAIN_TILE_BYTES` (memory depends on tiles x tile size, never on the slides' size)."""
+        need = pretrain_tile_bytes(self.tiles, self.tile_size, channels)
+        if need > MAX_PRETRAIN_TILE_BYTES:
+            raise InvalidInput(f"{self.tiles:,} tiles of {self.tile_size} x {self.tile_size} px"
+                               f"{f' x {channels} channels' if channels > 1 else ''} take "
+                               f"{need / 2**30:.1f} GiB; this server holds at most "
+                               f"{MAX_PRETRAIN_TILE_BYTES / 2**30:g} GiB of pretraining tiles. Sample fewer or "
+                               "smaller tiles.")
+
+    def pretrain_config(self):
+        """The core's ``PretrainConfig`` with every field set from this spec (no core default is used)."""
+        from fosgate.core.pretrain import PretrainConfig
+
+        return PretrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
+                              tile_size=self.tile_size, patch_size=self.patch_size, mask_ratio=self.mask_ratio,
+                              masking=self.masking, learning_rate=self.learning_rate, tiles=self.tiles,
+                              seed=self.seed)
+
+
 # ---------------------------------------------------------------------- prediction
 REGION_MAP_KINDS = ("", "polygons", "labels")
 _STAGED = re.compile(r"^regions/rg_[0-9a-f]+\.(geojson|zip|tif|png|names)$")
@@ -602,9 +703,9 @@ class CountRegionsSpec(JobSpec):
         return self
 
 
-SPECS: dict[str, type[JobSpec]] = {c.kind: c for c in (TrainSpec, PredictSpec, ExportTilesSpec, ClusterSpec,
-                                                       AutoLabelSpec, ExportProposalsSpec, ExportDatasetSpec,
-                                                       ExportModelSpec, CountRegionsSpec)}
+SPECS: dict[str, type[JobSpec]] = {c.kind: c for c in (TrainSpec, PretrainSpec, PredictSpec, ExportTilesSpec,
+                                                       ClusterSpec, AutoLabelSpec, ExportProposalsSpec,
+                                                       ExportDatasetSpec, ExportModelSpec, CountRegionsSpec)}
 
 
 def spec_from_job(kind: str, params: dict[str, Any]) -> JobSpec:

@@ -34,6 +34,7 @@ from fosgate.specs import (
     ExportTilesSpec,
     JobSpec,
     PredictSpec,
+    PretrainSpec,
     TrainSpec,
     check_id,
     check_region,
@@ -75,11 +76,31 @@ class JobSubmission:
         spec = TrainSpec.from_json({**spec.to_json(), "label_ids": list(label_ids)})
         return self._submit(spec, tasks.run_training)
 
+    def start_pretraining(self, spec: PretrainSpec) -> JobRow:
+        """Self-supervised pretraining on image slides (no labels): every slide exists (NOT_FOUND), is an
+        image (not a mask) and gives the same number of channels; the tiles fit the memory cap and each
+        slide's pixel size is within reach of the model's (INVALID_ARGUMENT)."""
+        rows = [self.store.get_slide(sid) for sid in spec.slide_ids]
+        for row in rows:
+            if row.role != "image":
+                raise InvalidInput(f"Slide '{row.name}' ({row.id}) was uploaded as a mask; pretrain on image slides "
+                                   "(no masks or labels are needed).")
+        channels = sorted({int(row.info["channels"]) for row in rows})
+        if len(channels) > 1:
+            raise InvalidInput(f"The slides mix images of {' and '.join(map(str, channels))} channels; pretrain one "
+                               "model per kind of image (choose the same --channel when you upload them).")
+        spec.check_tile_memory(channels[0])
+        tasks.check_pretrain_scales(rows, tasks.pretrain_pixel_size(spec, rows))
+        return self._submit(spec, tasks.run_pretraining)
+
     def start_prediction(self, spec: PredictSpec, regions: dict | None = None) -> JobRow:
         """``regions``: a client's region map (see ``fosgate.jobs.region_counts.stage_regions``), staged here so
         that a bad map is refused now, not by a failed job."""
+        from fosgate.core.model import check_segments
+
         slide = self.store.get_slide(spec.slide_id)
         model = self.store.get_model(spec.model_id)
+        check_segments(model.meta, model.id)
         if slide.role != "image":
             raise InvalidInput("This slide was uploaded as a mask; predict on an image slide.")
         if slide.info["channels"] != model.meta["in_channels"]:
@@ -123,7 +144,10 @@ class JobSubmission:
         for r in spec.regions:
             check_region(r, w, h, "tile")
         if spec.method == "model":
+            from fosgate.core.model import check_segments
+
             model = self.store.get_model(spec.model_id)
+            check_segments(model.meta, model.id)
             if model.meta["in_channels"] != slide.info["channels"]:
                 raise Precondition(f"Model '{model.id}' expects {model.meta['in_channels']}-channel images; this "
                                    f"slide has {slide.info['channels']}.")
@@ -151,7 +175,13 @@ class JobSubmission:
         return self._submit(spec, tasks.run_dataset_export)
 
     def start_model_export(self, spec: ExportModelSpec) -> JobRow:
-        self.store.get_model(spec.model_id)
+        """A bioimage.io package is a segmenter (deepImageJ, QuPath run it as one): a pretrained-only model is
+        refused; its Keras / SavedModel weights may leave the server."""
+        model = self.store.get_model(spec.model_id)
+        if spec.format == "bioimageio":
+            from fosgate.core.model import check_segments
+
+            check_segments(model.meta, model.id)
         return self._submit(spec, tasks.run_model_export)
 
     # ------------------------------------------------------------------ finished jobs

@@ -1,14 +1,14 @@
 """The ``fosgate`` command line.
 
 It belongs to the light client distribution (``fosgate-client``): every command that talks to a server
-(``train``, ``predict``, ``cluster``, ``select``, ``autolabel``, ``review``, ``label``, ``models``, ``jobs``,
+(``train``, ``pretrain``, ``predict``, ``cluster``, ``select``, ``autolabel``, ``review``, ``label``, ``models``, ``jobs``,
 ``tiles``) needs only the client. ``serve``, ``demo``, ``evaluate`` and other server-side commands run the
 server distribution's code (``fosgate``) when it is installed, and otherwise say which package to install.
 
 Commands and flags named in the project issues are a contract (Fiji macros and checks call them):
 ``serve``, ``train``, ``predict``, ``demo``, ``cluster``, ``select``, ``autolabel``, ``review``,
 ``evaluate``. Progress bars go to stderr; results go to stdout, and
-``train`` prints the new model id as its last stdout line.
+``train`` and ``pretrain`` print the new model id as their last stdout line.
 """
 
 from __future__ import annotations
@@ -148,6 +148,47 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _upload_or_id(fg, value: str, channel: int | None = None) -> str:
+    """A slide id as given, or the id of the image file at that path after uploading it (with a progress bar)."""
+    from tqdm import tqdm
+
+    path = Path(value)
+    if not path.is_file():
+        return value
+    with tqdm(total=path.stat().st_size, desc=f"Uploading {path.name}", unit="B", unit_scale=True,
+              file=sys.stderr) as bar:
+        return fg.upload_slide(path, channel=channel, on_progress=lambda s, t: bar.update(s - bar.n)).slide_id
+
+
+def cmd_pretrain(args) -> int:
+    """Self-supervised pretraining on unlabelled slides; the last stdout line is the new model id (as train)."""
+    with _client(args) as fg:
+        fg.check()
+        slide_ids: list[str] = []
+        for value in args.slide:
+            sid = _upload_or_id(fg, value, args.channel)
+            if sid not in slide_ids:  # the same file given twice is one slide
+                slide_ids.append(sid)
+        job = fg.pretrain(slide_ids, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                          batch_size=args.batch_size, tile_size=args.tile_size, patch_size=args.patch_size,
+                          tiles=args.tiles, masking=args.masking, mask_ratio=args.mask_ratio,
+                          learning_rate=args.learning_rate, arch=args.arch, name=args.name, seed=args.seed,
+                          pixel_size_um=args.pixel_size)
+        job = _job_bar(fg, job, "Pretraining (no labels)")
+        model = fg.get_model(job.result_id)
+        metrics = dict(model.metrics)
+        if args.json:
+            print(json.dumps({"model_id": model.model_id, "name": model.name, "version": model.version,
+                              "metrics": metrics, "job_id": job.job_id, "slide_ids": slide_ids}))
+        else:
+            print("pretrained model (no labels):", model.name, f"v{model.version}", model.arch,
+                  " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        print(f"fosgate: model {model.model_id} cannot segment yet; fine-tune it on labelled images: fosgate train "
+              f"--base-model {model.model_id} --images DIR --masks DIR", file=sys.stderr)
+        print(model.model_id)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
@@ -238,11 +279,17 @@ def cmd_models(args) -> int:
     with _client(args) as fg:
         models = fg.list_models()
     for m in models:
+        px = f"{m.pixel_size_um:g} um/px" if m.pixel_size_um else "pixel size unknown"
+        head = f"{m.model_id}\t{m.name} v{m.version}\t{m.arch or 'reference'}\t{px}\t{m.created}"
+        if m.metrics.get("pretrained") and not m.label_ids:  # no segmentation head trained yet
+            loss = f"mim_val_loss={m.metrics['mim_val_loss']:.4g}" if "mim_val_loss" in m.metrics else ""
+            print(f"{head}\tpretrained (no labels): fine-tune with --base-model {m.model_id}\t{loss}")
+            continue
         post = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.postprocess.items()))
         shown = ("val_object_f1", "val_object_precision", "val_object_recall", "best_epoch", "epochs_run", "pixel_f1")
         metrics = " ".join(f"{k}={m.metrics[k]:.4g}" for k in shown if k in m.metrics)
-        px = f"{m.pixel_size_um:g} um/px" if m.pixel_size_um else "pixel size unknown"
-        print(f"{m.model_id}\t{m.name} v{m.version}\t{m.arch or 'reference'}\t{px}\t{m.created}\tpost: {post}\t{metrics}")
+        base = f"\tfrom {m.parent_model_id}" if m.parent_model_id else ""
+        print(f"{head}\tpost: {post}\t{metrics}{base}")
     return 0
 
 
@@ -603,6 +650,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all-labels", action="store_true",
                     help="train on every label stored on the server (reviewed proposals too) plus the folders")
     sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("pretrain", help="pretrain a base model on unlabelled slides (masked image modelling); "
+                        "fine-tune it with train --base-model")
+    client_args(sp)
+    sp.add_argument("--slide", action="append", required=True, metavar="ID_OR_FILE",
+                    help="image slide id, or an image file to upload (repeatable; no masks needed)")
+    sp.add_argument("--epochs", type=int, default=0, help="default: the server's (20)")
+    sp.add_argument("--steps-per-epoch", type=int, default=0, help="default: the server's (50)")
+    sp.add_argument("--batch-size", type=int, default=0, help="default: the server's (8)")
+    sp.add_argument("--tiles", type=int, default=0,
+                    help="unlabelled tiles sampled from the slides and kept in memory (default: the server's, 512)")
+    sp.add_argument("--tile-size", type=int, default=0, help="tile side, multiple of 16 (default: the server's, 128)")
+    sp.add_argument("--patch-size", type=int, default=0,
+                    help="side of the hidden squares, divides the tile (default: the server's, 16)")
+    sp.add_argument("--masking", default="", choices=["", "intensity", "random"],
+                    help="which squares to hide: intensity (bright ones more often; the default) or random")
+    sp.add_argument("--mask-ratio", type=float, default=0.0,
+                    help="fraction of each tile hidden (default: the server's, 0.5)")
+    sp.add_argument("--learning-rate", type=float, default=0.0, help="default: the server's (1e-3)")
+    sp.add_argument("--arch", default="", choices=["", "unet2", "reference"],
+                    help="the network to pretrain; fine-tuning keeps it (default: unet2)")
+    sp.add_argument("--name", default="", help="model name (versions count up per name); default: pretrained")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
+                    help="µm per pixel the model works at (default: the slides' metadata)")
+    sp.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel images")
+    sp.set_defaults(fn=cmd_pretrain)
 
     sp = sub.add_parser("predict", help="segment and count cells in whole images")
     client_args(sp)

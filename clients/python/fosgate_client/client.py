@@ -236,6 +236,12 @@ class FosgateClient:
         takes the server's default (see the proto)."""
         return self._call(self.models.Train, pb.TrainRequest(label_ids=label_ids or [], **params))
 
+    def pretrain(self, slide_ids: list[str], **params) -> pb.Job:
+        """Start a self-supervised pretraining job on unlabelled image slides; params are PretrainRequest fields
+        (epochs, tiles, masking, ...); a field left out or 0 takes the server's default (see the proto). The
+        job's result_id is a model to fine-tune with :meth:`train` (``base_model_id``); it cannot predict."""
+        return self._call(self.models.Pretrain, pb.PretrainRequest(slide_ids=list(slide_ids), **params))
+
     def get_model(self, model_id: str) -> pb.Model:
         return self._call(self.models.GetModel, pb.GetModelRequest(model_id=model_id))
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from fosgate.core.normalize import Normalization
-from fosgate.errors import InvalidInput, NotFound
+from fosgate.errors import InvalidInput, NotFound, Precondition
 
 FORMAT_VERSION = 2
 CENTRE_SCALE = 255.0
@@ -311,3 +311,20 @@ def instances_from_encoded(enc: np.ndarray, post: PostProcess, image: np.ndarray
 def load_model(directory: str | Path) -> FosgateModel:
     """``FosgateModel.load``."""
     return FosgateModel.load(directory)
+
+
+def pretrained_only(meta: dict) -> bool:
+    """Whether a stored model's ``meta.json`` is that of a model pretrained without labels
+    (``metrics["pretrained"]`` = 1, no ``label_ids``) and never fine-tuned: its output head was never
+    trained, so its maps mean nothing. Fine-tuning (``train_model`` with it as base) writes fresh metrics
+    and the labels it learnt from, so the fine-tuned model is an ordinary one."""
+    return bool((meta.get("metrics") or {}).get("pretrained")) and not meta.get("label_ids")
+
+
+def check_segments(meta: dict, model_id: str) -> None:
+    """Precondition (FAILED_PRECONDITION) with the command to run when ``meta`` is that of a
+    :func:`pretrained_only` model: such a model must never silently produce cells."""
+    if pretrained_only(meta):
+        raise Precondition(f"Model '{model_id}' was pretrained without labels and cannot segment cells yet; "
+                           f"fine-tune it first: fosgate train --base-model {model_id} --images DIR --masks DIR "
+                           "(or --all-labels).")

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -72,17 +73,19 @@ class PretrainConfig:
 
 
 def sample_tiles(slides: Sequence, normalization: Normalization, n: int, tile: int, seed: int = 0,
-                 min_signal: float = 0.0) -> np.ndarray:
+                 min_signal: float = 0.0, stats: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+                 ) -> np.ndarray:
     """``n`` normalised tiles (n, tile, tile, C) read at random positions of the open ``slides``
-    (``fosgate.core.slides.Slide``), spread over the slides in proportion to their areas. Slides
-    smaller than ``tile`` are padded with zeros. Tiles whose mean normalised intensity is below
-    ``min_signal`` are redrawn a few times (empty glass teaches nothing)."""
+    (``fosgate.core.slides.Slide``, or :class:`SlideAtScale`), spread over the slides in proportion to
+    their areas. Slides smaller than ``tile`` are padded with zeros. Tiles whose mean normalised
+    intensity is below ``min_signal`` are redrawn a few times (empty glass teaches nothing). ``stats``:
+    each slide's ``(lo, hi)`` when already measured (default: ``normalization.stats`` of each slide)."""
     if not slides:
         raise InvalidInput("Pretraining needs at least one slide.")
     rng = np.random.default_rng(seed)
     areas = np.array([s.info.height * s.info.width for s in slides], float)
     which = rng.choice(len(slides), size=n, p=areas / areas.sum())
-    stats = [normalization.stats(s) for s in slides]
+    stats = list(stats) if stats is not None else [normalization.stats(s) for s in slides]
     channels = {s.info.channels for s in slides}
     if len(channels) > 1:
         raise InvalidInput("The slides mix grey and colour images; pretrain one model per kind of image.")
@@ -100,6 +103,56 @@ def sample_tiles(slides: Sequence, normalization: Normalization, n: int, tile: i
                 break
         out[i, : t.shape[0], : t.shape[1]] = t
     return out
+
+
+def allocate_tiles(areas: Sequence[float], n: int, seed: int = 0) -> list[int]:
+    """How many of ``n`` tiles each slide gives: a multinomial draw in proportion to the slides' areas
+    (what :func:`sample_tiles` does over several open slides), so that a job can open one slide at a time."""
+    a = np.asarray(areas, float)
+    if a.ndim != 1 or not len(a) or not np.all(a > 0):
+        raise InvalidInput("Pretraining needs at least one non-empty slide.")
+    return [int(c) for c in np.random.default_rng(seed).multinomial(n, a / a.sum())]
+
+
+class SlideAtScale:
+    """An open slide seen at another pixel size, as prediction reads it (``fosgate.core.rescale``):
+    ``factor`` model pixels per slide pixel; ``info`` has the model-scale height and width, ``read`` takes
+    model-scale coordinates. Reads stay window by window (a window plus the anti-alias margin)."""
+
+    def __init__(self, slide, factor: float, pixel_size_um: float = 0.0):
+        from dataclasses import replace
+
+        from fosgate.core.rescale import read_rescaled, scaled_size
+
+        info = slide.info
+        self.factor = float(factor)
+        self.info = replace(info, height=scaled_size(info.height, factor), width=scaled_size(info.width, factor),
+                            pixel_size_um=float(pixel_size_um or 0.0))
+        self._read = read_rescaled(slide.read, info.height, info.width, factor)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._read(y0, y1, x0, x1)
+
+
+def plot_pretraining_curve(history: dict[str, list[float]], path: str | Path) -> Path:
+    """The masked-reconstruction loss per epoch, training and held-out tiles (PNG at ``path``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in (("loss", "training tiles"), ("val_loss", "held-out tiles")):
+        values = history.get(key, [])
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("masked reconstruction MSE")
+    ax.set_title("Self-supervised pretraining (no labels)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def patch_masks(tiles: np.ndarray, patch: int, ratio: float, masking: str, rng: np.random.Generator) -> np.ndarray:
@@ -211,7 +264,7 @@ def pretrain(net, tiles: np.ndarray, config: PretrainConfig,
                 on_epoch(epoch + 1, config.epochs, float((logs or {}).get("val_loss", float("nan"))))
 
     hist = model.fit(Batches(), epochs=config.epochs, validation_data=(val_x, val_y), verbose=0,
-                     callbacks=[Progress()])
+                     validation_batch_size=config.batch_size, callbacks=[Progress()])
     if should_cancel and should_cancel():
         raise Cancelled("Cancelled by user.")
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}

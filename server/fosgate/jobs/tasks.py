@@ -1,4 +1,5 @@
-"""Job bodies: training, prediction, tile export and the labelling loop, run by ``JobRunner`` on a worker thread.
+"""Job bodies: training, pretraining, prediction, tile export and the labelling loop, run by ``JobRunner`` on a
+worker thread.
 
 Each gets its frozen spec (``fosgate.specs``, validated and checked against the store by
 ``fosgate.submit`` before submission; the job row holds the same spec as JSON) and a :class:`TaskEnv`,
@@ -28,6 +29,7 @@ from fosgate.specs import (
     ExportProposalsSpec,
     ExportTilesSpec,
     PredictSpec,
+    PretrainSpec,
     TrainSpec,
 )
 from fosgate.store.db import ModelRow, Store, new_id, now
@@ -121,6 +123,118 @@ def run_training(app: TaskEnv, ctx: JobContext, spec: TrainSpec) -> str:
     ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: threshold "
                  f"{post.threshold:g}, seed level {post.seed_threshold:g}, min size {post.min_size_px} px.",
                  force=True, **model.metrics)
+    return model_id
+
+
+#: sampled unlabelled tiles darker than this mean normalised intensity are redrawn (empty glass teaches nothing)
+PRETRAIN_MIN_SIGNAL = 0.02
+#: slides are read at the model's pixel size; one more than this factor finer or coarser is refused
+MAX_PRETRAIN_RESCALE = 8.0
+
+
+def _slide_pixel_um(row) -> float:
+    return float(row.info.get("pixel_size_um") or 0.0)
+
+
+def pretrain_pixel_size(spec: PretrainSpec, rows: list) -> float:
+    """The pretrained model's µm per pixel: the spec's, else the median of the slides' known pixel sizes,
+    else 0 (unknown; no slide is then rescaled)."""
+    if spec.pixel_size_um:
+        return float(spec.pixel_size_um)
+    known = [px for px in map(_slide_pixel_um, rows) if px > 0]
+    return float(np.median(known)) if known else 0.0
+
+
+def check_pretrain_scales(rows: list, model_px: float) -> None:
+    """InvalidInput when a slide would have to be resampled by more than :data:`MAX_PRETRAIN_RESCALE` to
+    reach the model's pixel size (a tile would then read a huge window, or mostly interpolation)."""
+    from fosgate.core.rescale import scale_factor
+
+    for row in rows:
+        f = scale_factor(_slide_pixel_um(row), model_px)
+        if not 1 / MAX_PRETRAIN_RESCALE <= f <= MAX_PRETRAIN_RESCALE:
+            raise InvalidInput(f"Slide '{row.name}' has {_slide_pixel_um(row):g} µm pixels, more than "
+                               f"{MAX_PRETRAIN_RESCALE:g} times {'finer' if f < 1 else 'coarser'} than the "
+                               f"{model_px:g} µm the model is to work at; give a pixel size closer to the slides' "
+                               "(--pixel-size), or none to use theirs.")
+
+
+def _sample_unlabelled_tiles(app: TaskEnv, ctx: JobContext, spec: PretrainSpec, rows: list, normalization,
+                             model_px: float) -> np.ndarray:
+    """``spec.tiles`` normalised tiles (n, t, t, C) from the slides, in proportion to their areas at the
+    model's pixel size. One slide is open at a time and read window by window; each is normalised with
+    the statistics of the whole slide and read at the model's scale, as prediction will read it."""
+    from fosgate.core.pretrain import SlideAtScale, allocate_tiles, sample_tiles
+    from fosgate.core.rescale import scale_factor, scaled_size
+
+    factors = [scale_factor(_slide_pixel_um(r), model_px) for r in rows]
+    areas = [scaled_size(r.info["height"], f) * scaled_size(r.info["width"], f) for r, f in zip(rows, factors,
+                                                                                             strict=True)]
+    counts = allocate_tiles(areas, spec.tiles, spec.seed)
+    tile = spec.tile_size
+    out = np.zeros((spec.tiles, tile, tile, int(rows[0].info["channels"])), np.float32)
+    done = 0
+    for k, (row, f, count) in enumerate(zip(rows, factors, counts, strict=True)):
+        ctx.check_cancel()
+        if count:
+            with app.open_slide(row) as slide:
+                stats = normalization.stats(slide)  # the whole slide's, at its own pixels, as prediction does
+                view = slide if f == 1.0 else SlideAtScale(slide, f, model_px)
+                out[done:done + count] = sample_tiles([view], normalization, count, tile, seed=spec.seed + k,
+                                                      min_signal=PRETRAIN_MIN_SIGNAL, stats=[stats])
+            done += count
+        ctx.progress(0.1 * (k + 1) / len(rows), f"Sampled {done}/{spec.tiles} unlabelled tiles "
+                     f"({k + 1}/{len(rows)} slides).")
+    return out
+
+
+def run_pretraining(app: TaskEnv, ctx: JobContext, spec: PretrainSpec) -> str:
+    """Pretrain a new network without labels (``fosgate.core.pretrain``) and register it as a model whose
+    metrics say ``pretrained`` = 1 and whose ``label_ids`` are empty: prediction refuses it
+    (``fosgate.core.model.check_segments``) until ``train --base-model`` fine-tunes it. A cancelled job
+    registers nothing."""
+    from fosgate import __version__
+    from fosgate.core.model import FosgateModel
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.pretrain import plot_pretraining_curve, pretrain
+
+    rows = [app.store.get_slide(sid) for sid in spec.slide_ids]
+    model_px = pretrain_pixel_size(spec, rows)
+    normalization = Normalization()  # what a new model trains and predicts with; fine-tuning keeps it
+    ctx.progress(0.0, f"Sampling {spec.tiles} unlabelled tiles of {spec.tile_size} px from {len(rows)} slide(s).",
+                 force=True)
+    tiles = _sample_unlabelled_tiles(app, ctx, spec, rows, normalization, model_px)
+    ctx.check_cancel()
+    model_id = new_id("md")
+    model = FosgateModel.create(spec.arch, int(tiles.shape[-1]), normalization, seed=spec.seed,
+                                pixel_size_um=model_px, model_id=model_id, name=spec.name)
+
+    def on_epoch(epoch: int, epochs: int, val_loss: float) -> None:
+        ctx.progress(0.1 + 0.85 * epoch / epochs, f"Epoch {epoch}/{epochs}: masked reconstruction loss "
+                     f"{val_loss:.4f} (held-out tiles).", force=True, epoch=epoch, epochs=epochs,
+                     mim_val_loss=val_loss)
+
+    result = pretrain(model.network, tiles, spec.pretrain_config(), on_epoch=on_epoch, should_cancel=ctx.cancelled)
+    ctx.check_cancel()
+    del tiles
+    history = result.history
+    model.history = history
+    model.metrics = {"pretrained": 1.0, "mim_loss": history["loss"][-1], "mim_val_loss": history["val_loss"][-1],
+                     "pretrain_seconds": result.seconds, "tiles": float(spec.tiles),
+                     "epochs_run": float(len(history["loss"])), "steps_per_epoch": float(spec.steps_per_epoch),
+                     "tile_size": float(spec.tile_size), "patch_size": float(spec.patch_size),
+                     "mask_ratio": float(spec.mask_ratio)}
+    model.train_tile_size = spec.tile_size
+    model.fosgate_version = __version__
+    model.version = app.store.next_model_version(spec.name)
+    model.created = now()
+    directory = model.save(app.store.model_dir(model_id))
+    ctx.add_artifact(plot_pretraining_curve(history, ctx.workdir / "pretraining_curve.png"))
+    app.store.add_model(ModelRow(model_id, spec.name, model.version, str(directory), model.meta_dict(),
+                                 model.created, ctx.job_id))
+    ctx.progress(1.0, f"Saved pretrained model {model_id} ({spec.name} v{model.version}, {model.arch}); it cannot "
+                 f"segment yet: fine-tune it with fosgate train --base-model {model_id}.", force=True,
+                 **model.metrics)
     return model_id
 
 

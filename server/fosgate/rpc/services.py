@@ -34,6 +34,7 @@ from fosgate.specs import (
     ExportProposalsSpec,
     ExportTilesSpec,
     PredictSpec,
+    PretrainSpec,
     TrainSpec,
 )
 from fosgate.store.db import ArtifactRow, ClusteringRow, JobRow, LabelRow, ModelRow, ProposalRow, SlideRow
@@ -48,9 +49,9 @@ PAGE_BYTES = 4 << 20
 MAX_TEXT_CHARS = 1024
 TEXT_CAPS = {"path": 4096, "name": 8192, "stem": 1024, "sha256": 128, "reviewer": 200, "page_token": 256}
 FIELD_WORDS = {"stem": "output name", "name": "name", "reviewer": "reviewer name", "path": "file path",
-               "label_ids": "label id", "format": "format name", "kind": "job kind"}
+               "label_ids": "label id", "slide_ids": "slide id", "format": "format name", "kind": "job kind"}
 ID_FIELDS = frozenset({"slide_id", "mask_slide_id", "label_id", "parent_id", "model_id", "base_model_id", "job_id",
-                       "artifact_id", "clustering_id", "proposal_id", "label_ids", "replaces_label_id"})
+                       "artifact_id", "clustering_id", "proposal_id", "label_ids", "replaces_label_id", "slide_ids"})
 
 
 def check_text_fields(msg, depth: int = 0) -> None:
@@ -336,6 +337,16 @@ class ModelService(pbg.ModelServiceServicer):
             base_model_id=request.base_model_id, patience=request.patience, arch=request.arch,
             pixel_size_um=request.pixel_size_um)
         return job_pb(self.app.jobs.start_training(spec))
+
+    @rpc
+    def Pretrain(self, request: pb.PretrainRequest, context) -> pb.Job:
+        spec = PretrainSpec.create(
+            slide_ids=tuple(request.slide_ids), arch=request.arch, epochs=request.epochs,
+            steps_per_epoch=request.steps_per_epoch, batch_size=request.batch_size, tile_size=request.tile_size,
+            patch_size=request.patch_size, mask_ratio=request.mask_ratio, masking=request.masking.lower(),
+            tiles=request.tiles, learning_rate=request.learning_rate, seed=request.seed, name=request.name,
+            pixel_size_um=request.pixel_size_um)
+        return job_pb(self.app.jobs.start_pretraining(spec))
 
     @rpc
     def GetModel(self, request: pb.GetModelRequest, context) -> pb.Model:

@@ -651,6 +651,38 @@ class TrainRequest(_message.Message):
     pixel_size_um: float
     def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
 
+class PretrainRequest(_message.Message):
+    __slots__ = ("slide_ids", "arch", "epochs", "steps_per_epoch", "batch_size", "tile_size", "patch_size", "mask_ratio", "masking", "tiles", "learning_rate", "seed", "name", "pixel_size_um")
+    SLIDE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MASK_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MASKING_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    slide_ids: _containers.RepeatedScalarFieldContainer[str]
+    arch: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    tile_size: int
+    patch_size: int
+    mask_ratio: float
+    masking: str
+    tiles: int
+    learning_rate: float
+    seed: int
+    name: str
+    pixel_size_um: float
+    def __init__(self, slide_ids: _Optional[_Iterable[str]] = ..., arch: _Optional[str] = ..., epochs: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., tile_size: _Optional[int] = ..., patch_size: _Optional[int] = ..., mask_ratio: _Optional[float] = ..., masking: _Optional[str] = ..., tiles: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
+
 class GetModelRequest(_message.Message):
     __slots__ = ("model_id",)
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]

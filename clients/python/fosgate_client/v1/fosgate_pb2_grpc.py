@@ -991,6 +991,11 @@ class ModelServiceStub:
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.TrainRequest.SerializeToString,
                 response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
                 _registered_method=True)
+        self.Pretrain = channel.unary_unary(
+                '/fosgate.v1.ModelService/Pretrain',
+                request_serializer=fosgate_dot_v1_dot_fosgate__pb2.PretrainRequest.SerializeToString,
+                response_deserializer=fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+                _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/fosgate.v1.ModelService/GetModel',
                 request_serializer=fosgate_dot_v1_dot_fosgate__pb2.GetModelRequest.SerializeToString,
@@ -1013,6 +1018,13 @@ class ModelServiceServicer:
 
     def Train(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pretrain(self, request, context):
+        """A job whose result_id is the new (pretrained, not yet segmenting) model; cancellable, registers nothing then.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1042,6 +1054,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
             'Train': grpc.unary_unary_rpc_method_handler(
                     servicer.Train,
                     request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.TrainRequest.FromString,
+                    response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
+            ),
+            'Pretrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pretrain,
+                    request_deserializer=fosgate_dot_v1_dot_fosgate__pb2.PretrainRequest.FromString,
                     response_serializer=fosgate_dot_v1_dot_fosgate__pb2.Job.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
@@ -1086,6 +1103,33 @@ class ModelService:
             target,
             '/fosgate.v1.ModelService/Train',
             fosgate_dot_v1_dot_fosgate__pb2.TrainRequest.SerializeToString,
+            fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pretrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fosgate.v1.ModelService/Pretrain',
+            fosgate_dot_v1_dot_fosgate__pb2.PretrainRequest.SerializeToString,
             fosgate_dot_v1_dot_fosgate__pb2.Job.FromString,
             options,
             channel_credentials,
