@@ -135,3 +135,25 @@ def test_setup_logging_routes_library_records(tmp_path, verbose):
                 root.removeHandler(h)
                 h.close()
         logging.captureWarnings(False)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_quietly(tmp_path):
+    """The README's first command (`fosgate demo`) at a small size: every output written, the summary
+    printed, and no library line on the terminal (they go to server-data/server.log)."""
+    out = tmp_path / "demo"
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([FOSGATE, "demo", "--out", str(out), "--size", "1024", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert library_lines(proc.stdout + proc.stderr) == [], (proc.stdout + proc.stderr)[-3000:]
+    for suffix in ("mask.ome.tif", "labels.ome.tif", "rois.zip", "geojson", "counts.csv", "overlay.png"):
+        assert (out / f"sample_slide.{suffix}").stat().st_size > 0, suffix
+    assert re.search(r"\(unet2\): validation object F1 \d\.\d{3}", proc.stdout), proc.stdout
+    m = re.search(r"counted (\d+) c-fos positive cells on the 1024x1024 px slide in \d+ s", proc.stdout)
+    assert m, proc.stdout
+    counts = (out / "sample_slide.counts.csv").read_text().strip().splitlines()
+    assert len(counts) - 2 == int(m.group(1)) and counts[-1].startswith("total")  # header, a row per cell, total
+    assert re.search(r"Training U-Net: +\d+%\|", proc.stderr)  # progress bars on the terminal
+    assert " INFO " in (out / "server-data" / "server.log").read_text()
