@@ -6,11 +6,14 @@ Clissa et al. 2024). One image per colour is held out for evaluation; the others
 Per training slide: tile clustering (autoencoder + k-means). Then rounds of
   select (round 1: balanced over clusters; later: active, guided by the current model)
   -> auto-label (round 1: classical labeller; later: the current model's predictions)
-  -> review by a script that plays the biologist: it accepts a proposal whose objects match the
-     ground truth (object F1 >= ``accept_f1`` with the FNC rule: IoU >= 0.5 or centroids <= 40 px)
-     and otherwise replaces it with the ground-truth mask (that is one "touched" tile)
-  -> train on every label so far -> predict the held-out images -> evaluate.
-Reports per round: tiles reviewed, tiles touched, pixel F1/MIoU and object F1, count MAE.
+  -> review by a script that plays the biologist: it corrects every proposal to the ground truth and
+     counts what that costs a person (``fosgate.core.edit_cost``: objects kept, re-drawn, deleted and
+     drawn, matching at IoU >= 0.5); a proposal that needs no edit is accepted, any other is replaced
+     by the ground-truth mask (one "touched" tile)
+  -> train on every label so far, from scratch each round (``--retrain-from previous`` fine-tunes the
+     previous round's model instead) -> predict the held-out images -> evaluate.
+Reports per round: tiles reviewed and touched, the edit cost (this round and so far), pixel F1/MIoU and
+object F1 (FNC rule: IoU >= 0.5 or centroids <= 40 px), count MAE.
 
     .venv/bin/python bench/labelling_loop.py [--quick] [--out bench/results]
 """
@@ -37,11 +40,12 @@ def read_mask(path: Path) -> np.ndarray:
     return (np.asarray(Image.open(path).convert("L")) > 0).astype(np.uint8)
 
 
-def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epochs: int, accept_f1: float,
-        seed: int = 0) -> dict:
+def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epochs: int,
+        seed: int = 0, retrain_from: str = "scratch") -> dict:
     import tifffile
 
     from fosgate.config import ServerConfig
+    from fosgate.core.edit_cost import NO_COST, edit_cost
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
     from fosgate.rpc.server import start_server
     from fosgate_client.client import FosgateClient
@@ -67,8 +71,10 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
                 model_id = ""
                 history = []
                 reviewed = touched = 0
+                total_cost = NO_COST
                 for r in range(1, rounds + 1):
                     t_round = time.perf_counter()
+                    round_cost = NO_COST
                     strategy, method = ("balanced", "classical") if not model_id else ("active", "model")
                     for s, clustering, truth in slides:
                         picked = fg.select_tiles(clustering, tiles_per_slide, strategy, model_id=model_id,
@@ -90,17 +96,19 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
                             x, y, w, h = p.region.x, p.region.y, p.region.width, p.region.height
                             proposal = tifffile.imread(pdir / f"{p.proposal_id}.labels.tif")
                             gt = truth[y:y + h, x:x + w]
-                            score = object_scores(proposal, gt, iou_threshold=0.5, centroid_px=40)
+                            cost = edit_cost(proposal, gt)
+                            round_cost += cost
                             reviewed += 1
-                            if score["f1"] >= accept_f1:
+                            if cost.edits == 0:
                                 fg.review(p.proposal_id, "accept", reviewer="scripted")
                             else:
                                 touched += 1
                                 mpath = pdir / f"{p.proposal_id}.truth.png"
                                 Image.fromarray(gt * 255).save(mpath)
                                 fg.review(p.proposal_id, "replace", reviewer="scripted", mask=mpath)
+                    base = model_id if retrain_from == "previous" else ""
                     train = fg.wait(fg.train([], epochs=epochs, tile_size=128, batch_size=16, seed=seed,
-                                             name="fnc-loop", base_model_id=model_id).job_id)
+                                             name="fnc-loop", base_model_id=base).job_id)
                     model_id = train.result_id
                     pairs, objs = [], []
                     for s, truth, stem in tests:
@@ -112,6 +120,8 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
                         objs.append(object_scores(pred, truth, iou_threshold=0.5, centroid_px=40))
                     row = {"round": r, "selection": strategy, "proposals": method, "labels": len(fg.list_labels()),
                            "tiles_reviewed": reviewed, "tiles_touched": touched,
+                           "edit_cost": round_cost.to_dict(), "edit_cost_so_far": (total_cost := total_cost
+                                                                                   + round_cost).to_dict(),
                            **mean_pixel_scores(pairs), **summarize_objects(objs),
                            "seconds": time.perf_counter() - t_round}
                     history.append(row)
@@ -119,19 +129,23 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
         finally:
             server.stop()
     result = {"rounds": history, "held_out": [t[0].name for t in test_images], "epochs_per_round": epochs,
-              "tiles_per_slide_per_round": tiles_per_slide, "accept_f1": accept_f1,
+              "tiles_per_slide_per_round": tiles_per_slide, "retrain_from": retrain_from,
               "wall_seconds": time.perf_counter() - t0}
     save(out, "labelling_loop", result)
     return result
 
 
 def markdown(result: dict) -> str:
-    lines = ["| round | selection | proposals | labels | tiles reviewed | touched | pixel F1 | pixel MIoU | "
-             "object F1 | count MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| round | selection | proposals | labels | tiles reviewed | touched | edits (re-drawn / deleted / "
+             "drawn) | edits so far | pixel F1 | pixel MIoU | object F1 | count MAE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rounds"]:
+        c = r.get("edit_cost") or {}
+        edits = f"{c['edits']} ({c['redrawn']} / {c['deleted']} / {c['drawn']})" if c else "-"
+        so_far = (r.get("edit_cost_so_far") or {}).get("edits", "-")
         lines.append(f"| {r['round']} | {r['selection']} | {r['proposals']} | {r['labels']} | {r['tiles_reviewed']} | "
-                     f"{r['tiles_touched']} | {r['pixel_f1']:.3f} | {r['pixel_miou']:.3f} | {r['object_f1']:.3f} | "
-                     f"{r['count_mae']:.1f} |")
+                     f"{r['tiles_touched']} | {edits} | {so_far} | {r['pixel_f1']:.3f} | {r['pixel_miou']:.3f} | "
+                     f"{r['object_f1']:.3f} | {r['count_mae']:.1f} |")
     return "\n".join(lines)
 
 
@@ -142,15 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tiles", type=int, default=12, help="tiles per slide per round")
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--accept-f1", type=float, default=0.8)
+    ap.add_argument("--retrain-from", choices=["scratch", "previous"], default="scratch",
+                    help="each round trains on all labels so far from scratch, or fine-tunes the previous model")
     args = ap.parse_args(argv)
     if not FNC.is_dir():
         raise SystemExit(f"{FNC} is missing: the FNC data lives in ../shared/data/fnc")
     if args.quick:
-        result = run(args.out, rounds=1, tiles_per_slide=2, epochs=1, cluster_epochs=1, accept_f1=args.accept_f1)
+        result = run(args.out, rounds=1, tiles_per_slide=2, epochs=1, cluster_epochs=1, retrain_from=args.retrain_from)
     else:
         result = run(args.out, rounds=args.rounds, tiles_per_slide=args.tiles, epochs=args.epochs, cluster_epochs=5,
-                     accept_f1=args.accept_f1)
+                     retrain_from=args.retrain_from)
     print(markdown(result))
     return 0
 

@@ -550,24 +550,40 @@ def _labelling_loop_reading(rounds: list[dict]) -> str:
 
 
 def labelling_loop(r: dict, plots: Path) -> str:
+    if "accept_f1" in r:  # a result of the earlier loop (accept at object F1 >= accept_f1, fine-tune each round)
+        reviewer = (f"a scripted reviewer that accepts a proposal whose objects match the truth (object F1 >= "
+                    f"{r['accept_f1']}, FNC rule) and otherwise replaces it with the true mask, then "
+                    f"{r['epochs_per_round']} epochs of training on all labels so far (fine-tuning the previous model)")
+    else:
+        start = "from scratch" if r.get("retrain_from") == "scratch" else "fine-tuning the previous model"
+        reviewer = ("a scripted reviewer that corrects every proposal to the truth and counts the edits a person "
+                    "makes (objects re-drawn, deleted and drawn; matching at IoU >= 0.5; "
+                    "`fosgate.core.edit_cost`): a proposal without edits is accepted, any other replaced by the true "
+                    f"mask, then {r['epochs_per_round']} epochs of training on all labels so far ({start})")
+    has_cost = all("edit_cost" in x for x in r["rounds"])
+    head = ["round", "selection", "proposals", "labels", "tiles reviewed", "touched"]
+    head += ["edits (re-drawn / deleted / drawn)", "edits so far"] if has_cost else []
+    head += ["pixel F1", "pixel MIoU", "object F1", "count MAE", "round s"]
+    rows = []
+    for x in r["rounds"]:
+        row = [x["round"], x["selection"], x["proposals"], x["labels"], x["tiles_reviewed"], x["tiles_touched"]]
+        if has_cost:
+            c = x["edit_cost"]
+            row += [f"{c['edits']} ({c['redrawn']} / {c['deleted']} / {c['drawn']})", x["edit_cost_so_far"]["edits"]]
+        row += [f"{x['pixel_f1']:.3f}", f"{x['pixel_miou']:.3f}", f"{x['object_f1']:.3f}", f"{x['count_mae']:.1f}",
+                f"{x['seconds']:.0f}"]
+        rows.append(row)
     return "\n".join([
         "## Labelling loop on FNC (scripted reviewer)",
         "",
         f"`bench/labelling_loop.py`: {DATA_CREDITS['fnc']}; `{'`, `'.join(r['held_out'])}` are held out, the other "
         "four are the slides, all through a real fosgate server and client. Per slide: tile clustering (k=5). Per "
         f"round and slide: {r['tiles_per_slide_per_round']} tiles selected (round 1 balanced over clusters, later "
-        "active with the current model), proposals (round 1 classical labeller, later the current model), a "
-        f"scripted reviewer that accepts a proposal whose objects match the truth (object F1 >= {r['accept_f1']}, "
-        "FNC rule) and otherwise replaces it with the true mask, then "
-        f"{r['epochs_per_round']} epochs of training on all labels so far (fine-tuning the previous model), and "
-        f"prediction of the held-out images (min size 100 px). \"Touched\" counts replaced tiles, cumulative. "
+        f"active with the current model), proposals (round 1 classical labeller, later the current model), {reviewer}, "
+        "and prediction of the held-out images (min size 100 px). \"Touched\" counts replaced tiles, cumulative. "
         f"{r['wall_seconds'] / 60:.1f} min in all.",
         "",
-        _table(["round", "selection", "proposals", "labels", "tiles reviewed", "touched", "pixel F1", "pixel MIoU",
-                "object F1", "count MAE", "round s"],
-               [[x["round"], x["selection"], x["proposals"], x["labels"], x["tiles_reviewed"], x["tiles_touched"],
-                 f"{x['pixel_f1']:.3f}", f"{x['pixel_miou']:.3f}", f"{x['object_f1']:.3f}", f"{x['count_mae']:.1f}",
-                 f"{x['seconds']:.0f}"] for x in r["rounds"]]),
+        _table(head, rows),
         "",
         _labelling_loop_reading(r["rounds"]),
         "",

@@ -83,3 +83,8 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
         (row,) = results["labelling_loop"]["rounds"]
         assert row["tiles_reviewed"] == 8 and 0 <= row["tiles_touched"] <= 8 and row["labels"] == 8
         assert 0.0 <= row["pixel_f1"] <= 1.0 and 0.0 <= row["object_f1"] <= 1.0
+        cost = row["edit_cost"]  # the reviewer's corrections, counted in objects
+        assert cost == row["edit_cost_so_far"] and cost["edits"] == cost["redrawn"] + cost["deleted"] + cost["drawn"]
+        assert cost["kept"] + cost["redrawn"] + cost["deleted"] == cost["proposed"]
+        assert (cost["edits"] == 0) == (row["tiles_touched"] == 0)
+        assert results["labelling_loop"]["retrain_from"] == "scratch"
