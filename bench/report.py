@@ -750,6 +750,51 @@ def cfos(r: dict, plots: Path) -> str:
     return "\n".join(lines + ["", _provenance(r)])
 
 
+def cfos_labels(r: dict, plots: Path) -> str:
+    st = r["settings"]
+    rows = [[x["lab"], x["start"], x["strategy"], f"{x['tiles']}{' (all)' if x['all'] else ''}", x["seeds"],
+             f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]", f"{x['edits']:.0f}",
+             f"{x['count_error']:+.1f}",
+             f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-"] for x in r["rows"]]
+    found = []
+    for f in r["findings"]:
+        if f["edits_to_95pct"] is None:
+            found.append(f"{f['lab']} from {f['start']}, {f['strategy']}: no budget reached 95 % of the all-tiles F1 "
+                         f"({f['all_tiles_f1']:.3f})")
+        else:
+            share = (f" = {100 * f['edits_to_95pct'] / f['all_tiles_edits']:.0f} % of the all-tiles edits"
+                     if f["all_tiles_edits"] else "")
+            found.append(f"{f['lab']} from {f['start']}, {f['strategy']}: 95 % of the all-tiles F1 ({f['all_tiles_f1']:.3f}) "
+                         f"with {f['tiles_to_95pct']} tiles, {f['edits_to_95pct']:.0f} edits{share}")
+    pairs = r.get("distinguishable", [])
+    apart = [f"{d['lab']}/{d['start']}/{d['tiles']}: {d['a']} vs {d['b']}" for d in pairs if d["distinguishable"]]
+    return "\n".join([
+        "## Labels a new lab needs (segebarth-cfos, leave-one-lab-out)",
+        "",
+        "`bench/bench_cfos_labels.py`: for each held-out lab, its images are split into a pool of "
+        f"{st['tile']}-px tiles a person may label and test images; starting from scratch, from a base model trained "
+        "on the other labs, or from a model pretrained without labels on the pool (masked image modelling), n tiles "
+        "are chosen (random, balanced over k-means clusters of tile intensity features, or active: the starting "
+        "model's least certain tiles), the starting model's proposals for them are corrected to the truth by a "
+        "scripted reviewer (edits = objects re-drawn + deleted + drawn), the model is fine-tuned "
+        f"({st['ft_epochs']} x {st['ft_steps']} steps of 8 crops of 128 px; base: {st['base_epochs']} x "
+        f"{st['base_steps']} steps) and scored on the test images (object F1, IoU >= 0.5, pooled; interval: t over "
+        f"{len(st['seeds'])} seed(s); seeds also rotate the pool/test split). Mode: {r['mode']}; "
+        f"{r['wall_seconds'] / 60:.0f} min.",
+        "",
+        _table(["held-out lab", "start", "selection", "tiles", "seeds", "object F1 [95 % CI]", "edits",
+                "count error", "median expert F1"], rows),
+        "",
+        "Reading: " + ("; ".join(found) if found else "no all-tiles run in this result") + ". "
+        + ("Strategies with disjoint intervals: " + "; ".join(apart) + "." if apart else
+           "No two selection strategies are distinguishable at these seeds (their intervals overlap)."),
+        "",
+        "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
+        "",
+        _provenance(r),
+    ])
+
+
 SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("speed", "bench/bench_speed.py", speed),
     ("speed_gpu", "KERAS_BACKEND=jax bench/bench_speed.py --sizes 2048 4096 8192 (on a GPU machine)", speed_gpu),
@@ -761,6 +806,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("fnc_loo", "bench/bench_fnc_loo.py", fnc_loo),
     ("dsb", "bench/bench_dsb.py", dsb),
     ("delivr", "bench/bench_delivr.py", delivr),
+    ("cfos_labels", "bench/bench_cfos_labels.py", cfos_labels),
     ("label_efficiency", "bench/bench_label_efficiency.py", label_efficiency),
     ("labelling_loop", "bench/labelling_loop.py", labelling_loop),
 ]

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "dsb": ("bench_dsb.py", "dsb2018"),
     "delivr": ("bench_delivr.py", "delivr-cfos"),
     "cfos": ("bench_cfos.py", "segebarth-cfos"),
+    "cfos_labels": ("bench_cfos_labels.py", "segebarth-cfos"),
     "fnc_loo": ("bench_fnc_loo.py", "fnc"),
     "label_efficiency": ("bench_label_efficiency.py", "fnc"),
     "labelling_loop": ("labelling_loop.py", "fnc"),

@@ -42,7 +42,7 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
     for name in ("speed", "memory", "scale", "transport", "load"):
         assert results[name]["machine"]["cpus"] >= 1 and results[name]["date"]
 
-    expected = {"cfos": "segebarth-cfos", "dsb": "dsb2018", "delivr": "delivr-cfos", "fnc_loo": "fnc", "label_efficiency": "fnc",
+    expected = {"cfos": "segebarth-cfos", "cfos_labels": "segebarth-cfos", "dsb": "dsb2018", "delivr": "delivr-cfos", "fnc_loo": "fnc", "label_efficiency": "fnc",
                 "labelling_loop": "fnc"}
     for name, data in expected.items():
         if not (SHARED_DATA / data).is_dir():
@@ -61,6 +61,20 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
         assert row["method"] == "reference" and row["images"] == 1 and 0.0 <= row["f1"] <= 1.0
         assert row["f1_ci95"][0] <= row["f1"] <= row["f1_ci95"][1] and row["median_expert_f1"] is not None
         assert "c-FOS counting vs the lab's experts" in text and (tmp_path / "cfos.png").stat().st_size > 0
+    if "cfos_labels" in results:
+        c = results["cfos_labels"]
+        assert c["mode"] == "quick"
+        got = {(r["start"], r["strategy"], r["tiles"]) for r in c["records"]}
+        assert got == {("base", "random", 0), ("base", "active", 0), ("base", "random", 4), ("base", "active", 4),
+                       ("scratch", "random", 4), ("scratch", "active", 4)}
+        for r in c["records"]:
+            assert r["lab"] == "inns1" and len(r["test"]) == 1 and not set(r["test"]) & set(r["pool"])
+            assert 0.0 <= r["f1"] <= 1.0 and r["edit_cost"]["edits"] >= 0
+            if r["tiles"] == 0:
+                assert r["edit_cost"]["edits"] == 0
+            if r["start"] == "scratch":  # no proposals: every true object of the chosen tiles is drawn
+                assert r["edit_cost"]["drawn"] == r["edit_cost"]["true"] and r["edit_cost"]["proposed"] == 0
+        assert "Labels a new lab needs" in text and (tmp_path / "cfos_labels.png").stat().st_size > 0
     if "dsb" in results:
         (row,) = results["dsb"]["rows"]
         assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5

@@ -1,0 +1,415 @@
+"""Labels a new lab needs: object F1 vs labelled tiles and vs edit cost, leave-one-lab-out on segebarth-cfos.
+
+Data: ../shared/data/segebarth-cfos (read in place; Segebarth, Griebel et al. 2020, eLife 9:e59780;
+Apache-2.0). The c-FOS labs are wue1, mue and inns1 (see bench_cfos.py).
+
+For a held-out lab L and a seed s:
+
+- L's images are split into a *pool* (the new lab's slides, cut into non-overlapping ``--tile``-px tiles
+  that a person may label) and *test* images (never labelled, never seen): wue1 holds out half of its
+  animal groups (which half rotates with the seed), mue and inns1 hold out one image (rotating).
+- Starting points: ``scratch`` (a new unet2), ``base`` (unet2 trained on the other two labs' images,
+  ``--base-steps``), ``pretrained`` (a new unet2 pretrained by masked image modelling on the pool images
+  without their labels, ``fosgate.core.pretrain``, ``--pretrain-steps``).
+- Selection of n tiles from the pool for each budget in ``--budgets``: ``random``; ``balanced`` over
+  k-means clusters of simple tile features (mean, spread and 99th percentile of normalised intensity);
+  ``active``: the tiles where the starting model is least sure (mean 4p(1-p) of its foreground map;
+  for ``scratch``, which has no model, random). Random and active sets are nested across budgets.
+- Edit cost of the chosen tiles: the starting model's proposals corrected to the truth by the scripted
+  reviewer (``fosgate.core.edit_cost``: objects re-drawn, deleted and drawn); ``scratch`` has no
+  proposals, so every object is drawn.
+- Fine-tuning on the chosen tiles (``train_model(..., base=start)``, ``--ft-steps``), then object F1
+  (one-to-one at IoU >= 0.5) and count error on the test images. Budget 0 scores the starting model
+  itself (``base`` only: scratch and pretrained cannot segment). ``all`` = every pool tile.
+
+Reported per (lab, start, strategy, budget): mean over seeds of the pooled F1 with a 95 % interval over
+seeds (t), mean edit cost, next to the experts' F1 on the same test images (median expert), and the
+smallest edit cost that reaches 95 % of the all-tiles score. Strategies whose intervals overlap are
+reported as not distinguishable.
+
+    .venv/bin/python bench/bench_cfos_labels.py [--labs inns1 mue wue1] [--seeds 0 1 2 3 4]
+        [--budgets 0 4 8 16 32 all] [--starts scratch base pretrained] [--strategies random balanced active]
+        [--quick] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_cfos import CFOS_LABS, Sample, ceiling_by_lab, human_ceiling, load_samples
+from common import RESULTS, save
+
+STARTS = ("scratch", "base", "pretrained")
+STRATEGIES = ("random", "balanced", "active")
+MODEL_PX_UM = 1.0  # the models' pixel size (µm), as bench_cfos
+
+
+@dataclass
+class Tile:
+    image: int  # index into the pool
+    y: int
+    x: int
+    size: int
+
+
+def split_lab(samples: list[Sample], lab: str, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(pool, test) of ``lab``: wue1 by animal group halves, the small labs one image out (by seed)."""
+    mine = [s for s in samples if s.lab == lab]
+    if lab == "wue1":
+        groups = sorted({s.group for s in mine}, key=int)
+        rng = np.random.default_rng(seed)
+        held = set(rng.permutation(groups)[: len(groups) // 2].tolist())
+        return [s for s in mine if s.group not in held], [s for s in mine if s.group in held]
+    k = seed % len(mine)
+    return [s for i, s in enumerate(mine) if i != k], [mine[k]]
+
+
+def pool_tiles(pool: list[Sample], size: int) -> list[Tile]:
+    return [Tile(i, y, x, size) for i, s in enumerate(pool)
+            for y in range(0, s.image.shape[0] - size + 1, size) for x in range(0, s.image.shape[1] - size + 1, size)]
+
+
+def truth_instances(s: Sample) -> np.ndarray:
+    from fosgate.core.metrics import as_instances
+
+    return as_instances(s.consensus)
+
+
+def train_pairs(samples: list[Sample], tiles: list[Tile] | None = None):
+    """Training pairs: whole images, or the given tiles of them (normalised with the whole image's stats)."""
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.training import TrainingPair
+
+    norm = Normalization()
+    out = []
+    if tiles is None:
+        for s in samples:
+            out.append(TrainingPair(s.image[..., None], truth_instances(s), s.name, pixel_size_um=1.0 / s.px_per_um))
+        return out
+    stats = {}
+    for t in tiles:
+        s = samples[t.image]
+        if t.image not in stats:
+            stats[t.image] = norm.stats_of_array(s.image[..., None])
+        lo, hi = stats[t.image]
+        sl = (slice(t.y, t.y + t.size), slice(t.x, t.x + t.size))
+        out.append(TrainingPair(s.image[sl][..., None], truth_instances(s)[sl], f"{s.name}_{t.y}_{t.x}", lo=lo, hi=hi,
+                                pixel_size_um=1.0 / s.px_per_um))
+    return out
+
+
+def maps_and_labels(model, s: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground map and instance labels of a whole image, at the image's own pixels."""
+    from fosgate.core.model import PredictOptions, encode_core, instances_from_encoded
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.rescale import resample_image, resample_maps, scale_factor
+
+    img = s.image[..., None]
+    lo, hi = model.normalization.stats_of_array(img)
+    x = Normalization.apply(img, lo, hi, model.normalization.clip_max)
+    px = 1.0 / s.px_per_um
+    f = scale_factor(px, model.pixel_size_um)
+    maps = resample_maps(model.predict_maps(resample_image(x, f)), x.shape[:2], f) if f != 1.0 else model.predict_maps(x)
+    post = model.resolve_post(PredictOptions(), px)
+    return maps[..., 0], instances_from_encoded(encode_core(maps, post.threshold), post, img)
+
+
+def tile_features(pool: list[Sample], tiles: list[Tile]) -> np.ndarray:
+    from fosgate.core.normalize import Normalization
+
+    norm = Normalization()
+    xs = {}
+    feats = []
+    for t in tiles:
+        if t.image not in xs:
+            img = pool[t.image].image[..., None]
+            lo, hi = norm.stats_of_array(img)
+            xs[t.image] = Normalization.apply(img, lo, hi, norm.clip_max)[..., 0]
+        c = xs[t.image][t.y:t.y + t.size, t.x:t.x + t.size]
+        feats.append([c.mean(), c.std(), np.percentile(c, 99)])
+    f = np.asarray(feats)
+    return (f - f.mean(0)) / (f.std(0) + 1e-9)
+
+
+def kmeans_clusters(features: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from scipy.cluster.vq import kmeans2
+
+    k = max(1, min(k, len(features)))
+    _, labels = kmeans2(features, k, seed=seed, minit="++")
+    return labels
+
+
+def choose(strategy: str, n: int, tiles: list[Tile], seed: int, clusters: np.ndarray,
+           uncertainty: np.ndarray | None) -> list[int]:
+    from fosgate.core.selection import select_tiles
+
+    n = min(n, len(tiles))
+    if strategy == "random" or (strategy == "active" and uncertainty is None):
+        return sorted(np.random.default_rng(seed).permutation(len(tiles))[:n].tolist())  # nested in n
+    if strategy == "active":
+        order = np.lexsort((np.random.default_rng(seed).random(len(tiles)), -uncertainty))
+        return sorted(order[:n].tolist())  # nested in n
+    return select_tiles(clusters, n, "balanced", seed=seed)
+
+
+def score(model, test: list[Sample]) -> dict[str, Any]:
+    from fosgate.core.metrics import detection_scores, pool_detection
+
+    per = []
+    for s in test:
+        _, lab = maps_and_labels(model, s)
+        per.append({"image": s.name, **detection_scores(lab, s.consensus, 0.5)})
+    return {**pool_detection(per), "per_image": per}
+
+
+def make_start(start: str, lab: str, seed: int, others: list[Sample], pool: list[Sample], args) -> Any:
+    """The starting model (None for scratch)."""
+    from fosgate.core.model import FosgateModel
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.training import TrainConfig, train_model
+
+    if start == "scratch":
+        return None
+    if start == "base":
+        return train_model(train_pairs(others), TrainConfig(epochs=args.base_epochs, steps_per_epoch=args.base_steps,
+                                                            tile_size=128, batch_size=8, seed=seed,
+                                                            pixel_size_um=MODEL_PX_UM))
+    from fosgate.core.pretrain import PretrainConfig, pretrain
+    from fosgate.core.rescale import resample_image, scale_factor
+
+    norm = Normalization()
+    rng = np.random.default_rng(seed)
+    xs = []
+    for s in pool:  # unlabelled pool images at the model's scale
+        img = s.image[..., None]
+        lo, hi = norm.stats_of_array(img)
+        x = Normalization.apply(img, lo, hi, norm.clip_max)
+        f = scale_factor(1.0 / s.px_per_um, MODEL_PX_UM)
+        xs.append(resample_image(x, f) if f != 1.0 else x)
+    n = args.pretrain_tiles
+    tiles = np.stack([_crop(xs[i], 128, rng) for i in rng.integers(len(xs), size=n)]).astype(np.float32)
+    model = FosgateModel.create("unet2", 1, norm, seed=seed, pixel_size_um=MODEL_PX_UM)
+    pretrain(model.network, tiles, PretrainConfig(epochs=args.pretrain_epochs, steps_per_epoch=args.pretrain_steps,
+                                                  batch_size=8, tile_size=128, tiles=max(8, n), seed=seed))
+    return model
+
+
+def _crop(x: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+    y0 = int(rng.integers(max(1, x.shape[0] - t + 1)))
+    x0 = int(rng.integers(max(1, x.shape[1] - t + 1)))
+    c = x[y0:y0 + t, x0:x0 + t]
+    return np.pad(c, ((0, t - c.shape[0]), (0, t - c.shape[1]), (0, 0)))
+
+
+def copy_model(model):
+    """An independent copy (``train_model`` fine-tunes its base in place)."""
+    from fosgate.core.model import FosgateModel
+
+    if model is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return FosgateModel.load(model.save(Path(tmp) / "m"))
+
+
+def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, args):
+    """A new model: ``start_model`` (untouched) or a new unet2 trained on the given pool tiles."""
+    from fosgate.core.training import TrainConfig, train_model
+
+    start_model = copy_model(start_model)
+    pairs = train_pairs(pool, tiles)
+    cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps, tile_size=128, batch_size=8, seed=seed,
+                      val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM)
+    return train_model(pairs, cfg, base=start_model)
+
+
+def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]:
+    from fosgate.core.edit_cost import NO_COST, edit_cost
+
+    pool, test = split_lab(samples, lab, seed)
+    others = [s for s in samples if s.lab != lab]
+    tiles = pool_tiles(pool, args.tile)
+    truths = [truth_instances(s) for s in pool]
+    clusters = kmeans_clusters(tile_features(pool, tiles), args.k, seed)
+    budgets = sorted({len(tiles) if b == "all" else min(int(b), len(tiles)) for b in args.budgets})
+    rows = []
+    for start in args.starts:
+        t0 = time.perf_counter()
+        start_model = make_start(start, lab, seed, others, pool, args)
+        start_s = time.perf_counter() - t0
+        proposals, uncertainty, zero_shot = None, None, None
+        if start_model is not None and start != "pretrained":
+            maps_labels = [maps_and_labels(start_model, s) for s in pool]
+            proposals = [lab_ for _, lab_ in maps_labels]
+            uncertainty = np.array([float(np.mean(4 * p * (1 - p)))
+                                    for t in tiles for p in [maps_labels[t.image][0][t.y:t.y + t.size,
+                                                                                     t.x:t.x + t.size]]])
+        for strategy in args.strategies:
+            for n in budgets:
+                if n == 0 and start != "base":
+                    continue
+                chosen = choose(strategy, n, tiles, seed, clusters, uncertainty)
+                cost = NO_COST
+                for i in chosen:
+                    t = tiles[i]
+                    sl = (slice(t.y, t.y + t.size), slice(t.x, t.x + t.size))
+                    prop = proposals[t.image][sl] if proposals is not None else np.zeros((t.size, t.size), np.int32)
+                    cost += edit_cost(prop, truths[t.image][sl])
+                t1 = time.perf_counter()
+                if n == 0:  # the starting model itself: the same for every strategy
+                    sc = zero_shot = zero_shot if zero_shot is not None else score(start_model, test)
+                else:
+                    sc = score(fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args), test)
+                row = {"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n,
+                       "all_tiles": len(tiles), "edit_cost": cost.to_dict(), "train_seconds": time.perf_counter() - t1,
+                       "start_seconds": start_s, "test": [s.name for s in test], "pool": [s.name for s in pool],
+                       **{k: v for k, v in sc.items()}}
+                rows.append(row)
+                print(json.dumps({k: row[k] for k in ("lab", "seed", "start", "strategy", "tiles", "f1")}
+                                 | {"edits": cost.edits}), file=sys.stderr, flush=True)
+    return rows
+
+
+def t_interval(values: list[float]) -> list[float]:
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return [float(v.mean()), float(v.mean())]
+    from scipy import stats
+
+    h = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return [float(v.mean() - h), float(v.mean() + h)]
+
+
+def summarize(rows: list[dict], ceiling_rows: list[dict]) -> dict[str, Any]:
+    out = []
+    keys = list(dict.fromkeys((r["lab"], r["start"], r["strategy"], r["tiles"] == r["all_tiles"], r["tiles"])
+                              for r in rows))
+    for lab, start, strategy, is_all, n in keys:
+        sel = [r for r in rows if (r["lab"], r["start"], r["strategy"], r["tiles"]) == (lab, start, strategy, n)]
+        images = {im for r in sel for im in r["test"]}
+        experts = ceiling_by_lab(ceiling_rows, images=images).get(lab, {})
+        f1 = [r["f1"] for r in sel]
+        out.append({"lab": lab, "start": start, "strategy": strategy, "tiles": n, "all": is_all, "seeds": len(sel),
+                    "f1": float(np.mean(f1)), "f1_ci95": t_interval(f1),
+                    "count_error": float(np.mean([r["count_error"] for r in sel])),
+                    "edits": float(np.mean([r["edit_cost"]["edits"] for r in sel])),
+                    "median_expert_f1": experts.get("median_expert_f1")})
+    findings = []
+    for lab in dict.fromkeys(r["lab"] for r in out):
+        for start in dict.fromkeys(r["start"] for r in out if r["lab"] == lab):
+            mine = [r for r in out if r["lab"] == lab and r["start"] == start]
+            full = [r for r in mine if r["all"]]
+            if not full:
+                continue
+            best_full = max(r["f1"] for r in full)
+            for strategy in dict.fromkeys(r["strategy"] for r in mine):
+                cand = sorted((r for r in mine if r["strategy"] == strategy and r["f1"] >= 0.95 * best_full),
+                              key=lambda r: r["edits"])
+                all_edits = next((r["edits"] for r in full if r["strategy"] == strategy), None)
+                findings.append({"lab": lab, "start": start, "strategy": strategy, "all_tiles_f1": best_full,
+                                 "edits_to_95pct": cand[0]["edits"] if cand else None,
+                                 "tiles_to_95pct": cand[0]["tiles"] if cand else None,
+                                 "all_tiles_edits": all_edits})
+    return {"rows": out, "findings": findings, "distinguishable": _distinguishable(out)}
+
+
+def _distinguishable(out: list[dict]) -> list[dict]:
+    """Pairs of strategies (same lab, start, budget) and whether their seed intervals are disjoint."""
+    res = []
+    for r in out:
+        for q in out:
+            if (r["lab"], r["start"], r["tiles"]) == (q["lab"], q["start"], q["tiles"]) and r["strategy"] < q["strategy"]:
+                disjoint = r["f1_ci95"][1] < q["f1_ci95"][0] or q["f1_ci95"][1] < r["f1_ci95"][0]
+                res.append({"lab": r["lab"], "start": r["start"], "tiles": r["tiles"], "a": r["strategy"],
+                            "b": q["strategy"], "distinguishable": bool(disjoint and r["seeds"] > 1)})
+    return res
+
+
+def plot(summary: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    labs = list(dict.fromkeys(r["lab"] for r in rows))
+    fig, axes = plt.subplots(len(labs), 2, figsize=(10, 3.6 * len(labs)), squeeze=False)
+    for i, lab in enumerate(labs):
+        mine = [r for r in rows if r["lab"] == lab]
+        for j, xkey in enumerate(("tiles", "edits")):
+            ax = axes[i][j]
+            for start in dict.fromkeys(r["start"] for r in mine):
+                for strategy in dict.fromkeys(r["strategy"] for r in mine):
+                    sel = sorted((r for r in mine if r["start"] == start and r["strategy"] == strategy),
+                                 key=lambda r: r[xkey])
+                    if not sel:
+                        continue
+                    x = [r[xkey] for r in sel]
+                    ax.plot(x, [r["f1"] for r in sel], marker="o", label=f"{start} / {strategy}")
+                    ax.fill_between(x, [r["f1_ci95"][0] for r in sel], [r["f1_ci95"][1] for r in sel], alpha=0.15)
+            med = next((r["median_expert_f1"] for r in mine if r["median_expert_f1"] is not None), None)
+            if med is not None:
+                ax.axhline(med, color="k", ls="--", lw=1, label="median expert")
+            ax.set_xlabel("labelled tiles" if xkey == "tiles" else "edits (objects re-drawn + deleted + drawn)")
+            ax.set_ylabel("object F1 (IoU >= 0.5)")
+            ax.set_title(f"held-out lab {lab}")
+            ax.set_ylim(0, 1)
+        axes[i][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labs", nargs="+", default=list(CFOS_LABS), choices=list(CFOS_LABS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--budgets", nargs="+", default=["0", "4", "8", "16", "32", "all"])
+    ap.add_argument("--starts", nargs="+", default=list(STARTS), choices=list(STARTS))
+    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    ap.add_argument("--tile", type=int, default=256, help="labelled tile side in the image's own pixels")
+    ap.add_argument("--k", type=int, default=4, help="clusters for balanced selection")
+    ap.add_argument("--base-epochs", type=int, default=8)
+    ap.add_argument("--base-steps", type=int, default=40)
+    ap.add_argument("--ft-epochs", type=int, default=5)
+    ap.add_argument("--ft-steps", type=int, default=30)
+    ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--pretrain-steps", type=int, default=40)
+    ap.add_argument("--pretrain-tiles", type=int, default=256)
+    ap.add_argument("--quick", action="store_true", help="smoke size: inns1, seed 0, budgets 0 and 4, base and "
+                    "scratch, random and active, a few steps")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.labs, args.seeds, args.budgets = ["inns1"], [0], ["0", "4"]
+        args.starts, args.strategies = ["scratch", "base"], ["random", "active"]
+        args.base_epochs, args.base_steps, args.ft_epochs, args.ft_steps = 1, 10, 1, 5
+    t0 = time.perf_counter()
+    samples = load_samples()
+    ceiling = human_ceiling([s for s in samples if s.lab in args.labs])
+    rows = []
+    for lab in args.labs:
+        for seed in args.seeds:
+            rows += run_lab_seed(lab, seed, samples, args)
+    summary = summarize(rows, ceiling["rows"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(summary, args.out / "cfos_labels.png")
+    result = {"mode": "quick" if args.quick else "full", "settings": {k: v for k, v in vars(args).items() if k != "out"},
+              "records": [{k: v for k, v in r.items() if k != "per_image"} | {"per_image": r["per_image"]} for r in rows],
+              **summary, "wall_seconds": time.perf_counter() - t0}
+    save(args.out, "cfos_labels", result)
+    for r in summary["rows"]:
+        print(f"{r['lab']:6s} {r['start']:10s} {r['strategy']:8s} tiles {r['tiles']:3d}  F1 {r['f1']:.3f} "
+              f"[{r['f1_ci95'][0]:.3f}, {r['f1_ci95'][1]:.3f}]  edits {r['edits']:.0f}  expert {r['median_expert_f1']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
