@@ -77,6 +77,16 @@ def test_bioimageio_package_passes_test_model_with_every_weight_format(package):
     for fmt in ("keras_v3", "tensorflow_saved_model_bundle", "onnx"):
         assert f"Reproduce test outputs from test inputs ({fmt})" in checks
     assert not Path("bioimageio_unzipped_tf_weights").exists()
+    # bioimageio.core sets KERAS_BACKEND=torch in the environment when imported; child processes started
+    # afterwards (Dask workers, the CLI run by tests) must still run Keras on our backend
+    import subprocess
+    import sys
+
+    import keras
+
+    child = subprocess.run([sys.executable, "-c", "import keras; print(keras.backend.backend())"],
+                           capture_output=True, text=True, timeout=300)
+    assert child.stdout.strip().splitlines()[-1] == keras.backend.backend(), child.stderr[-2000:]
 
 
 @needs_export_extra

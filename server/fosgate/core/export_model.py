@@ -494,17 +494,32 @@ def validate_bioimageio(package: str | Path, weight_format: str | None = None) -
 
     bioimageio.core unpacks SavedModel weights into ``./bioimageio_unzipped_tf_weights``; the check runs
     in a temporary working folder so nothing is left behind (it changes the process's working folder
-    meanwhile: call it from a command or a test, not from a server thread)."""
+    meanwhile: call it from a command or a test, not from a server thread).
+
+    bioimageio.core's Keras adapter writes ``KERAS_BACKEND`` into the process environment when imported
+    (its default: torch), which every later child process (Dask workers, the demo's and the tests'
+    subprocesses) would inherit and run Keras on torch. The check pins it to the running Keras backend
+    and restores the environment afterwards."""
     import contextlib
 
-    try:
-        from bioimageio.core import test_model
-    except ImportError:
-        raise InvalidInput("Checking a bioimage.io package needs bioimageio.core "
-                           "(pip install 'fosgate[export]').") from None
+    import keras
+
     package = Path(package).resolve()
-    with tempfile.TemporaryDirectory(prefix="fosgate-bioimageio-") as tmp, contextlib.chdir(tmp):
-        summary = test_model(str(package), weight_format=weight_format)
+    before = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = keras.backend.backend()
+    try:
+        try:
+            from bioimageio.core import test_model
+        except ImportError:
+            raise InvalidInput("Checking a bioimage.io package needs bioimageio.core "
+                               "(pip install 'fosgate[export]').") from None
+        with tempfile.TemporaryDirectory(prefix="fosgate-bioimageio-") as tmp, contextlib.chdir(tmp):
+            summary = test_model(str(package), weight_format=weight_format)
+    finally:
+        if before is None:
+            os.environ.pop("KERAS_BACKEND", None)
+        else:
+            os.environ["KERAS_BACKEND"] = before
     details = [(d.name, d.status, [f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in d.errors])
                for d in summary.details]
     return {"status": summary.status, "details": details, "format_version": summary.format_version}
