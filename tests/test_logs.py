@@ -150,7 +150,7 @@ def test_demo_runs_end_to_end_quietly(tmp_path):
     assert library_lines(proc.stdout + proc.stderr) == [], (proc.stdout + proc.stderr)[-3000:]
     for suffix in ("mask.ome.tif", "labels.ome.tif", "rois.zip", "geojson", "counts.csv", "overlay.png"):
         assert (out / f"sample_slide.{suffix}").stat().st_size > 0, suffix
-    assert re.search(r"\(unet2\): validation object F1 \d\.\d{3}", proc.stdout), proc.stdout
+    assert re.search(r"\((reference|unet2)\): validation object F1 \d\.\d{3}", proc.stdout), proc.stdout
     m = re.search(r"counted (\d+) c-fos positive cells on the 1024x1024 px slide in \d+ s", proc.stdout)
     assert m, proc.stdout
     counts = (out / "sample_slide.counts.csv").read_text().strip().splitlines()
