@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import tifffile
+from test_end_to_end import discs
 
 from fosgate.v1 import fosgate_pb2 as pb
 
@@ -27,23 +28,7 @@ TINY = dict(tiles=16, tile_size=64, patch_size=16, epochs=2, steps_per_epoch=3, 
 
 def blobs(shape: tuple[int, int], n: int, seed: int, radius: tuple[int, int] = (4, 8)) -> tuple[np.ndarray, np.ndarray]:
     """A grey uint8 image of bright blobs on a noisy dark background, and their instance labels."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    labels = np.zeros(shape, np.uint16)
-    yy, xx = np.mgrid[:h, :w]
-    k = 0
-    for _ in range(n * 3):
-        r = int(rng.integers(*radius))
-        cy, cx = rng.integers(r + 1, h - r - 1), rng.integers(r + 1, w - r - 1)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        if labels[disc].any():
-            continue
-        k += 1
-        labels[disc] = k
-        if k == n:
-            break
-    img = rng.normal(30, 8, shape) + (labels > 0) * rng.normal(170, 10, shape)
-    return np.clip(img, 0, 255).astype(np.uint8), labels
+    return discs(shape, n, seed, radius)
 
 
 def write_slide(path: Path, image: np.ndarray, px_um: float = PX_UM) -> Path:
