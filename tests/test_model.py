@@ -161,3 +161,43 @@ def test_train_model_is_the_library_entry_point():
     assert model.metrics["val_object_f1"] >= model.metrics["val_object_f1_default_post"]
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
+
+
+def test_training_loss_keeps_its_gradient_when_the_head_saturates():
+    """The loss is taken on logits through a weight-sharing view: a head driven to all-background (bias -60:
+    sigmoid ~1e-26) still gets the gradient sigmoid(z) - y on its foreground pixels. The former loss
+    clipped probabilities, which zeroed this gradient: the demo's net then stayed empty for good."""
+    import tensorflow as tf
+
+    from fosgate.core.training import logits_view, make_loss
+    from fosgate.core.unet import build_model
+
+    for arch, k in (("reference", 1), ("unet2", 2)):
+        net = build_model(arch, 1, seed=0)
+        kernel, bias = net.layers[-1].get_weights()
+        net.layers[-1].set_weights([kernel * 0, np.full_like(bias, -60.0)])
+        x = np.zeros((1, 32, 32, 1), np.float32)
+        assert float(np.asarray(net(x)).max()) < 1e-20  # saturated, far below any probability clip
+        y = np.zeros((1, 32, 32, k), np.float32)
+        y[0, 8:16, 8:16, 0] = 1
+        view = logits_view(net)
+        assert {id(v) for v in net.trainable_variables} <= {id(v) for v in view.trainable_variables}
+        with tf.GradientTape() as tape:
+            loss = make_loss(k)(tf.constant(y), view(x))
+        grad = tape.gradient(loss, net.layers[-1].bias)
+        assert float(np.asarray(grad)[0]) < -1e-3  # pushes the foreground channel up
+        np.testing.assert_allclose(np.asarray(view(x)), np.full((1, 32, 32, k), -60.0), atol=1e-5)
+
+
+def test_untrained_head_starts_at_the_foreground_prior():
+    from fosgate.core.training import _Prepared, init_head_prior
+    from fosgate.core.unet import build_model
+
+    net = build_model("unet2", 1, seed=0)
+    y = np.zeros((64, 64, 2), np.float32)
+    y[:8, :8, 0] = 1  # 1/64 of the pixels are foreground
+    y[:2, :2, 1] = 1
+    bias = init_head_prior(net, [_Prepared(np.zeros((64, 64, 1), np.float32), y, np.zeros((64, 64), np.int32))])
+    np.testing.assert_allclose(net.layers[-1].get_weights()[1], bias)
+    np.testing.assert_allclose(1 / (1 + np.exp(-bias)), [1 / 64, 4 / 4096], rtol=1e-5)
+    assert float(np.asarray(net(np.zeros((1, 32, 32, 1), np.float32)))[..., 0].mean()) < 0.1

@@ -275,20 +275,64 @@ def _dataset(crops: _Crops, steps: int):
 
 # ---------------------------------------------------------------- loss
 def make_loss(outputs: int):
-    """Reference net: binary cross-entropy (the paper's). ``unet2``: BCE + soft Dice on the foreground
-    (sparse small objects: Dice does not let the background dominate) + BCE on the centre map."""
+    """The loss of the training view (:func:`logits_view`), on *logits* ``z`` (the head before its sigmoid).
+    Reference net: binary cross-entropy (the paper's). ``unet2``: BCE + soft Dice on the foreground
+    (sparse small objects: Dice does not let the background dominate) + BCE on the centre map.
+
+    BCE is computed from logits (``max(z, 0) - z y + log(1 + exp(-|z|))``), whose gradient ``sigmoid(z) - y``
+    never vanishes. The former loss clipped probabilities to [1e-6, 1 - 1e-6]: once a head saturated (all
+    background, as on the sparse demo slide after a few dozen steps) the clip zeroed every gradient and the
+    net stayed empty for good."""
     from keras import ops
 
-    def loss(y_true, y_pred):
-        p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
-        bce = -(y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p))
+    def loss(y_true, z):
+        bce = ops.maximum(z, 0) - z * y_true + ops.log1p(ops.exp(-ops.abs(z)))
         if outputs == 1:
             return ops.mean(bce)
-        t0, p0 = y_true[..., 0], p[..., 0]
+        t0, p0 = y_true[..., 0], ops.sigmoid(z[..., 0])
         dice = 1 - (2 * ops.sum(t0 * p0) + 1) / (ops.sum(t0) + ops.sum(p0) + 1)
         return ops.mean(bce[..., 0]) + dice + ops.mean(bce[..., 1])
 
     return loss
+
+
+def init_head_prior(net, train: list[_Prepared]) -> np.ndarray:
+    """Set the untrained sigmoid head's bias to the logit of each target channel's mean over the training
+    images (clipped to [1e-4, 0.5]), so that the net starts by predicting that rare foreground is rare
+    (the prior initialisation of the focal-loss paper, Lin et al. 2017). Measured on the demo slide (1.3 %
+    foreground, 128-px crops of 8): validation pixel F1 0.83 after 25 steps with it; with the default zero
+    bias the first steps drove every output to background and no foreground was predicted after 100 steps.
+    Returns the biases set."""
+    k = net.layers[-1].get_weights()
+    n = sum(p.y[..., 0].size for p in train)
+    means = np.array([sum(float(p.y[..., c].sum()) for p in train) / max(n, 1) for c in range(k[1].shape[0])])
+    prior = np.clip(means, 1e-4, 0.5)
+    bias = np.log(prior / (1 - prior)).astype(np.float32)
+    net.layers[-1].set_weights([k[0], bias])
+    return bias
+
+
+def logits_view(net):
+    """A Keras model sharing every weight of ``net`` (a U-Net whose last layer is a 1x1 sigmoid ``Conv2D``)
+    whose output is that head's pre-activation (logits): training fits this view with :func:`make_loss`,
+    so ``net`` itself (saved, stitched, exported) keeps its probability output and its layer names."""
+    import keras
+    from keras import ops
+
+    head = net.layers[-1]
+    if not isinstance(head, keras.layers.Conv2D) or tuple(head.kernel_size) != (1, 1):
+        raise ValueError(f"the network's last layer is {type(head).__name__}, not a 1x1 Conv2D head")
+
+    class HeadLogits(keras.layers.Layer):
+        def __init__(self, conv):
+            super().__init__(name="head_logits")
+            self.conv = conv  # tracked: its kernel and bias are this view's trainable weights too
+
+        def call(self, x):
+            k = self.conv.kernel
+            return ops.matmul(x, ops.reshape(k, (k.shape[2], k.shape[3]))) + self.conv.bias
+
+    return keras.Model(net.inputs, HeadLogits(head)(head.input), name=f"{net.name}_logits")
 
 
 # ---------------------------------------------------------------- validation and calibration
@@ -402,7 +446,7 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
             logs = logs if logs is not None else {}
             loss = float(logs.get("loss", float("nan")))
             if val:
-                maps = _predict_images(self.model, xs)
+                maps = _predict_images(model.network, xs)  # probabilities (self.model gives logits)
                 obj = max(object_f1_of(maps, truths, post)["object_f1"] for post in posts)
                 fg = [m[..., 0] for m in maps]
                 val_loss = float(np.mean([_bce(f, (t > 0).astype(np.float32)) for f, t in zip(fg, truths, strict=True)]))
@@ -480,16 +524,19 @@ def train_model(
     else:
         model = FosgateModel.create(arch, in_channels, normalization, seed=config.seed, pixel_size_um=model_px)
     model.post = PostProcess(min_size_px=10)
+    if base is None or (base.metrics.get("pretrained") and not base.label_ids):  # the head was never trained
+        init_head_prior(model.network, train)
     train_px = sum(p.inst.size for p in train)
     steps = config.steps_per_epoch or default_steps(train_px, config)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps,
                                                       alpha=0.05)
     net = model.network
-    net.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
+    view = logits_view(net)
+    view.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
     history: dict[str, list[float]] = {}
     callbacks, early = _callbacks(model, val, config, steps, history, on_epoch, should_cancel)
     t_start = time.perf_counter()
-    net.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
+    view.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
             steps_per_epoch=steps, callbacks=callbacks, verbose=0)
     if should_cancel and should_cancel():
         raise Cancelled("Training cancelled.")
