@@ -727,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="generate a sample slide, label, train, predict; no server or data needed")
     sp.add_argument("--out", default="fosgate-demo")
     sp.add_argument("--size", type=int, default=4096, help="side of the synthetic slide in px")
-    sp.add_argument("--epochs", type=int, default=12)
+    sp.add_argument("--epochs", type=int, default=4, help="training epochs of 25 steps (8 crops of 128 px)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(fn=cmd_demo)
 
