@@ -18,4 +18,4 @@ fi
 scripts/setup.sh dev,sam,imagej,export
 .venv/bin/ruff check .
 .venv/bin/python scripts/gen_protos.py --check
-exec .venv/bin/python -m pytest -q -ra "$@"
+exec .venv/bin/python -m pytest -q -ra --durations=30 "$@"

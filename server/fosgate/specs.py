@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+from fosgate.core.pretrain import PretrainConfig
 from fosgate.errors import InvalidInput
 from fosgate.names import MAX_NAME_CHARS, check_stem
 
@@ -304,27 +305,28 @@ class PretrainSpec(JobSpec):
     """Pretrain a U-Net without labels by masked image modelling (``fosgate.core.pretrain``) on unlabelled
     tiles sampled from image slides; the result is a model to fine-tune (``train --base-model``), not one
     that segments. The MIM fields (epochs .. seed) are exactly the core's ``PretrainConfig`` fields, whose
-    ``validate`` owns their bounds; the defaults are set here."""
+    defaults they take and whose ``validate`` owns their bounds."""
 
     kind: ClassVar[str] = "pretrain"
     slide_ids: tuple[str, ...] = ()
     #: "unet2" (default) or "reference": the network that fine-tuning will keep
     arch: str = "unet2"
-    epochs: int = 20
-    steps_per_epoch: int = 50
-    batch_size: int = 8
+    # the MIM settings: defaults are the core's PretrainConfig defaults (one place)
+    epochs: int = PretrainConfig.epochs
+    steps_per_epoch: int = PretrainConfig.steps_per_epoch
+    batch_size: int = PretrainConfig.batch_size
     #: square unlabelled tiles, multiple of 16 (32..512)
-    tile_size: int = 128
+    tile_size: int = PretrainConfig.tile_size
     #: side of the hidden squares; divides tile_size
-    patch_size: int = 16
+    patch_size: int = PretrainConfig.patch_size
     #: fraction of each tile hidden (0.05..0.95)
-    mask_ratio: float = 0.5
+    mask_ratio: float = PretrainConfig.mask_ratio
     #: "intensity" (bright squares, where nuclei are, hidden more often) or "random"
-    masking: str = "intensity"
+    masking: str = PretrainConfig.masking
     #: unlabelled tiles sampled from the slides (held in memory; 8..100000)
-    tiles: int = 512
-    learning_rate: float = 1e-3
-    seed: int = 0
+    tiles: int = PretrainConfig.tiles
+    learning_rate: float = PretrainConfig.learning_rate
+    seed: int = PretrainConfig.seed
     name: str = "pretrained"
     #: µm per pixel the model works at; 0 = the slides' own (median of those known), else unknown
     pixel_size_um: float = 0.0
@@ -373,14 +375,9 @@ class PretrainSpec(JobSpec):
                                f"{MAX_PRETRAIN_TILE_BYTES / 2**30:g} GiB of pretraining tiles. Sample fewer or "
                                "smaller tiles.")
 
-    def pretrain_config(self):
-        """The core's ``PretrainConfig`` with every field set from this spec (no core default is used)."""
-        from fosgate.core.pretrain import PretrainConfig
-
-        return PretrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
-                              tile_size=self.tile_size, patch_size=self.patch_size, mask_ratio=self.mask_ratio,
-                              masking=self.masking, learning_rate=self.learning_rate, tiles=self.tiles,
-                              seed=self.seed)
+    def pretrain_config(self) -> PretrainConfig:
+        """The core's ``PretrainConfig`` with every field taken from this spec."""
+        return PretrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PretrainConfig)})
 
 
 # ---------------------------------------------------------------------- prediction
