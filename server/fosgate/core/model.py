@@ -245,6 +245,11 @@ class FosgateModel:
             changes["min_size_px"] = max(1, int(round(self.min_area_um2 / px ** 2)))
         return replace(post, **changes)
 
+    @property
+    def is_pretrained_only(self) -> bool:
+        """:func:`pretrained_only` of this model: its output head was never trained."""
+        return pretrained_only({"metrics": self.metrics, "label_ids": self.label_ids})
+
     def predict_maps(self, image: np.ndarray, *, tta: bool = False, tile: int = 0) -> np.ndarray:
         """``(h, w, K)`` maps of an in-memory *normalised* ``(h, w, C)`` image: one pass, or stitched
         windows of core ``tile`` (the same values, see ``fosgate.core.predict``)."""

@@ -300,9 +300,9 @@ def init_head_prior(net, train: list[_Prepared]) -> np.ndarray:
     """Set the untrained sigmoid head's bias to the logit of each target channel's mean over the training
     images (clipped to [1e-4, 0.5]), so that the net starts by predicting that rare foreground is rare
     (the prior initialisation of the focal-loss paper, Lin et al. 2017). Measured on the demo slide (1.3 %
-    foreground, 128-px crops of 8): validation pixel F1 0.83 after 25 steps with it; with the default zero
-    bias the first steps drove every output to background and no foreground was predicted after 100 steps.
-    Returns the biases set."""
+    foreground, 128-px crops of 8, constant learning rate, seed 0): validation pixel F1 0.83 after 25 steps
+    with it; with the default zero bias 0.0 after 25 steps, then 0.83 / 0.67 / 0.54 / 0.86 / 0.89 every 25
+    steps (and none predicted at all in one 4 x 25-step cosine-schedule run). Returns the biases set."""
     k = net.layers[-1].get_weights()
     n = sum(p.y[..., 0].size for p in train)
     means = np.array([sum(float(p.y[..., c].sum()) for p in train) / max(n, 1) for c in range(k[1].shape[0])])
@@ -524,7 +524,7 @@ def train_model(
     else:
         model = FosgateModel.create(arch, in_channels, normalization, seed=config.seed, pixel_size_um=model_px)
     model.post = PostProcess(min_size_px=10)
-    if base is None or (base.metrics.get("pretrained") and not base.label_ids):  # the head was never trained
+    if base is None or base.is_pretrained_only:  # the head was never trained
         init_head_prior(model.network, train)
     train_px = sum(p.inst.size for p in train)
     steps = config.steps_per_epoch or default_steps(train_px, config)
