@@ -344,6 +344,8 @@ def summarize(records: list[dict], ceiling_rows: list[dict]) -> list[dict]:
             "median_expert_f1": experts.get("median_expert_f1"),
             "target_met": bool(experts) and f1 >= experts["median_expert_f1"],
         })
+        if all("errors" in r for r in sel):  # why objects are unmatched (metrics.error_breakdown), summed
+            out[-1]["errors"] = {k: sum(r["errors"][k] for r in sel) for k in sel[0]["errors"]}
     return out
 
 
@@ -459,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             archs.append(DefaultArch(args.epochs, args.steps, args.batch, args.default_tile, args.px_per_um))
     result.update(folds=folds, fold_runs=[], records=[])
-    from fosgate.core.metrics import detection_scores
+    from fosgate.core.metrics import detection_scores, error_breakdown
 
     def record(method, fold, seed, s, labels, extra=None):
         d = detection_scores(labels, s.consensus, 0.5)
         result["records"].append({"protocol": fold["protocol"], "fold": fold["fold"], "method": method,
-                                  "lab": s.lab, "image": s.name, "seed": seed, **d, **(extra or {})})
+                                  "lab": s.lab, "image": s.name, "seed": seed, **d,
+                                  "errors": error_breakdown(labels, s.consensus, 0.5), **(extra or {})})
         return d
 
     for fi, fold in enumerate(folds):

@@ -695,6 +695,19 @@ def cfos(r: dict, plots: Path) -> str:
                      f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-",
                      "met" if x["target_met"] else "NOT met"] for x in summ]),
         ]
+        errs = [x for x in summ if "errors" in x]
+        if errs:
+            lines += ["", "Why objects go unmatched (`fosgate.core.metrics.error_breakdown`, summed over images and "
+                      "seeds): a missed cell has no prediction on >= 10 % of it; merged: the prediction on it also "
+                      "covers another cell; shape: covered but IoU < 0.5 (size, boundary or threshold); spurious: "
+                      "no cell under the prediction; split: the cell under it also holds another prediction.", "",
+                      _table(["protocol", "lab", "method", "FN", "missed", "merged", "shape", "FP", "spurious",
+                              "split", "shape"],
+                             [[x["protocol"], x["lab"], x["method"], x["errors"]["fn_missed"] + x["errors"]["fn_merged"]
+                               + x["errors"]["fn_shape"], x["errors"]["fn_missed"], x["errors"]["fn_merged"],
+                               x["errors"]["fn_shape"], x["errors"]["fp_spurious"] + x["errors"]["fp_split"]
+                               + x["errors"]["fp_shape"], x["errors"]["fp_spurious"], x["errors"]["fp_split"],
+                               x["errors"]["fp_shape"]] for x in errs])]
         dflt = [x for x in r.get("fold_runs", []) if x.get("method") == "default"]
         if dflt:
             lines += ["", "`default` = the instance-aware `FosgateModel` (arch unet2: foreground + centre maps, seeded "

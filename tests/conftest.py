@@ -12,14 +12,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture
-def server(tmp_path):
+def start_test_server(tmp_path: Path):
+    """A real fosgate server on 127.0.0.1 (free port) with its data folder and one allowed root in ``tmp_path``."""
     from fosgate.config import ServerConfig
     from fosgate.rpc.server import start_server
 
     roots = tmp_path / "roots"
     roots.mkdir()
-    running = start_server(ServerConfig(data_dir=tmp_path / "data", port=0, roots=[roots]))
+    return start_server(ServerConfig(data_dir=tmp_path / "data", port=0, roots=[roots]))
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = start_test_server(tmp_path)
     try:
         yield running
     finally:
@@ -42,10 +47,8 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
-def untrained_model(server, tmp_path):
-    """The id of a randomly initialised reference U-Net registered in the server's store (no training:
-    for tests of the service around prediction, not of what the model finds)."""
+def register_untrained_model(server) -> str:
+    """The id of a randomly initialised reference U-Net registered in ``server``'s store."""
     from fosgate.core.modelio import ModelMeta, save_model
     from fosgate.core.normalize import Normalization
     from fosgate.core.unet import build_unet, receptive_field_radius
@@ -58,6 +61,13 @@ def untrained_model(server, tmp_path):
     directory = save_model(model, meta, store.model_dir(model_id))
     store.add_model(ModelRow(model_id, "random", 1, str(directory), meta.to_dict(), meta.created, ""))
     return model_id
+
+
+@pytest.fixture
+def untrained_model(server):
+    """The id of a randomly initialised reference U-Net registered in the server's store (no training:
+    for tests of the service around prediction, not of what the model finds)."""
+    return register_untrained_model(server)
 
 
 def tree_snapshot(folder: Path, skip: Path | None = None) -> dict[str, tuple[int, float]]:

@@ -13,6 +13,7 @@ from fosgate.core.metrics import (
     as_instances,
     bootstrap_f1_interval,
     detection_scores,
+    error_breakdown,
     match_instances,
     object_scores,
     pool_detection,
@@ -106,3 +107,30 @@ def test_pooling_and_bootstrap():
     lo, hi = bootstrap_f1_interval(per, n_boot=500)
     assert 0.0 <= lo <= pooled["f1"] <= hi <= 1.0
     assert bootstrap_f1_interval(per[:1]) == pytest.approx((0.8889, 0.8889), abs=1e-3)
+
+
+def test_error_breakdown_names_each_unmatched_object_once():
+    """One scene with each kind of error, built so the answer is known; then random scenes, where the
+    parts must add up to FN and FP exactly."""
+    t = np.zeros((40, 80), np.int32)
+    p = np.zeros_like(t)
+    t[2:8, 2:8], p[2:8, 2:8] = 1, 1  # matched
+    t[2:8, 12:18], t[2:8, 18:24], p[2:9, 11:25] = 2, 3, 2  # two touching cells, one prediction (IoU 36/98 each)
+    t[12:18, 2:8] = 4  # nothing predicted: missed
+    t[12:22, 12:22], p[12:16, 12:16] = 5, 3  # 16 of 100 px predicted: IoU 0.16
+    t[26:32, 2:20], p[26:32, 2:8], p[26:32, 8:14], p[26:32, 14:20] = 6, 4, 5, 6  # one cell cut in three
+    p[30:36, 40:46] = 7  # nothing there: spurious
+    d, e = detection_scores(p, t), error_breakdown(p, t)
+    assert (d["tp"], d["fn"], d["fp"]) == (1, 5, 6)
+    # FN: cells 2 and 3 merged, 4 missed, 5 too small a prediction and 6 (its largest piece covers no other
+    # cell) are shape errors; FP: the merging prediction and the small one are shape errors, the three
+    # pieces of cell 6 are splits, prediction 7 is spurious
+    assert e == {"fn_missed": 1, "fn_merged": 2, "fn_shape": 2, "fp_spurious": 1, "fp_split": 3, "fp_shape": 2}
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a, b = _random_labels(rng, n=10), _random_labels(rng, n=10)
+        d, e = detection_scores(a, b), error_breakdown(a, b)
+        assert e["fn_missed"] + e["fn_merged"] + e["fn_shape"] == d["fn"]
+        assert e["fp_spurious"] + e["fp_split"] + e["fp_shape"] == d["fp"]
+    assert error_breakdown(np.zeros_like(t), t)["fn_missed"] == 6
+    assert error_breakdown(t, np.zeros_like(t))["fp_spurious"] == 6

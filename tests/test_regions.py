@@ -16,6 +16,7 @@ import pytest
 import roifile
 import tifffile
 
+from conftest import register_untrained_model, start_test_server
 from fosgate.core.regions import (
     LabelRegions,
     count_regions,
@@ -346,10 +347,36 @@ def _centroids(counts_csv: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([float(r["centroid_x"]) for r in rows]), np.array([float(r["centroid_y"]) for r in rows])
 
 
-@pytest.fixture
-def predicted(server, client, untrained_model, tmp_path):
+# One server, model and prediction for this module's server tests (they only read the predicted job):
+# these override conftest's per-test fixtures of the same names.
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = start_test_server(tmp_path_factory.mktemp("regions_server"))
+    try:
+        yield running
+    finally:
+        running.stop(grace=0.5)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from fosgate_client.client import FosgateClient
+
+    with FosgateClient(f"127.0.0.1:{server.port}", timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def untrained_model(server):
+    return register_untrained_model(server)
+
+
+@pytest.fixture(scope="module")
+def predicted(server, client, untrained_model, tmp_path_factory):
     """A 240x320 px slide predicted with GeoJSON regions in the same request; (job, output folder)."""
     from test_end_to_end import discs
+
+    tmp_path = tmp_path_factory.mktemp("regions_predicted")
 
     img, _ = discs((240, 320), 40, seed=7)
     tifffile.imwrite(tmp_path / "cells.tif", img)
@@ -406,6 +433,7 @@ def test_region_input_errors_are_invalid_argument_with_a_sentence(server, client
     from fosgate_client.client import FosgateClientError
 
     job, _ = predicted
+    staged = set((server.app.store.root / "regions").glob("*.tif"))
     bad = pb.RegionMap(geojson=b'{"type": "FeatureCollection", "features": [')
     with pytest.raises(FosgateClientError, match="not valid JSON") as e:
         client.count_regions(job.job_id, bad)
@@ -432,7 +460,7 @@ def test_region_input_errors_are_invalid_argument_with_a_sentence(server, client
         client.count_regions("jb_nope", pb.RegionMap(geojson=json.dumps(cortex_features()).encode()))
     assert _code(e) == grpc.StatusCode.NOT_FOUND
     # nothing was staged for the refused label images
-    assert not list((server.app.store.root / "regions").glob("*.tif"))
+    assert set((server.app.store.root / "regions").glob("*.tif")) == staged
 
 
 def test_cli_count_regions_with_an_roi_set(server, predicted, tmp_path):

@@ -138,6 +138,28 @@ def _match(p, t, p_ids, t_ids, iou_threshold: float, centroid_px: float | None) 
 # ------------------------------------------------------------------------ detection at IoU >= threshold
 
 
+def _overlaps(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Every overlapping (true, predicted) pair of two instance images: ``t_ids`` / ``p_ids`` (sorted
+    instance ids, background 0 excluded), ``area_t`` / ``area_p`` (pixels per instance, same order),
+    and per pair ``ct`` / ``cp`` (indices into t_ids / p_ids), ``inter`` (shared pixels) and ``iou``."""
+    p, t = as_instances(pred), as_instances(truth)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+    p_ids, t_ids = np.unique(p)[1:], np.unique(t)[1:]
+    n_p, n_t = len(p_ids), len(t_ids)
+    pf, tf = p.ravel(), t.ravel()
+    area_p = np.bincount(np.searchsorted(p_ids, pf[pf > 0]), minlength=n_p)
+    area_t = np.bincount(np.searchsorted(t_ids, tf[tf > 0]), minlength=n_t)
+    fg = (pf > 0) & (tf > 0)
+    ti = np.searchsorted(t_ids, tf[fg]).astype(np.int64)
+    pi = np.searchsorted(p_ids, pf[fg]).astype(np.int64)
+    pair, inter = np.unique(ti * max(n_p, 1) + pi, return_counts=True)
+    ct, cp = pair // max(n_p, 1), pair % max(n_p, 1)
+    iou = inter / (area_t[ct] + area_p[cp] - inter) if len(pair) else np.zeros(0)
+    return {"p_ids": p_ids, "t_ids": t_ids, "area_p": area_p, "area_t": area_t, "ct": ct, "cp": cp,
+            "inter": inter, "iou": iou}
+
+
 def match_instances(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> dict[str, np.ndarray]:
     """One-to-one matching of predicted to true instances at IoU >= ``iou_threshold``, as StarDist's
     ``matching`` does it: among all matchings that use only pairs with IoU >= the threshold, the one with
@@ -154,24 +176,13 @@ def match_instances(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    p, t = as_instances(pred), as_instances(truth)
-    if p.shape != t.shape:
-        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")
-    p_ids, t_ids = np.unique(p)[1:], np.unique(t)[1:]
+    o = _overlaps(pred, truth)
+    p_ids, t_ids, n_p, n_t = o["p_ids"], o["t_ids"], len(o["p_ids"]), len(o["t_ids"])
     empty = np.zeros(0, np.int64)
     result = {"true_ids": empty, "pred_ids": empty, "iou": np.zeros(0), "all_true": t_ids, "all_pred": p_ids}
-    n_p, n_t = len(p_ids), len(t_ids)
     if not n_p or not n_t:
         return result
-    pf, tf = p.ravel(), t.ravel()
-    fg = (pf > 0) & (tf > 0)
-    ti = np.searchsorted(t_ids, tf[fg]).astype(np.int64)
-    pi = np.searchsorted(p_ids, pf[fg]).astype(np.int64)
-    pair, inter = np.unique(ti * n_p + pi, return_counts=True)
-    area_p = np.bincount(np.searchsorted(p_ids, pf[pf > 0]), minlength=n_p)
-    area_t = np.bincount(np.searchsorted(t_ids, tf[tf > 0]), minlength=n_t)
-    ct, cp = pair // n_p, pair % n_p
-    iou = inter / (area_t[ct] + area_p[cp] - inter)
+    ct, cp, iou = o["ct"], o["cp"], o["iou"]
     keep = iou >= iou_threshold
     ct, cp, iou = ct[keep], cp[keep], iou[keep]
     if not len(ct):
@@ -220,6 +231,53 @@ def detection_scores(pred: np.ndarray, truth: np.ndarray, iou_threshold: float =
         "count_error": n_p - n_t,
         "rel_count_error": abs(n_p - n_t) / n_t if n_t else float("nan"),
     }
+
+
+def error_breakdown(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5,
+                    touch: float = 0.1) -> dict[str, int]:
+    """Why the objects left unmatched by :func:`match_instances` are unmatched: a diagnosis for a
+    person reading a benchmark (which post-processing knob to turn), not a score.
+
+    A predicted object *covers* a true one when it holds at least ``touch`` of the true object's pixels
+    (and symmetrically a true object covers a predicted one). Every unmatched true object (an FN) is
+    exactly one of: ``fn_missed`` (no prediction covers it: a dim or absent detection), ``fn_merged`` (the
+    prediction covering most of it also covers another true object: touching cells not separated), or
+    ``fn_shape`` (covered, but IoU < threshold: boundary, size or threshold disagreement). Every unmatched
+    prediction (an FP) is one of ``fp_spurious`` (no true object covers it), ``fp_split`` (the true object
+    covering most of it also covers another prediction: one cell cut in pieces) or ``fp_shape``. So
+    fn_missed + fn_merged + fn_shape == FN and fp_spurious + fp_split + fp_shape == FP."""
+    m = match_instances(pred, truth, iou_threshold)
+    o = _overlaps(pred, truth)
+    n_t, n_p = len(o["t_ids"]), len(o["p_ids"])
+    ct, cp, inter = o["ct"], o["cp"], o["inter"]
+    covers_t = inter >= touch * o["area_t"][ct]  # prediction cp covers truth ct
+    covers_p = inter >= touch * o["area_p"][cp]  # truth ct covers prediction cp
+
+    def classify(own, other, covered, n_own, unmatched) -> tuple[int, int, int]:
+        # for each own object: the other-side object sharing most pixels among those covering it
+        best = np.full(n_own, -1, np.int64)
+        order = np.lexsort((-inter[covered], own[covered]))  # by own id, the largest overlap first
+        o_own, o_other = own[covered][order], other[covered][order]
+        first = np.r_[True, o_own[1:] != o_own[:-1]] if len(o_own) else np.zeros(0, bool)
+        best[o_own[first]] = o_other[first]
+        # how many own objects each other-side object covers (the same ``touch`` rule, seen from it)
+        n_covered_by = np.bincount(other[covered], minlength=max(int(other.max(initial=-1)) + 1, 1))
+        missed = merged = shape = 0
+        for i in unmatched:
+            if best[i] < 0:
+                missed += 1
+            elif n_covered_by[best[i]] > 1:
+                merged += 1
+            else:
+                shape += 1
+        return missed, merged, shape
+
+    un_t = np.setdiff1d(np.arange(n_t), np.searchsorted(o["t_ids"], m["true_ids"]))
+    un_p = np.setdiff1d(np.arange(n_p), np.searchsorted(o["p_ids"], m["pred_ids"]))
+    fn = classify(ct, cp, covers_t, n_t, un_t)
+    fp = classify(cp, ct, covers_p, n_p, un_p)
+    return {"fn_missed": fn[0], "fn_merged": fn[1], "fn_shape": fn[2],
+            "fp_spurious": fp[0], "fp_split": fp[1], "fp_shape": fp[2]}
 
 
 def pool_detection(per_image: list[dict[str, float]]) -> dict[str, float]:
