@@ -40,12 +40,47 @@ def read_mask(path: Path) -> np.ndarray:
     return (np.asarray(Image.open(path).convert("L")) > 0).astype(np.uint8)
 
 
+def review_round(fg, slide_id: str, regions: list[tuple[int, int, int, int]], method: str, model_id: str,
+                 truth: np.ndarray, workdir: Path, reviewer: str = "scripted"):
+    """Auto-label ``regions`` of a slide (``method``: classical or model) and review every proposal as a
+    biologist would, through the server: export the proposals, correct each to ``truth`` (the slide's
+    mask, slide coordinates), accept it when no edit is needed, else replace it by the truth of its tile.
+    Returns (summed ``EditCost``, proposals reviewed, proposals touched)."""
+    import zipfile
+
+    import tifffile
+
+    from fosgate.core.edit_cost import NO_COST, edit_cost
+
+    job = fg.wait(fg.autolabel(slide_id, regions, method, model_id=model_id).job_id)
+    props = fg.list_proposals(job_id=job.job_id)
+    export = fg.wait(fg.export_proposals(job_id=job.job_id).job_id)
+    workdir.mkdir(parents=True)
+    with zipfile.ZipFile(fg.download_artifact(export.artifacts[0], workdir)) as zf:
+        zf.extractall(workdir)
+    total, touched = NO_COST, 0
+    for p in props:
+        x, y, w, h = p.region.x, p.region.y, p.region.width, p.region.height
+        proposal = tifffile.imread(workdir / f"{p.proposal_id}.labels.tif")
+        gt = truth[y:y + h, x:x + w]
+        cost = edit_cost(proposal, gt)
+        total += cost
+        if cost.edits == 0:
+            fg.review(p.proposal_id, "accept", reviewer=reviewer)
+        else:
+            touched += 1
+            mpath = workdir / f"{p.proposal_id}.truth.png"
+            Image.fromarray((gt > 0).astype(np.uint8) * 255).save(mpath)
+            fg.review(p.proposal_id, "replace", reviewer=reviewer, mask=mpath)
+    return total, len(props), touched
+
+
 def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epochs: int,
         seed: int = 0, retrain_from: str = "scratch") -> dict:
     import tifffile
 
     from fosgate.config import ServerConfig
-    from fosgate.core.edit_cost import NO_COST, edit_cost
+    from fosgate.core.edit_cost import NO_COST
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
     from fosgate.rpc.server import start_server
     from fosgate_client.client import FosgateClient
@@ -82,30 +117,11 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
                         if not picked:
                             continue
                         regions = [(t.region.x, t.region.y, t.region.width, t.region.height) for t in picked]
-                        job = fg.wait(fg.autolabel(s.slide_id, regions, method, model_id=model_id).job_id)
-                        props = fg.list_proposals(job_id=job.job_id)
-                        export = fg.wait(fg.export_proposals(job_id=job.job_id).job_id)
-                        pdir = tmp / f"review-{r}-{s.slide_id}"
-                        pdir.mkdir(parents=True)
-                        archive = fg.download_artifact(export.artifacts[0], pdir)
-                        import zipfile
-
-                        with zipfile.ZipFile(archive) as zf:
-                            zf.extractall(pdir)
-                        for p in props:
-                            x, y, w, h = p.region.x, p.region.y, p.region.width, p.region.height
-                            proposal = tifffile.imread(pdir / f"{p.proposal_id}.labels.tif")
-                            gt = truth[y:y + h, x:x + w]
-                            cost = edit_cost(proposal, gt)
-                            round_cost += cost
-                            reviewed += 1
-                            if cost.edits == 0:
-                                fg.review(p.proposal_id, "accept", reviewer="scripted")
-                            else:
-                                touched += 1
-                                mpath = pdir / f"{p.proposal_id}.truth.png"
-                                Image.fromarray(gt * 255).save(mpath)
-                                fg.review(p.proposal_id, "replace", reviewer="scripted", mask=mpath)
+                        cost, n_reviewed, n_touched = review_round(fg, s.slide_id, regions, method, model_id, truth,
+                                                                   tmp / f"review-{r}-{s.slide_id}")
+                        round_cost += cost
+                        reviewed += n_reviewed
+                        touched += n_touched
                     base = model_id if retrain_from == "previous" else ""
                     train = fg.wait(fg.train([], epochs=epochs, tile_size=128, batch_size=16, seed=seed,
                                              name="fnc-loop", base_model_id=base).job_id)

@@ -808,6 +808,43 @@ def cfos_labels(r: dict, plots: Path) -> str:
     ])
 
 
+def cfos_loop(r: dict, plots: Path) -> str:
+    st, summ = r["settings"], r["summary"]
+    experts = summ["experts"].get(r["lab"], {})
+    med = experts.get("median_expert_f1")
+    rows = [[x["round"], "base model (other labs)" if x["round"] == 0 else "base + all labels so far",
+             f"{x['tiles_reviewed']:.0f}", f"{x['edits']:.0f}", f"{x['edits_so_far']:.0f}",
+             f"**{x['f1']:.3f}** [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
+             ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['precision']:.3f}", f"{x['recall']:.3f}",
+             f"{x['count_error']:+.1f}"] for x in summ["rounds"]]
+    falls = [f"round {c['from']} -> {c['to']}: {c['mean_change']:+.3f} [{c['change_ci95'][0]:+.3f}, "
+             f"{c['change_ci95'][1]:+.3f}]" + (" (a fall beyond the seed interval)" if c["fell_beyond_interval"] else "")
+             for c in summ["round_changes"]]
+    return "\n".join([
+        f"## The labelling loop for a new lab (c-FOS {r['lab']}, through the server)",
+        "",
+        f"`bench/cfos_loop.py`: {r['lab']} plays a new lab (its images split into pool slides and test images by "
+        "seed); a base unet2 is trained through the server on the other two c-FOS labs "
+        f"({st['base_epochs']} x {st['base_steps']} steps of 8 x 128 px at {r['model_px_um']} um/px); each round, "
+        f"per pool slide, {st['tiles']} tile(s) of 256 px are chosen by active selection with the current model, "
+        "its proposals are corrected to the consensus by the scripted reviewer (edits = objects re-drawn + deleted "
+        "+ drawn), and the model is retrained from the base on all of the lab's labels so far "
+        f"({st['ft_epochs']} x {st['ft_steps']} steps); held-out object F1 at IoU >= 0.5 (pooled over the test "
+        f"images; interval: t over {len(st['seeds'])} seed(s)). Mode: {r['mode']}; {r['wall_seconds'] / 60:.0f} min.",
+        "",
+        _table(["round", "model", "tiles reviewed", "edits", "edits so far", "held-out F1 [95 % CI]", "per seed", "P",
+                "R", "count err"], rows),
+        "",
+        "Experts on the same test images: " + (", ".join(f"{_expert_key(e)}: {v['f1']:.3f}" for e, v in
+                                                        experts.get("experts", {}).items())
+                                                + f"; median {med:.3f}." if med is not None else "-"),
+        "Change of held-out F1 between rounds (mean over seeds, 95 % t interval of the per-seed change): "
+        + ("; ".join(falls) if falls else "one round only") + ".",
+        "",
+        _provenance(r),
+    ])
+
+
 SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("speed", "bench/bench_speed.py", speed),
     ("speed_gpu", "KERAS_BACKEND=jax bench/bench_speed.py --sizes 2048 4096 8192 (on a GPU machine)", speed_gpu),
@@ -820,6 +857,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any, Path], str]]] = [
     ("dsb", "bench/bench_dsb.py", dsb),
     ("delivr", "bench/bench_delivr.py", delivr),
     ("cfos_labels", "bench/bench_cfos_labels.py", cfos_labels),
+    ("cfos_loop", "bench/cfos_loop.py", cfos_loop),
     ("label_efficiency", "bench/bench_label_efficiency.py", label_efficiency),
     ("labelling_loop", "bench/labelling_loop.py", labelling_loop),
 ]
@@ -892,6 +930,13 @@ def summary(res: dict[str, Any]) -> str:
                          + (f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""),
                          " / ".join(f"{val.get(k, float('nan')):.2f}" for k in ("random", "balanced", "active")),
                          "balanced > random (reference paper)"])
+    if "cfos_loop" in res:
+        c = res["cfos_loop"]
+        rounds = c["summary"]["rounds"]
+        med = c["summary"]["experts"].get(c["lab"], {}).get("median_expert_f1")
+        rows.append([f"c-FOS loop, new lab {c['lab']}: held-out F1 per round (0 = base model; edits so far)",
+                     ", ".join(f"{x['f1']:.2f} ({x['edits_so_far']:.0f})" for x in rounds),
+                     f"never falls; median expert {med:.2f}" if med is not None else "never falls"])
     if "labelling_loop" in res:
         per_round, touched, reviewed = [], 0, 0  # the JSON holds cumulative counts
         for x in res["labelling_loop"]["rounds"]:

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, str | None]] = {
     "label_efficiency": ("bench_label_efficiency.py", "fnc"),
     "cfos_labels": ("bench_cfos_labels.py", "segebarth-cfos"),
     "labelling_loop": ("labelling_loop.py", "fnc"),
+    "cfos_loop": ("cfos_loop.py", "segebarth-cfos"),
     "delivr": ("bench_delivr.py", "delivr-cfos"),
     "fnc_loo": ("bench_fnc_loo.py", "fnc"),
     "dsb": ("bench_dsb.py", "dsb2018"),

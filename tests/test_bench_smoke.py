@@ -43,7 +43,7 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
         assert results[name]["machine"]["cpus"] >= 1 and results[name]["date"]
 
     expected = {"cfos": "segebarth-cfos", "cfos_labels": "segebarth-cfos", "dsb": "dsb2018", "delivr": "delivr-cfos", "fnc_loo": "fnc", "label_efficiency": "fnc",
-                "labelling_loop": "fnc"}
+                "labelling_loop": "fnc", "cfos_loop": "segebarth-cfos"}
     for name, data in expected.items():
         if not (SHARED_DATA / data).is_dir():
             assert name not in results and "Not run yet: `.venv/bin/python bench/" in text
@@ -79,6 +79,16 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
             if r["start"] == "scratch":  # no proposals: every true object of the chosen tiles is drawn
                 assert r["edit_cost"]["drawn"] == r["edit_cost"]["true"] and r["edit_cost"]["proposed"] == 0
         assert "Labels a new lab needs" in text and (tmp_path / "cfos_labels.png").stat().st_size > 0
+    if "cfos_loop" in results:  # round 0 = the base model from the other labs, round 1 = after one review
+        c = results["cfos_loop"]
+        assert c["mode"] == "quick" and [x["round"] for x in c["summary"]["rounds"]] == [0, 1]
+        r0, r1 = sorted(c["records"], key=lambda x: x["round"])
+        assert r0["edit_cost"]["edits"] == 0 and r0["tiles_reviewed"] == 0 and r1["tiles_reviewed"] == 2
+        assert r1["labels"] == 2 and not set(r1["test"]) & set(r1["pool"]) and r1["lab"] == "inns1"
+        cost = r1["edit_cost"]
+        assert cost["kept"] + cost["redrawn"] + cost["deleted"] == cost["proposed"]
+        assert cost["kept"] + cost["redrawn"] + cost["drawn"] == cost["true"] > 0
+        assert 0.0 <= r1["f1"] <= 1.0 and "The labelling loop for a new lab" in text
     if "dsb" in results:
         (row,) = results["dsb"]["rows"]
         assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5
