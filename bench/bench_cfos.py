@@ -372,6 +372,9 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
     union = {k: list(dict.fromkeys(x for p in parts for x in p["settings"][k])) for k in ("peers", "archs", "protocols",
                                                                                           "seeds")}
     base["settings"] = {**base["settings"], **union}
+    base["labs"] = list(dict.fromkeys(lab for p in parts for lab in p.get("labs", [])))
+    rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling"]["rows"]}.values())
+    base["ceiling"] = {**base["ceiling"], "rows": rows, "labs": ceiling_by_lab(rows)}  # parts may cover other labs
     base["summary"] = summarize(base["records"], base["ceiling"]["rows"])
     base["parts"] = [{"command": p.get("command"), "date": p.get("date"), "machine": p.get("machine"),
                       "partial": p.get("partial"), "folds_run": sorted({r["fold"] for r in p.get("fold_runs", [])})}

@@ -69,3 +69,37 @@ def test_human_ceiling_on_real_data_scores_every_expert():
     from fosgate.core.metrics import detection_scores
 
     assert detection_scores(samples[0].consensus, samples[0].consensus)["f1"] == 1.0
+
+
+def test_merge_of_runs_on_different_labs_keeps_each_labs_experts(tmp_path):
+    """Two runs (one lab each) merge into one result whose summary has both labs, each next to its own
+    experts (the ceiling is merged too), and the per-part provenance is kept."""
+    import json
+
+    b = _bench()
+
+    def part(lab: str, tp: int) -> dict:
+        fold = {"protocol": "within", "fold": f"{lab} 0", "lab": lab, "train": [f"{lab}_1"], "test": [f"{lab}_0"]}
+        rec = {"protocol": "within", "fold": fold["fold"], "method": "default", "lab": lab, "image": f"{lab}_0",
+               "seed": 0, "tp": tp, "fp": 1, "fn": 1, "n_pred": tp + 1, "n_true": tp + 1, "precision": 0.0,
+               "recall": 0.0, "f1": 0.0, "count_error": 0, "rel_count_error": 0.0}
+        ceiling_rows = [{"image": f"{lab}_0", "lab": lab, "expert": "expert_1", "tp": 9, "fp": 1, "fn": 0,
+                         "n_pred": 10, "n_true": 9, "count_error": 1, "rel_count_error": 0.1}]
+        settings = {"epochs": 4, "steps_per_epoch": 40, "batch": 8, "px_per_um": 1.0, "min_size_um2": 20.0,
+                    "tile": 128, "iou_threshold": 0.5, "peers": [], "archs": ["default"], "protocols": ["within"],
+                    "seeds": [0]}
+        return {"labs": [lab], "settings": settings, "folds": [fold], "fold_runs": [{**fold, "method": "default"}],
+                "records": [rec], "ceiling": {"rows": ceiling_rows, "labs": b.ceiling_by_lab(ceiling_rows)},
+                "wall_seconds": 1.0}
+
+    paths = []
+    for lab, tp in (("mue", 8), ("wue1", 3)):
+        paths.append(tmp_path / f"{lab}.json")
+        paths[-1].write_text(json.dumps(part(lab, tp)))
+    assert b.merge(paths, tmp_path / "out", ["merged"]) == 0
+    merged = json.loads((tmp_path / "out" / "cfos.json").read_text())
+    assert merged["labs"] == ["mue", "wue1"] and set(merged["ceiling"]["labs"]) == {"mue", "wue1"}
+    by_lab = {x["lab"]: x for x in merged["summary"]}
+    assert by_lab["mue"]["f1"] == pytest.approx(16 / 18) and by_lab["wue1"]["f1"] == pytest.approx(6 / 8)
+    assert by_lab["wue1"]["median_expert_f1"] == pytest.approx(18 / 19)  # its own expert, not mue's
+    assert len(merged["parts"]) == 2 and merged["notes"] == ["merged"]
