@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", nargs="*", default=[], choices=["stardist"])
     ap.add_argument("--test-labs", nargs="+", choices=list(CFOS_LABS),
                     help="run only the folds whose test lab is one of these (e.g. to finish a cut run)")
+    ap.add_argument("--folds", nargs="+", type=int, metavar="I",
+                    help="run only these folds (0-based, in the order the full run lists them; e.g. a quick probe)")
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                     help="no training: combine the folds of these results (same settings) into one, re-summarised")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the report (e.g. what was cut)")
@@ -454,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         folds = folds[:1]
     if args.test_labs:
         folds = [f for f in folds if f["lab"] in args.test_labs]
+    if args.folds:
+        folds = [f for i, f in enumerate(folds) if i in set(args.folds)]
     archs = []
     for a in args.arch:
         if a == "reference":
