@@ -14,7 +14,8 @@ For a held-out lab L and a seed s:
 - Selection of n tiles from the pool for each budget in ``--budgets``: ``random``; ``balanced`` over
   k-means clusters of simple tile features (mean, spread and 99th percentile of normalised intensity);
   ``active``: the tiles where the starting model is least sure (mean 4p(1-p) of its foreground map;
-  for ``scratch``, which has no model, random). Random and active sets are nested across budgets.
+  for ``scratch``, which has no model, random). Random and active sets are nested across budgets. A tile set
+  already trained from the same start and seed (every strategy at ``all``; active from scratch) is scored once.
 - Edit cost of the chosen tiles: the starting model's proposals corrected to the truth by the scripted
   reviewer (``fosgate.core.edit_cost``: objects re-drawn, deleted and drawn); ``scratch`` has no
   proposals, so every object is drawn.
@@ -240,6 +241,7 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
     clusters = kmeans_clusters(tile_features(pool, tiles), args.k, seed)
     budgets = sorted({len(tiles) if b == "all" else min(int(b), len(tiles)) for b in args.budgets})
     rows = []
+    fitted: dict[tuple, dict] = {}  # (start, chosen tiles) -> scores: one training per distinct tile set
     for start in args.starts:
         t0 = time.perf_counter()
         start_model = make_start(start, lab, seed, others, pool, args)
@@ -263,10 +265,13 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
                     prop = proposals[t.image][sl] if proposals is not None else np.zeros((t.size, t.size), np.int32)
                     cost += edit_cost(prop, truths[t.image][sl])
                 t1 = time.perf_counter()
+                key = (start, tuple(chosen))
                 if n == 0:  # the starting model itself: the same for every strategy
                     sc = zero_shot = zero_shot if zero_shot is not None else score(start_model, test)
+                elif key in fitted:  # the same tiles from the same start and seed (e.g. every strategy at "all",
+                    sc = fitted[key]  # or active from scratch, which has no model and picks the random tiles)
                 else:
-                    sc = score(fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args), test)
+                    sc = fitted[key] = score(fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args), test)
                 row = {"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n,
                        "all_tiles": len(tiles), "edit_cost": cost.to_dict(), "train_seconds": time.perf_counter() - t1,
                        "start_seconds": start_s, "test": [s.name for s in test], "pool": [s.name for s in pool],

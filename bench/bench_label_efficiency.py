@@ -72,8 +72,8 @@ def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: in
     from fosgate.core.unet import receptive_field_radius, required_halo
 
     train, test = load_fnc(need_data("fnc"))
-    if max_slides:  # quick mode: fewer slides to cluster, one held-out image
-        train, test = train[:max_slides], test[:1]
+    if max_slides:  # quick mode: fewer slides to cluster, one held-out image (its top-left 512 px)
+        train, test = train[:max_slides], [(p, img[:512, :512], mask[:512, :512]) for p, img, mask in test[:1]]
     norm = Normalization()
     stats = [norm.stats_of_array(img) for _, img, _ in train]
     slides = []
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
     ap.add_argument("--steps", type=int, default=300, help="gradient steps per training (batch 16 of 128 px)")
     ap.add_argument("--seeds", type=int, default=1, help="number of selection/training seeds (0, 1, ...)")
-    ap.add_argument("--quick", action="store_true", help="fractions 0.1 and 0.25 of 40 tiles per slide of 3 slides, 5 steps, 1 test image")
+    ap.add_argument("--quick", action="store_true", help="fractions 0.1 and 0.25 of 40 tiles per slide of 3 slides, 5 steps, 512 px of 1 test image")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:

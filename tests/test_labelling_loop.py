@@ -68,6 +68,15 @@ def test_select_autolabel_review_train_iterate(client, slide, synthetic, tmp_pat
     # skip_labelled leaves out the tiles with pending proposals
     again = client.select_tiles(cl.clustering_id, 81, "random", skip_labelled=True)
     assert not {t.index for t in again} & {t.index for t in picked}
+    # tiles overlap their neighbours by the margin: only a tile at least half under a proposal is left out
+    # (the slide's last column and row of tiles are shifted in, so they lie mostly under their neighbours)
+    def half_covered(t, r):
+        dx = min(t.region.x + t.region.width, r.region.x + r.region.width) - max(t.region.x, r.region.x)
+        dy = min(t.region.y + t.region.height, r.region.y + r.region.height) - max(t.region.y, r.region.y)
+        return dx > 0 and dy > 0 and 2 * dx * dy >= t.region.width * t.region.height
+
+    assert {t.index for t in again} == {t.index for t in cl.tiles if not any(half_covered(t, r) for r in picked)}
+    assert len(again) > 81 - 10 - 9  # neighbours of a labelled tile stay eligible (all but some edge tiles)
 
     # a scripted reviewer: accept, reject, and replace with ground truth as ROI set, GeoJSON and mask file
     def truth_crop(p):

@@ -230,7 +230,7 @@ class Labels:
             taken = [(lb.x, lb.y, lb.width, lb.height) for lb in self.store.list_labels(row.slide_id)]
             taken += [(p.x, p.y, p.width, p.height) for p in self.store.list_proposals(row.slide_id)
                       if p.state == "pending"]
-            eligible = np.array([not any(_overlaps(t, r) for r in taken) for t in tiles], bool)
+            eligible = np.array([not any(_covers(r, t) for r in taken) for t in tiles], bool)
         uncertainty = None
         if strategy == "active":
             if not model_id:
@@ -291,9 +291,14 @@ def mask_to_labels(mask: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint32)
 
 
-def _overlaps(t: dict, r: tuple[int, int, int, int]) -> bool:
+def _covers(r: tuple[int, int, int, int], t: dict) -> bool:
+    """Whether region ``r`` (x, y, w, h) holds at least half of tile ``t``. Clustering tiles overlap their
+    neighbours by the margin, so a labelled tile touches its eight neighbours: touching must not count
+    as labelled, or ``skip_labelled`` would hide the neighbours of every labelled tile."""
     x, y, w, h = r
-    return t["x"] < x + w and x < t["x"] + t["width"] and t["y"] < y + h and y < t["y"] + t["height"]
+    dx = min(t["x"] + t["width"], x + w) - max(t["x"], x)
+    dy = min(t["y"] + t["height"], y + h) - max(t["y"], y)
+    return dx > 0 and dy > 0 and 2 * dx * dy >= t["width"] * t["height"]
 
 
 def _margin_of(tiles: list[dict], tile: int) -> int:
