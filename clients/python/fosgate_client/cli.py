@@ -783,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--strategy", default="balanced", choices=strategies)
     sp.add_argument("--exclude", type=int, action="append", help="cluster to leave out (repeatable)")
     sp.add_argument("--model", default="", help="model whose uncertainty guides --strategy active")
-    sp.add_argument("--skip-labelled", action="store_true", help="leave out tiles already labelled or proposed")
+    sp.add_argument("--skip-labelled", action="store_true", help="leave out tiles at least half under a label or pending proposal")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(fn=cmd_select)
 
