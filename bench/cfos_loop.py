@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-steps", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="smoke size: 1 seed, 1 round of 1 tile per slide, a few "
                     "training steps")
+    ap.add_argument("--note", action="append", default=[], help="a sentence for the report (e.g. what was shared)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if not DATA.is_dir():
@@ -211,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             rows += run_seed(args.lab, seed, samples, args, Path(tmp))
     result = {"mode": "quick" if args.quick else "full", "lab": args.lab,
-              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "model_px_um": MODEL_PX_UM,
-              "records": rows, "summary": summarize(rows, ceiling["rows"]), "wall_seconds": time.perf_counter() - t0}
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "note")}, "model_px_um": MODEL_PX_UM,
+              "records": rows, "summary": summarize(rows, ceiling["rows"]), "wall_seconds": time.perf_counter() - t0,
+              "notes": args.note}
     save(args.out, "cfos_loop", result)
     for x in result["summary"]["rounds"]:
         print(f"round {x['round']}: tiles {x['tiles_reviewed']:.0f}, edits so far {x['edits_so_far']:.0f}, "

@@ -840,6 +840,7 @@ def cfos_loop(r: dict, plots: Path) -> str:
                                                 + f"; median {med:.3f}." if med is not None else "-"),
         "Change of held-out F1 between rounds (mean over seeds, 95 % t interval of the per-seed change): "
         + ("; ".join(falls) if falls else "one round only") + ".",
+        *[f"\n{note}" for note in r.get("notes", [])],
         "",
         _provenance(r),
     ])
