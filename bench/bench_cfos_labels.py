@@ -372,6 +372,42 @@ def plot(summary: dict, path) -> None:
     plt.close(fig)
 
 
+SEED_FREE = ("labs", "budgets", "starts", "strategies", "tile", "k", "base_epochs", "base_steps", "ft_epochs",
+             "ft_steps", "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
+
+
+def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
+    """One result from runs of the same settings on different seeds (e.g. one process per seed, so that a run
+    cut for time keeps the seeds it finished): records concatenated, the summary recomputed over every seed;
+    each part's command, date and machine stamp are kept under ``parts``."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    first = parts[0]["settings"]
+    for p in parts[1:]:
+        if any(p["settings"][k] != first[k] for k in SEED_FREE):
+            raise SystemExit("--merge: the results were run with different settings (only the seeds may differ)")
+    records = [r for p in parts for r in p["records"]]
+    seen = [key for p in parts for key in {(r["lab"], r["seed"]) for r in p["records"]}]
+    if len(seen) != len(set(seen)):
+        raise SystemExit("--merge: a (lab, seed) appears in two parts")
+    if all("ceiling_rows" in p for p in parts):
+        ceiling_rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling_rows"]}.values())
+    else:  # results saved before the experts' rows were kept: score the experts again
+        ceiling_rows = human_ceiling([s for s in load_samples() if s.lab in first["labs"]])["rows"]
+    summary = summarize(records, ceiling_rows)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(summary, out / "cfos_labels.png")
+    result = {"mode": parts[0]["mode"],
+              "settings": {**first, "seeds": sorted({r["seed"] for r in records})},
+              "records": records, "ceiling_rows": ceiling_rows, **summary,
+              "wall_seconds": sum(p.get("wall_seconds", 0) for p in parts),
+              "machine": parts[0].get("machine"),
+              "parts": [{"command": p.get("command"), "date": p.get("date"), "machine": p.get("machine"),
+                         "seeds": p["settings"]["seeds"]} for p in parts],
+              "notes": [n for p in parts for n in p.get("notes", [])] + notes}
+    save(out, "cfos_labels", result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labs", nargs="+", default=list(CFOS_LABS), choices=list(CFOS_LABS))
@@ -390,8 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-tiles", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="smoke size: inns1, seed 0, budgets 0 and 4, base and "
                     "scratch, random and active, a few steps")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="no training: combine results of the same settings on other seeds into one, re-summarised")
+    ap.add_argument("--note", action="append", default=[], help="a sentence for the report")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out, args.note)
     if args.quick:
         args.labs, args.seeds, args.budgets = ["inns1"], [0], ["0", "4"]
         args.starts, args.strategies = ["scratch", "base"], ["random", "active"]
@@ -406,9 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(rows, ceiling["rows"])
     args.out.mkdir(parents=True, exist_ok=True)
     plot(summary, args.out / "cfos_labels.png")
-    result = {"mode": "quick" if args.quick else "full", "settings": {k: v for k, v in vars(args).items() if k != "out"},
+    result = {"mode": "quick" if args.quick else "full",
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "merge", "note")},
+              "notes": args.note,
               "records": [{k: v for k, v in r.items() if k != "per_image"} | {"per_image": r["per_image"]} for r in rows],
-              **summary, "wall_seconds": time.perf_counter() - t0}
+              "ceiling_rows": ceiling["rows"], **summary, "wall_seconds": time.perf_counter() - t0}
     save(args.out, "cfos_labels", result)
     for r in summary["rows"]:
         print(f"{r['lab']:6s} {r['start']:10s} {r['strategy']:8s} tiles {r['tiles']:3d}  F1 {r['f1']:.3f} "

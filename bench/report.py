@@ -803,6 +803,10 @@ def cfos_labels(r: dict, plots: Path) -> str:
            "No two selection strategies are distinguishable at these seeds (their intervals overlap)."),
         "",
         "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
+        *[f"\n{note}" for note in r.get("notes", [])],
+        *(["", "Run in parts (one process per seed), merged: " + "; ".join(
+            f"seed(s) {', '.join(map(str, x['seeds']))} `{x['command']}` ({str(x['date'])[:16]})" for x in r["parts"])
+            + "."] if r.get("parts") else []),
         "",
         _provenance(r),
     ])

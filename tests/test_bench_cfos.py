@@ -103,3 +103,52 @@ def test_merge_of_runs_on_different_labs_keeps_each_labs_experts(tmp_path):
     assert by_lab["mue"]["f1"] == pytest.approx(16 / 18) and by_lab["wue1"]["f1"] == pytest.approx(6 / 8)
     assert by_lab["wue1"]["median_expert_f1"] == pytest.approx(18 / 19)  # its own expert, not mue's
     assert len(merged["parts"]) == 2 and merged["notes"] == ["merged"]
+
+
+def _labels_bench():
+    _bench()  # bench_cfos_labels imports bench_cfos
+    spec = importlib.util.spec_from_file_location("bench_cfos_labels", BENCH / "bench_cfos_labels.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_cfos_labels"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
+    """Per-seed runs of bench_cfos_labels merge into one result whose rows average over every seed with a
+    t interval (one seed alone has none); a seed present in two parts, or other settings, are refused."""
+    import json
+
+    b = _labels_bench()
+    settings = {"labs": ["inns1"], "budgets": ["0", "all"], "starts": ["base"], "strategies": ["random"],
+                "tile": 256, "k": 4, "base_epochs": 4, "base_steps": 40, "ft_epochs": 4, "ft_steps": 25,
+                "pretrain_epochs": 5, "pretrain_steps": 40, "pretrain_tiles": 256, "quick": False}
+    ceiling_rows = [{"image": "inns1_0", "lab": "inns1", "expert": "expert_1", "tp": 9, "fp": 1, "fn": 0,
+                     "n_pred": 10, "n_true": 9, "count_error": 1, "rel_count_error": 0.1}]
+
+    def part(seed: int, f1: float, **changed) -> dict:
+        recs = [{"lab": "inns1", "seed": seed, "start": "base", "strategy": "random", "tiles": n, "all_tiles": 40,
+                 "edit_cost": {"edits": 3 * n}, "test": ["inns1_0"], "f1": f1 + n / 100, "count_error": -n,
+                 "per_image": []} for n in (0, 40)]
+        return {"mode": "full", "settings": {**settings, **changed, "seeds": [seed]}, "records": recs,
+                "ceiling_rows": ceiling_rows, "wall_seconds": 10.0, "command": f"seed {seed}", "date": "2026"}
+
+    paths = []
+    for seed, f1 in ((0, 0.5), (1, 0.7)):
+        paths.append(tmp_path / f"s{seed}.json")
+        paths[-1].write_text(json.dumps(part(seed, f1)))
+    assert b.merge(paths, tmp_path / "out", ["two seeds"]) == 0
+    merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
+    assert merged["settings"]["seeds"] == [0, 1] and len(merged["parts"]) == 2 and merged["notes"] == ["two seeds"]
+    full = next(r for r in merged["rows"] if r["all"])
+    assert full["seeds"] == 2 and full["f1"] == pytest.approx(1.0)
+    lo, hi = full["f1_ci95"]
+    assert lo < 0.9 and hi > 1.1  # t(1 dof) interval of 0.9 and 1.1
+    assert full["median_expert_f1"] == pytest.approx(18 / 19)
+    assert merged["wall_seconds"] == 20.0
+    (tmp_path / "again.json").write_text(json.dumps(part(1, 0.6)))
+    with pytest.raises(SystemExit, match="two parts"):
+        b.merge([paths[1], tmp_path / "again.json"], tmp_path / "out", [])
+    (tmp_path / "other.json").write_text(json.dumps(part(2, 0.6, ft_steps=50)))
+    with pytest.raises(SystemExit, match="different settings"):
+        b.merge([paths[0], tmp_path / "other.json"], tmp_path / "out", [])
