@@ -36,7 +36,7 @@ def test_train_on_fnc_and_predict_held_out_image(server, tmp_path):
     cmd = [sys.executable, "-m", "fosgate.cli", "train", "--server", address,
            "--images", str(train_images), "--masks", str(train_masks),
            "--images", str(fnc / "red" / "images"), "--masks", str(fnc / "red" / "masks"),
-           "--epochs", "4", "--steps-per-epoch", "40", "--tile-size", "128", "--json"]
+           "--epochs", "4", "--steps-per-epoch", "20", "--tile-size", "128", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
