@@ -494,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                     "threshold": m.get("threshold"), "best_epoch": m.get("best_epoch"),
                     "epochs_run": m.get("epochs_run"), "train_images": m.get("train_images"),
                     "val_images": m.get("val_images"), "val_loss": fitted["history"].get("val_loss", []),
+                    "val_object_f1_curve": fitted["history"].get("object_f1", []),  # per epoch (unet2)
                     **({"post": m["post"], "val_object_f1": m.get("val_object_f1")} if "post" in m else {})})
                 print(json.dumps({k: v for k, v in result["fold_runs"][-1].items() if k != "val_loss"}),
                       file=sys.stderr, flush=True)

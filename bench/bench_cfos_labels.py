@@ -372,23 +372,25 @@ def plot(summary: dict, path) -> None:
     plt.close(fig)
 
 
-SEED_FREE = ("labs", "budgets", "starts", "strategies", "tile", "k", "base_epochs", "base_steps", "ft_epochs",
-             "ft_steps", "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
+SAME_IN_PARTS = ("labs", "budgets", "strategies", "tile", "k", "base_epochs", "base_steps", "ft_epochs", "ft_steps",
+                 "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
 
 
 def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
-    """One result from runs of the same settings on different seeds (e.g. one process per seed, so that a run
-    cut for time keeps the seeds it finished): records concatenated, the summary recomputed over every seed;
-    each part's command, date and machine stamp are kept under ``parts``."""
+    """One result from runs of the same settings on other seeds or starting points (e.g. one process per seed,
+    so that a run cut for time keeps the seeds it finished; or the pretrained start run later): records
+    concatenated, the summary recomputed over every seed; each part's command, date and machine stamp are
+    kept under ``parts``. A (lab, seed, start) run in two parts is refused (it would count twice)."""
     parts = [json.loads(p.read_text()) for p in paths]
     first = parts[0]["settings"]
     for p in parts[1:]:
-        if any(p["settings"][k] != first[k] for k in SEED_FREE):
-            raise SystemExit("--merge: the results were run with different settings (only the seeds may differ)")
+        if any(p["settings"][k] != first[k] for k in SAME_IN_PARTS):
+            raise SystemExit("--merge: the results were run with different settings (only the seeds and the "
+                             "starting points may differ)")
     records = [r for p in parts for r in p["records"]]
-    seen = [key for p in parts for key in {(r["lab"], r["seed"]) for r in p["records"]}]
+    seen = [key for p in parts for key in {(r["lab"], r["seed"], r["start"]) for r in p["records"]}]
     if len(seen) != len(set(seen)):
-        raise SystemExit("--merge: a (lab, seed) appears in two parts")
+        raise SystemExit("--merge: a (lab, seed, start) appears in two parts")
     if all("ceiling_rows" in p for p in parts):
         ceiling_rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling_rows"]}.values())
     else:  # results saved before the experts' rows were kept: score the experts again
@@ -397,12 +399,13 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot(summary, out / "cfos_labels.png")
     result = {"mode": parts[0]["mode"],
-              "settings": {**first, "seeds": sorted({r["seed"] for r in records})},
+              "settings": {**first, "seeds": sorted({r["seed"] for r in records}),
+                           "starts": list(dict.fromkeys(r["start"] for r in records))},
               "records": records, "ceiling_rows": ceiling_rows, **summary,
               "wall_seconds": sum(p.get("wall_seconds", 0) for p in parts),
               "machine": parts[0].get("machine"),
               "parts": [{"command": p.get("command"), "date": p.get("date"), "machine": p.get("machine"),
-                         "seeds": p["settings"]["seeds"]} for p in parts],
+                         "seeds": p["settings"]["seeds"], "starts": p["settings"]["starts"]} for p in parts],
               "notes": [n for p in parts for n in p.get("notes", [])] + notes}
     save(out, "cfos_labels", result)
     return 0

@@ -116,7 +116,8 @@ def _labels_bench():
 
 def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     """Per-seed runs of bench_cfos_labels merge into one result whose rows average over every seed with a
-    t interval (one seed alone has none); a seed present in two parts, or other settings, are refused."""
+    t interval (one seed alone has none); another starting point on a seed already run joins as its own
+    rows; a (seed, start) present in two parts, or other settings, are refused."""
     import json
 
     b = _labels_bench()
@@ -126,11 +127,11 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     ceiling_rows = [{"image": "inns1_0", "lab": "inns1", "expert": "expert_1", "tp": 9, "fp": 1, "fn": 0,
                      "n_pred": 10, "n_true": 9, "count_error": 1, "rel_count_error": 0.1}]
 
-    def part(seed: int, f1: float, **changed) -> dict:
-        recs = [{"lab": "inns1", "seed": seed, "start": "base", "strategy": "random", "tiles": n, "all_tiles": 40,
+    def part(seed: int, f1: float, start: str = "base", **changed) -> dict:
+        recs = [{"lab": "inns1", "seed": seed, "start": start, "strategy": "random", "tiles": n, "all_tiles": 40,
                  "edit_cost": {"edits": 3 * n}, "test": ["inns1_0"], "f1": f1 + n / 100, "count_error": -n,
                  "per_image": []} for n in (0, 40)]
-        return {"mode": "full", "settings": {**settings, **changed, "seeds": [seed]}, "records": recs,
+        return {"mode": "full", "settings": {**settings, **changed, "seeds": [seed], "starts": [start]}, "records": recs,
                 "ceiling_rows": ceiling_rows, "wall_seconds": 10.0, "command": f"seed {seed}", "date": "2026"}
 
     paths = []
@@ -147,8 +148,15 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     assert full["median_expert_f1"] == pytest.approx(18 / 19)
     assert merged["wall_seconds"] == 20.0
     (tmp_path / "again.json").write_text(json.dumps(part(1, 0.6)))
-    with pytest.raises(SystemExit, match="two parts"):
+    with pytest.raises(SystemExit, match="in two parts"):
         b.merge([paths[1], tmp_path / "again.json"], tmp_path / "out", [])
     (tmp_path / "other.json").write_text(json.dumps(part(2, 0.6, ft_steps=50)))
     with pytest.raises(SystemExit, match="different settings"):
         b.merge([paths[0], tmp_path / "other.json"], tmp_path / "out", [])
+    (tmp_path / "pre.json").write_text(json.dumps(part(0, 0.3, start="pretrained")))
+    assert b.merge([*paths, tmp_path / "pre.json"], tmp_path / "out", []) == 0
+    merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
+    assert merged["settings"]["starts"] == ["base", "pretrained"]
+    pre = next(r for r in merged["rows"] if r["start"] == "pretrained" and r["all"])
+    assert pre["seeds"] == 1 and pre["f1"] == pytest.approx(0.7)
+    assert next(r for r in merged["rows"] if r["start"] == "base" and r["all"])["seeds"] == 2
