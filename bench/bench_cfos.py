@@ -271,8 +271,8 @@ class DefaultArch:
         metrics["post"] = {k: v for k, v in vars(post).items()} if hasattr(post, "__dict__") else str(post)
         return {"model": model, "metrics": metrics, "history": dict(getattr(model, "history", {}) or {})}
 
-    def predict(self, fitted: dict[str, Any], s: Sample) -> np.ndarray:
-        return np.asarray(fitted["model"].predict_instances(s.image, pixel_size_um=1.0 / s.px_per_um))
+    def predict(self, fitted: dict[str, Any], s: Sample, tta: bool = False) -> np.ndarray:
+        return np.asarray(fitted["model"].predict_instances(s.image, pixel_size_um=1.0 / s.px_per_um, tta=tta))
 
 
 def default_arch_entry_point():
@@ -344,6 +344,8 @@ def summarize(records: list[dict], ceiling_rows: list[dict]) -> list[dict]:
             "median_expert_f1": experts.get("median_expert_f1"),
             "target_met": bool(experts) and f1 >= experts["median_expert_f1"],
         })
+        if all("predict_seconds" in r for r in sel):
+            out[-1]["predict_seconds_per_image"] = float(np.mean([r["predict_seconds"] for r in sel]))
         if all("errors" in r for r in sel):  # why objects are unmatched (metrics.error_breakdown), summed
             out[-1]["errors"] = {k: sum(r["errors"][k] for r in sel) for k in sel[0]["errors"]}
     return out
@@ -404,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
     ap.add_argument("--peers", nargs="*", default=[], choices=["stardist"])
+    ap.add_argument("--tta", action="store_true", help="also score the default model with test-time augmentation "
+                    "(method default+tta; the prediction seconds of both are recorded)")
     ap.add_argument("--test-labs", nargs="+", choices=list(CFOS_LABS),
                     help="run only the folds whose test lab is one of these (e.g. to finish a cut run)")
     ap.add_argument("--folds", nargs="+", type=int, metavar="I",
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"iou_threshold": 0.5, "px_per_um": args.px_per_um, "min_size_um2": args.min_size_um2,
                      "epochs": args.epochs, "steps_per_epoch": args.steps, "batch": args.batch, "tile": 128,
                      "seeds": args.seeds, "wue1_folds": args.wue1_folds, "protocols": args.protocols,
-                     "archs": args.arch, "peers": args.peers, "val_fraction": 0.2,
+                     "archs": args.arch, "peers": args.peers, "tta": args.tta, "val_fraction": 0.2,
                      "interval": "95 % percentile bootstrap over the lab's test images (2000 resamples), "
                                  "TP/FP/FN of an image summed over seeds"},
         "left_out": "wue2 (GABA, another marker)",
@@ -486,7 +490,13 @@ def main(argv: list[str] | None = None) -> int:
                 t_train = time.perf_counter() - t0
                 budget = budget or t_train
                 for n in fold["test"]:
-                    record(arch.name, fold, seed, by[n], arch.predict(fitted, by[n]))
+                    t1 = time.perf_counter()
+                    labels = arch.predict(fitted, by[n])
+                    record(arch.name, fold, seed, by[n], labels, {"predict_seconds": time.perf_counter() - t1})
+                    if args.tta and arch.name == "default":  # the same model, 8 symmetries averaged
+                        t1 = time.perf_counter()
+                        labels = arch.predict(fitted, by[n], tta=True)
+                        record("default+tta", fold, seed, by[n], labels, {"predict_seconds": time.perf_counter() - t1})
                 m = fitted["metrics"]
                 result["fold_runs"].append({
                     "protocol": fold["protocol"], "fold": fold["fold"], "lab": fold["lab"], "method": arch.name,

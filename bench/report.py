@@ -731,6 +731,16 @@ def cfos(r: dict, plots: Path) -> str:
                   "trains and scores them."]
     for note in r.get("not_run", []):
         lines += ["", f"**Not run:** {note}. No numbers are shown for it."]
+    tta = {(x["protocol"], x["lab"]): x for x in summ if x["method"] == "default+tta"}
+    for x in summ:
+        t = tta.get((x["protocol"], x["lab"]))
+        if x["method"] == "default" and t and "predict_seconds_per_image" in t:
+            lines += ["", f"Test-time augmentation ({x['protocol']}, {x['lab']}; the same models, 8 symmetries "
+                      f"averaged): object F1 {t['f1']:.3f} [{t['f1_ci95'][0]:.3f}, {t['f1_ci95'][1]:.3f}] vs "
+                      f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}] without "
+                      f"({t['f1'] - x['f1']:+.3f}); prediction {t['predict_seconds_per_image']:.1f} s vs "
+                      f"{x['predict_seconds_per_image']:.1f} s per image "
+                      f"({t['predict_seconds_per_image'] / x['predict_seconds_per_image']:.1f}x)."]
     peers = [x for x in r.get("fold_runs", []) if x.get("method") not in ("reference", "default")]
     done = [x for x in peers if not x.get("error")]
     if done:
@@ -738,7 +748,7 @@ def cfos(r: dict, plots: Path) -> str:
         lines += ["", "Peer: StarDist 2D from scratch (bench/peers/stardist: its own venv with TensorFlow 2.15 / Keras 2; "
                   "32 rays, grid 2, 256-px patches, batch 4, flips / rotations / intensity jitter; 1-99.8 % "
                   "percentile normalisation; the same folds, seeds and pixel size) trained for the wall-clock seconds "
-                  "the reference net took on the same fold (budget "
+                  f"the first model (`{st['archs'][0]}`) took on the same fold (budget "
                   + ", ".join(f"{x['budget_s']:.0f}" for x in done) + " s; it used "
                   + ", ".join(f"{x['train_seconds']:.0f}" for x in done) + " s for "
                   + ", ".join(str(x["steps"]) for x in done) + " steps; the first epoch's graph building is inside "
