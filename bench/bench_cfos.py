@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partial-every-fold", action="store_true", help="save the JSON after every fold")
     ap.add_argument("--quick", action="store_true", help="smoke size: inns1 only, one held-out image, 1 seed, "
                     "2 epochs x 5 steps of 4 crops")
+    ap.add_argument("--name", default="cfos", help="result name (cfos_budget: a longer-training probe that the "
+                    "report sets beside the same folds of the cfos result)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if not DATA.is_dir():
@@ -450,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.note:
         result["notes"] = args.note
-    name = "cfos"
+    name = args.name
     if args.ceiling_only:
         result["mode"] = "ceiling-only"
         save(args.out, name, result)

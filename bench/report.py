@@ -770,7 +770,71 @@ def cfos(r: dict, plots: Path) -> str:
             f"`{x['command']}` ({str(x['date'])[:16]}, 1-min load {x['machine']['load_average_1min']:.1f} at its end; "
             f"folds: {', '.join(x['folds_run'])}" + (f"; stopped after {x['partial']}" if x.get("partial") else "") + ")"
             for x in r["parts"]) + "."]
-    return "\n".join(lines + ["", _provenance(r)])
+    probe = r.get("companions", {}).get("cfos_budget")
+    return "\n".join(lines + ["", _provenance(r)] + (["", _cfos_budget(r, probe, plots)] if probe else []))
+
+
+def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
+    """The longer-training probe (``bench_cfos.py --name cfos_budget``) beside the same fold, seed and method
+    of the main result: held-out F1 at both budgets and the probe's validation object F1 per epoch."""
+    st, pst = main["settings"], probe["settings"]
+
+    def pooled(recs):
+        tp, fp, fn = (sum(x[k] for x in recs) for k in ("tp", "fp", "fn"))
+        return (2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0), tp, fp, fn
+
+    rows, curves = [], []
+    for run in probe.get("fold_runs", []):
+        key = (run["protocol"], run["fold"], run["method"], run["seed"])
+        mine = [x for x in probe["records"] if (x["protocol"], x["fold"], x["method"], x["seed"]) == key]
+        theirs = [x for x in main.get("records", []) if (x["protocol"], x["fold"], x["method"], x["seed"]) == key]
+        if not mine:
+            continue
+        f_long, *_ = pooled(mine)
+        f_short = pooled(theirs)[0] if theirs else None
+        images = {x["image"] for x in mine}
+        med = next((x["median_expert_f1"] for x in probe.get("summary", [])
+                    if (x["protocol"], x["method"], x["lab"]) == key[0:1] + key[2:3] + (run["lab"],)), None)
+        rows.append([run["lab"], run["fold"], run["method"], run["seed"], len(images),
+                     f"{f_short:.3f}" if f_short is not None else "-", f"**{f_long:.3f}**",
+                     f"{med:.3f}" if med is not None else "-", f"{run.get('best_epoch', 0):.0f} of {run.get('epochs_run', 0):.0f}",
+                     f"{run['train_seconds'] / 60:.0f} min"])
+        if run.get("val_object_f1_curve"):
+            curves.append((f"{run['lab']} {run['fold']} seed {run['seed']}", run["val_object_f1_curve"]))
+    if curves:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        for label, c in curves:
+            ax.plot(range(1, len(c) + 1), c, marker="o", ms=3, label=label)
+        ax.axvline(st["epochs"], color="grey", ls=":", lw=1, label=f"{st['epochs'] * st['steps_per_epoch']} steps (the main result's whole training, on its "
+                   "own shorter schedule)")
+        ax.set_xlabel(f"epoch ({pst['steps_per_epoch']} steps of {pst['batch']} x {pst['tile']} px)")
+        ax.set_ylabel("validation object F1")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plots / "cfos_budget.png", dpi=110)
+        plt.close(fig)
+    return "\n".join([
+        f"### Training budget (a probe: `{probe.get('command', 'bench_cfos.py --name cfos_budget')}`)",
+        "",
+        f"The same fold, seed and method trained for {pst['epochs']} x {pst['steps_per_epoch']} steps instead of "
+        f"{st['epochs']} x {st['steps_per_epoch']} (cosine schedule over all steps, early stopping on validation "
+        "object F1); held-out object F1 pooled over the fold's test images. The short column is from the main "
+        "result above (another run); the probe's 95 % interval over its test images: "
+        + "; ".join(f"{x['lab']} {x['method']} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]"
+                    for x in probe.get("summary", [])) + ".",
+        "",
+        _table(["lab", "fold", "method", "seed", "test images", f"F1 at {st['epochs'] * st['steps_per_epoch']} steps",
+                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps", "median expert (probe's test images)",
+                "best epoch",
+                "training"], rows),
+        "",
+        *(["![validation object F1 per epoch](bench/results/cfos_budget.png)", ""] if curves else []),
+        *probe.get("notes", []),
+        "",
+        _provenance(probe),
+    ])
 
 
 def cfos_labels(r: dict, plots: Path) -> str:
@@ -966,7 +1030,7 @@ def summary(res: dict[str, Any]) -> str:
 
 OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
-COMPANIONS = {"fnc_loo": ("fnc_loo_independent",)}
+COMPANIONS = {"fnc_loo": ("fnc_loo_independent",), "cfos": ("cfos_budget",)}
 
 
 def render(results: Path, plots: Path | None = None) -> str:

@@ -160,3 +160,31 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     pre = next(r for r in merged["rows"] if r["start"] == "pretrained" and r["all"])
     assert pre["seeds"] == 1 and pre["f1"] == pytest.approx(0.7)
     assert next(r for r in merged["rows"] if r["start"] == "base" and r["all"])["seeds"] == 2
+
+
+def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tmp_path):
+    """report.cfos renders a cfos_budget companion: the probe's held-out F1 next to the main result's F1 on
+    the same (protocol, fold, method, seed), and the probe's validation curve as a plot."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def rec(tp, fp, fn, seed=0):
+        return {"protocol": "within", "fold": "groups 0+4", "method": "default", "seed": seed, "lab": "wue1",
+                "image": "wue1_0001", "tp": tp, "fp": fp, "fn": fn}
+
+    settings = {"epochs": 4, "steps_per_epoch": 40, "batch": 8, "tile": 128}
+    main = {"settings": settings, "records": [rec(3, 1, 6), rec(9, 0, 0, seed=1)]}
+    probe = {"settings": {**settings, "epochs": 16}, "records": [rec(7, 1, 2)], "command": "probe",
+             "fold_runs": [{"protocol": "within", "fold": "groups 0+4", "method": "default", "seed": 0, "lab": "wue1",
+                            "best_epoch": 13, "epochs_run": 16, "train_seconds": 600,
+                            "val_object_f1_curve": [0.1, 0.5, 0.7]}],
+             "summary": [{"protocol": "within", "method": "default", "lab": "wue1", "f1": 0.78, "f1_ci95": [0.7, 0.8],
+                          "median_expert_f1": 0.73}]}
+    text = report._cfos_budget(main, probe, tmp_path)
+    row = next(line for line in text.splitlines() if line.startswith("| wue1"))
+    assert "| 0.462 | **0.824** | 0.730 | 13 of 16 |" in row  # 6/13 and 14/17; the main seed 1 is not this seed
+    assert "F1 at 160 steps" in text and "F1 at 640 steps" in text
+    assert (tmp_path / "cfos_budget.png").stat().st_size > 0
