@@ -839,12 +839,21 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
 
 def cfos_labels(r: dict, plots: Path) -> str:
     st = r["settings"]
+    def same_as_random(x: dict) -> bool:  # scratch and pretrained have no segmenting model to be unsure with
+        return x["strategy"] == "active" and x["start"] != "base"
+
+    def ci(lo: float, hi: float) -> str:  # a t interval over few seeds can pass F1's bounds
+        return f"[{max(0.0, lo):.3f}, {min(1.0, hi):.3f}]"
+
     rows = [[x["lab"], x["start"], x["strategy"], f"{x['tiles']}{' (all)' if x['all'] else ''}", x["seeds"],
-             f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]", f"{x['edits']:.0f}",
+             f"{x['f1']:.3f} {ci(*x['f1_ci95'])}", f"{x['edits']:.0f}",
              f"{x['count_error']:+.1f}",
-             f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-"] for x in r["rows"]]
+             f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-"] for x in r["rows"]
+            if not same_as_random(x)]
     found = []
     for f in r["findings"]:
+        if same_as_random(f):
+            continue
         if f["edits_to_95pct"] is None:
             found.append(f"{f['lab']} from {f['start']}, {f['strategy']}: no budget reached 95 % of the all-tiles F1 "
                          f"({f['all_tiles_f1']:.3f})")
@@ -855,6 +864,16 @@ def cfos_labels(r: dict, plots: Path) -> str:
                          f"with {f['tiles_to_95pct']} tiles, {f['edits_to_95pct']:.0f} edits{share}")
     pairs = r.get("distinguishable", [])
     apart = [f"{d['lab']}/{d['start']}/{d['tiles']}: {d['a']} vs {d['b']}" for d in pairs if d["distinguishable"]]
+    best = []  # per lab and budget: the best start/selection, and which others its interval cannot tell apart
+    shown = [x for x in r["rows"] if not same_as_random(x) and x["tiles"] > 0]
+    for lab, n in dict.fromkeys((x["lab"], x["tiles"]) for x in shown):
+        cands = sorted((x for x in shown if (x["lab"], x["tiles"]) == (lab, n)), key=lambda x: -x["f1"])
+        top = cands[0]
+        ties = [f"{x['start']}/{x['strategy']}" for x in cands[1:] if min(x["seeds"], top["seeds"]) < 2
+                or not (x["f1_ci95"][1] < top["f1_ci95"][0] or top["f1_ci95"][1] < x["f1_ci95"][0])]
+        best.append(f"{lab}, {n} tiles: {top['start']}/{top['strategy']} {top['f1']:.3f} {ci(*top['f1_ci95'])}"
+                    + (f", not distinguishable from {', '.join(ties)}" if ties else
+                       (", above every other at this budget" if len(cands) > 1 else "")))
     return "\n".join([
         "## Labels a new lab needs (segebarth-cfos, leave-one-lab-out)",
         "",
@@ -862,11 +881,14 @@ def cfos_labels(r: dict, plots: Path) -> str:
         f"{st['tile']}-px tiles a person may label and test images; starting from scratch, from a base model trained "
         "on the other labs, or from a model pretrained without labels on the pool (masked image modelling), n tiles "
         "are chosen (random, balanced over k-means clusters of tile intensity features, or active: the starting "
-        "model's least certain tiles), the starting model's proposals for them are corrected to the truth by a "
+        "model's least certain tiles; from scratch or pretrained there is no segmenting model, so active is "
+        "random and its rows are not repeated), the starting model's proposals for them are corrected to the "
+        "truth by a "
         "scripted reviewer (edits = objects re-drawn + deleted + drawn), the model is fine-tuned "
         f"({st['ft_epochs']} x {st['ft_steps']} steps of 8 crops of 128 px; base: {st['base_epochs']} x "
         f"{st['base_steps']} steps) and scored on the test images (object F1, IoU >= 0.5, pooled; interval: t over "
-        f"{len(st['seeds'])} seed(s); seeds also rotate the pool/test split). Mode: {r['mode']}; "
+        f"{len(st['seeds'])} seed(s), shown clipped to [0, 1]; seeds also rotate the pool/test split). "
+        f"Mode: {r['mode']}; "
         f"{r['wall_seconds'] / 60:.0f} min.",
         "",
         _table(["held-out lab", "start", "selection", "tiles", "seeds", "object F1 [95 % CI]", "edits",
@@ -874,7 +896,9 @@ def cfos_labels(r: dict, plots: Path) -> str:
         "",
         "Reading: " + ("; ".join(found) if found else "no all-tiles run in this result") + ". "
         + ("Strategies with disjoint intervals: " + "; ".join(apart) + "." if apart else
-           "No two selection strategies are distinguishable at these seeds (their intervals overlap)."),
+           "No two selection strategies are distinguishable at these seeds (their intervals overlap).")
+        + (" Best per budget (intervals overlapping the best one's are not distinguishable from it): "
+           + "; ".join(best) + "." if best else ""),
         "",
         "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
