@@ -200,6 +200,10 @@ def make_start(start: str, lab: str, seed: int, others: list[Sample], pool: list
     model = FosgateModel.create("unet2", 1, norm, seed=seed, pixel_size_um=MODEL_PX_UM)
     pretrain(model.network, tiles, PretrainConfig(epochs=args.pretrain_epochs, steps_per_epoch=args.pretrain_steps,
                                                   batch_size=8, tile_size=128, tiles=max(8, n), seed=seed))
+    # marked as the pretrain job marks it, so that fine-tuning starts its untrained head at the prior
+    # (train_model asks FosgateModel.is_pretrained_only); unmarked, the head kept its random init and 3 of 9
+    # fine-tunings (4 x 25 steps) predicted no cell at all (2026-11-29, result discarded)
+    model.metrics = {"pretrained": 1.0}
     return model
 
 
