@@ -296,22 +296,14 @@ def make_loss(outputs: int):
     return loss
 
 
-def init_head_prior(net, train: list[_Prepared], kernel_std: float | None = None, seed: int = 0) -> np.ndarray:
+def init_head_prior(net, train: list[_Prepared]) -> np.ndarray:
     """Set the untrained sigmoid head's bias to the logit of each target channel's mean over the training
     images (clipped to [1e-4, 0.5]), so that the net starts by predicting that rare foreground is rare
     (the prior initialisation of the focal-loss paper, Lin et al. 2017). Measured on the demo slide (1.3 %
     foreground, 128-px crops of 8, constant learning rate, seed 0): validation pixel F1 0.83 after 25 steps
     with it; with the default zero bias 0.0 after 25 steps, then 0.83 / 0.67 / 0.54 / 0.86 / 0.89 every 25
-    steps (and none predicted at all in one 4 x 25-step cosine-schedule run). Returns the biases set.
-
-    ``kernel_std``: also redraw the head's kernel from N(0, kernel_std) (0.01 in that paper), so that the
-    first logits are the prior whatever the body's features are. Used for a body pretrained by masked image
-    modelling, whose features are large: with its random (Glorot) head kernel kept, fine-tuning on 40 c-FOS
-    tiles of inns1 (seed 2, 4 x 25 steps) started at loss 1.51 and ended with validation object F1 0 in
-    every epoch (no cell predicted on the test image)."""
+    steps (and none predicted at all in one 4 x 25-step cosine-schedule run). Returns the biases set."""
     k = net.layers[-1].get_weights()
-    if kernel_std is not None:
-        k[0] = np.random.default_rng(seed).normal(0.0, kernel_std, k[0].shape).astype(np.float32)
     n = sum(p.y[..., 0].size for p in train)
     means = np.array([sum(float(p.y[..., c].sum()) for p in train) / max(n, 1) for c in range(k[1].shape[0])])
     prior = np.clip(means, 1e-4, 0.5)
@@ -532,10 +524,8 @@ def train_model(
     else:
         model = FosgateModel.create(arch, in_channels, normalization, seed=config.seed, pixel_size_um=model_px)
     model.post = PostProcess(min_size_px=10)
-    if base is None:  # the head was never trained
+    if base is None or base.is_pretrained_only:  # the head was never trained
         init_head_prior(model.network, train)
-    elif base.is_pretrained_only:  # nor here, and the pretrained body's features are large: a small kernel too
-        init_head_prior(model.network, train, kernel_std=0.01, seed=config.seed)
     train_px = sum(p.inst.size for p in train)
     steps = config.steps_per_epoch or default_steps(train_px, config)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps,
