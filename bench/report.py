@@ -779,9 +779,9 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
     of the main result: held-out F1 at both budgets and the probe's validation object F1 per epoch."""
     st, pst = main["settings"], probe["settings"]
 
-    def pooled(recs):
+    def pooled_f1(recs) -> float:
         tp, fp, fn = (sum(x[k] for x in recs) for k in ("tp", "fp", "fn"))
-        return (2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0), tp, fp, fn
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
     rows, curves = [], []
     for run in probe.get("fold_runs", []):
@@ -790,11 +790,11 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
         theirs = [x for x in main.get("records", []) if (x["protocol"], x["fold"], x["method"], x["seed"]) == key]
         if not mine:
             continue
-        f_long, *_ = pooled(mine)
-        f_short = pooled(theirs)[0] if theirs else None
+        f_long = pooled_f1(mine)
+        f_short = pooled_f1(theirs) if theirs else None
         images = {x["image"] for x in mine}
         med = next((x["median_expert_f1"] for x in probe.get("summary", [])
-                    if (x["protocol"], x["method"], x["lab"]) == key[0:1] + key[2:3] + (run["lab"],)), None)
+                    if (x["protocol"], x["method"], x["lab"]) == (run["protocol"], run["method"], run["lab"])), None)
         rows.append([run["lab"], run["fold"], run["method"], run["seed"], len(images),
                      f"{f_short:.3f}" if f_short is not None else "-", f"**{f_long:.3f}**",
                      f"{med:.3f}" if med is not None else "-", f"{run.get('best_epoch', 0):.0f} of {run.get('epochs_run', 0):.0f}",
