@@ -268,7 +268,7 @@ class DefaultArch:
                                                seed=seed, pixel_size_um=1.0 / self.px_per_um))
         metrics = dict(getattr(model, "metrics", {}) or {})
         post = getattr(model, "post", None)
-        metrics["post"] = {k: v for k, v in vars(post).items()} if hasattr(post, "__dict__") else str(post)
+        metrics["post"] = dict(vars(post)) if hasattr(post, "__dict__") else str(post)
         return {"model": model, "metrics": metrics, "history": dict(getattr(model, "history", {}) or {})}
 
     def predict(self, fitted: dict[str, Any], s: Sample, tta: bool = False) -> np.ndarray:
@@ -351,11 +351,15 @@ def summarize(records: list[dict], ceiling_rows: list[dict]) -> list[dict]:
     return out
 
 
-def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
-    """One result from several runs of the same settings (e.g. a run cut for time, finished by another
-    with ``--test-labs``): folds, runs and per-image records concatenated, the summary recomputed; the
-    machine stamp and command of each part are kept under ``parts``."""
+def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") -> int:
+    """One result (saved as ``name``) from several runs of the same settings (e.g. a run cut for time,
+    finished by another with ``--test-labs``): folds, runs and per-image records concatenated, the summary
+    recomputed; the machine stamp and command of each part are kept under ``parts``. A (protocol, fold,
+    method, seed) trained in two parts is refused (it would count twice)."""
     parts = [json.loads(p.read_text()) for p in paths]
+    runs = [(r["protocol"], r["fold"], r["method"], r.get("seed")) for p in parts for r in p.get("fold_runs", [])]
+    if len(runs) != len(set(runs)):
+        raise SystemExit("--merge: a (protocol, fold, method, seed) was run in two parts")
     base = dict(parts[0])
     keep = ("epochs", "steps_per_epoch", "batch", "px_per_um", "min_size_um2", "tile", "iou_threshold")
     for p in parts[1:]:
@@ -386,7 +390,7 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
         base.pop(k, None)
     if notes:
         base["notes"] = base.get("notes", []) + notes
-    save(out, "cfos", base)
+    save(out, name, base)
     return 0
 
 
@@ -429,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         args.labs, args.seeds, args.epochs, args.steps, args.protocols = ["inns1"], [0], 2, 5, ["within"]
         args.batch = 4
     if args.merge:
-        return merge(args.merge, args.out, args.note)
+        return merge(args.merge, args.out, args.note, args.name)
     t_start = time.perf_counter()
     samples = load_samples(tuple(args.labs))
     by = {s.name: s for s in samples}

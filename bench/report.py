@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -783,6 +784,13 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
         tp, fp, fn = (sum(x[k] for x in recs) for k in ("tp", "fp", "fn"))
         return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
+    ceiling_rows = probe.get("ceiling", {}).get("rows", [])
+
+    def median_expert(images: set[str]) -> float | None:  # each expert pooled over these images, the median
+        f1s = [pooled_f1([r for r in ceiling_rows if r["expert"] == e and r["image"] in images])
+               for e in sorted({r["expert"] for r in ceiling_rows if r["image"] in images})]
+        return statistics.median(f1s) if f1s else None
+
     rows, curves = [], []
     for run in probe.get("fold_runs", []):
         key = (run["protocol"], run["fold"], run["method"], run["seed"])
@@ -793,14 +801,24 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
         f_long = pooled_f1(mine)
         f_short = pooled_f1(theirs) if theirs else None
         images = {x["image"] for x in mine}
-        med = next((x["median_expert_f1"] for x in probe.get("summary", [])
-                    if (x["protocol"], x["method"], x["lab"]) == (run["protocol"], run["method"], run["lab"])), None)
+        med = median_expert(images)
         rows.append([run["lab"], run["fold"], run["method"], run["seed"], len(images),
                      f"{f_short:.3f}" if f_short is not None else "-", f"**{f_long:.3f}**",
                      f"{med:.3f}" if med is not None else "-", f"{run.get('best_epoch', 0):.0f} of {run.get('epochs_run', 0):.0f}",
                      f"{run['train_seconds'] / 60:.0f} min"])
         if run.get("val_object_f1_curve"):
             curves.append((f"{run['lab']} {run['fold']} seed {run['seed']}", run["val_object_f1_curve"]))
+    lab_rows = []  # per lab: every fold the probe ran, pooled, beside the main result on the same folds
+    for x in probe.get("summary", []):
+        keys = {(r["protocol"], r["fold"], r["method"], r["seed"]) for r in probe.get("fold_runs", [])
+                if (r["protocol"], r["method"], r["lab"]) == (x["protocol"], x["method"], x["lab"])}
+        theirs = [r for r in main.get("records", []) if (r["protocol"], r["fold"], r["method"], r["seed"]) in keys]
+        med = x.get("median_expert_f1")
+        lab_rows.append([x["lab"], x["method"], len(keys), x["images"],
+                         f"{pooled_f1(theirs):.3f}" if theirs else "-",
+                         f"**{x['f1']:.3f}** [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
+                         f"{x.get('count_error', float('nan')):+.1f}", f"{med:.3f}" if med is not None else "-",
+                         "-" if med is None else ("met" if x["f1"] >= med else "NOT met")])
     if curves:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -826,9 +844,15 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
                     for x in probe.get("summary", [])) + ".",
         "",
         _table(["lab", "fold", "method", "seed", "test images", f"F1 at {st['epochs'] * st['steps_per_epoch']} steps",
-                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps", "median expert (probe's test images)",
+                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps", "median expert (fold's test images)",
                 "best epoch",
                 "training"], rows),
+        "",
+        "Per lab, every fold of the probe pooled (interval: 95 % bootstrap over the test images):",
+        "",
+        _table(["lab", "method", "folds", "test images", f"F1 at {st['epochs'] * st['steps_per_epoch']} steps",
+                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps [95 % interval]", "count err",
+                "median expert", "target"], lab_rows),
         "",
         *(["![validation object F1 per epoch](bench/results/cfos_budget.png)", ""] if curves else []),
         *probe.get("notes", []),
