@@ -321,7 +321,10 @@ def summarize(records: list[dict], ceiling_rows: list[dict]) -> list[dict]:
     from fosgate.core.metrics import bootstrap_f1_interval, pool_detection
 
     out = []
-    keys = list(dict.fromkeys((r["protocol"], r["method"], r["lab"]) for r in records))
+    labs = list(dict.fromkeys(r["lab"] for r in records))
+    methods = list(dict.fromkeys(["reference", "default", "default+tta", *(r["method"] for r in records)]))
+    keys = sorted(dict.fromkeys((r["protocol"], r["method"], r["lab"]) for r in records),  # lab by lab
+                  key=lambda k: (k[0], labs.index(k[2]), methods.index(k[1])))
     for proto, method, lab in keys:
         sel = [r for r in records if (r["protocol"], r["method"], r["lab"]) == (proto, method, lab)]
         seeds = sorted({r["seed"] for r in sel})
@@ -355,11 +358,43 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") ->
     """One result (saved as ``name``) from several runs of the same settings (e.g. a run cut for time,
     finished by another with ``--test-labs``): folds, runs and per-image records concatenated, the summary
     recomputed; the machine stamp and command of each part are kept under ``parts``. A (protocol, fold,
-    method, seed) trained in two parts is refused (it would count twice)."""
+    method, seed) run in two parts counts once if both runs scored every test image the same (a
+    deterministic rerun, e.g. the model trained again to run a peer or TTA beside it; the copy whose records
+    carry more fields is kept and a note says so); otherwise the merge is refused."""
     parts = [json.loads(p.read_text()) for p in paths]
-    runs = [(r["protocol"], r["fold"], r["method"], r.get("seed")) for p in parts for r in p.get("fold_runs", [])]
-    if len(runs) != len(set(runs)):
-        raise SystemExit("--merge: a (protocol, fold, method, seed) was run in two parts")
+
+    def key(r: dict) -> tuple:
+        return r["protocol"], r["fold"], r["method"], r.get("seed")
+
+    def scores(p: dict, k: tuple) -> list:
+        return sorted((r["image"], r["tp"], r["fp"], r["fn"]) for r in p.get("records", []) if key(r) == k)
+
+    owners: dict[tuple, list[int]] = {}
+    for i, p in enumerate(parts):
+        for r in p.get("fold_runs", []):
+            owners.setdefault(key(r), []).append(i)
+    drop: dict[int, list[tuple]] = {}
+    for k, idx in owners.items():
+        if len(idx) < 2:
+            continue
+        if any(scores(parts[i], k) != scores(parts[idx[0]], k) for i in idx[1:]):
+            raise SystemExit(f"--merge: {k} was run in two parts with different scores")
+        # the copy whose records say the most (e.g. prediction seconds, recorded by later versions) stays
+        keep_i = max(idx, key=lambda i: (sum(len(r) for r in parts[i]["records"] if key(r) == k), -i))
+        for i in idx:
+            if i != keep_i:
+                drop.setdefault(i, []).append(k)
+    for i, ks in drop.items():
+        p = parts[i]
+        parts[i] = {**p, "fold_runs": [r for r in p["fold_runs"] if key(r) not in ks],
+                    "records": [r for r in p.get("records", []) if key(r) not in ks]}
+        notes = [*notes, f"Part {i + 1}'s run(s) {', '.join(f'{k[1]} {k[2]}' for k in ks)} were repeated in another "
+                         "part with identical scores on every test image: counted once (the copy with more "
+                         "recorded fields kept)."]
+    for p in parts:  # results saved before "budget_of": the budget was the part's first arch's training time
+        for r in p.get("fold_runs", []):
+            if "budget_s" in r and "budget_of" not in r and p["settings"].get("archs"):
+                r["budget_of"] = p["settings"]["archs"][0]
     base = dict(parts[0])
     keep = ("epochs", "steps_per_epoch", "batch", "px_per_um", "min_size_um2", "tile", "iou_threshold")
     for p in parts[1:]:
@@ -377,7 +412,7 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") ->
         base["records"] += p.get("records", [])
     union = {k: list(dict.fromkeys(x for p in parts for x in p["settings"][k])) for k in ("peers", "archs", "protocols",
                                                                                           "seeds")}
-    base["settings"] = {**base["settings"], **union}
+    base["settings"] = {**base["settings"], **union, "tta": any(p["settings"].get("tta") for p in parts)}
     base["labs"] = list(dict.fromkeys(lab for p in parts for lab in p.get("labs", [])))
     rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling"]["rows"]}.values())
     base["ceiling"] = {**base["ceiling"], "rows": rows, "labs": ceiling_by_lab(rows)}  # parts may cover other labs
@@ -519,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"{fold['protocol']}_{fi}_s{seed}"
                 res = run_stardist(fold, seed, budget or 60.0, samples, args, tag)
                 run = {"protocol": fold["protocol"], "fold": fold["fold"], "lab": fold["lab"], "method": peer,
-                       "seed": seed, "budget_s": budget}
+                       "seed": seed, "budget_s": budget, "budget_of": archs[0].name if archs else None}
                 if res is None or "error" in res:
                     run["error"] = (res or {}).get("error", "no result")
                 else:

@@ -749,8 +749,9 @@ def cfos(r: dict, plots: Path) -> str:
         lines += ["", "Peer: StarDist 2D from scratch (bench/peers/stardist: its own venv with TensorFlow 2.15 / Keras 2; "
                   "32 rays, grid 2, 256-px patches, batch 4, flips / rotations / intensity jitter; 1-99.8 % "
                   "percentile normalisation; the same folds, seeds and pixel size) trained for the wall-clock seconds "
-                  f"the first model (`{st['archs'][0]}`) took on the same fold (budget "
-                  + ", ".join(f"{x['budget_s']:.0f}" for x in done) + " s; it used "
+                  "the named fosgate model took to train on the same fold (budget "
+                  + ", ".join(f"{x['budget_s']:.0f} s of `{x.get('budget_of') or st['archs'][0]}`" for x in done)
+                  + "; it used "
                   + ", ".join(f"{x['train_seconds']:.0f}" for x in done) + " s for "
                   + ", ".join(str(x["steps"]) for x in done) + " steps; the first epoch's graph building is inside "
                   "its time, and it cannot stop before its first step ends), then optimised its probability / NMS "

@@ -88,7 +88,7 @@ def test_merge_of_runs_on_different_labs_keeps_each_labs_experts(tmp_path):
         settings = {"epochs": 4, "steps_per_epoch": 40, "batch": 8, "px_per_um": 1.0, "min_size_um2": 20.0,
                     "tile": 128, "iou_threshold": 0.5, "peers": [], "archs": ["default"], "protocols": ["within"],
                     "seeds": [0]}
-        return {"labs": [lab], "settings": settings, "folds": [fold], "fold_runs": [{**fold, "method": "default"}],
+        return {"labs": [lab], "settings": settings, "folds": [fold], "fold_runs": [{**fold, "method": "default", "seed": 0}],
                 "records": [rec], "ceiling": {"rows": ceiling_rows, "labs": b.ceiling_by_lab(ceiling_rows)},
                 "wall_seconds": 1.0}
 
@@ -105,8 +105,14 @@ def test_merge_of_runs_on_different_labs_keeps_each_labs_experts(tmp_path):
     assert len(merged["parts"]) == 2 and merged["notes"] == ["merged"]
     assert b.merge(paths[:1], tmp_path / "out", [], "cfos_budget") == 0  # a probe keeps its own name
     assert json.loads((tmp_path / "out" / "cfos_budget.json").read_text())["labs"] == ["mue"]
-    with pytest.raises(SystemExit, match="two parts"):  # the same fold, method and seed would count twice
-        b.merge([paths[0], paths[0]], tmp_path / "out", [])
+    # the same fold, method and seed in two parts: a deterministic rerun counts once, anything else is refused
+    assert b.merge([paths[0], paths[0]], tmp_path / "again", []) == 0
+    again = json.loads((tmp_path / "again" / "cfos.json").read_text())
+    assert len(again["records"]) == 1 and len(again["fold_runs"]) == 1 and "counted once" in again["notes"][0]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(part("mue", 7)))
+    with pytest.raises(SystemExit, match="different scores"):
+        b.merge([paths[0], other], tmp_path / "out", [])
 
 
 def _labels_bench():
