@@ -92,10 +92,8 @@ def test_seeded_split_band_by_band_equals_whole_image():
     rng = np.random.default_rng(3)
     truth = np.zeros((300, 200), np.int32)
     yy, xx = np.mgrid[:300, :200]
-    k = 0
-    for _ in range(60):
+    for k in range(1, 61):
         cy, cx, r = rng.integers(10, 290), rng.integers(10, 190), rng.integers(5, 10)
-        k += 1
         truth[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (truth == 0)] = k
     maps = np.stack([(truth > 0).astype(np.float32), centre_target(truth)], -1)
     enc = encode_core(maps, 0.5)
@@ -147,7 +145,7 @@ def test_predict_instances_and_slide_agree_and_respect_the_pixel_size(unet2, tmp
 def test_train_model_is_the_library_entry_point():
     """A tiny training: fit with callbacks, object-F1 validation, calibrated post-processing, history."""
     from fosgate.core.synthetic import generate_cfos
-    from fosgate.core.training import TrainConfig, TrainingPair, train_model
+    from fosgate.core.training import TrainConfig, TrainingPair, epoch_selection_score, train_model
 
     image, truth, _ = generate_cfos(256, 384, seed=2)
     pairs = [TrainingPair(image[:, i * 128:(i + 1) * 128], truth[:, i * 128:(i + 1) * 128], f"p{i}",
@@ -159,8 +157,32 @@ def test_train_model_is_the_library_entry_point():
     assert [e.epoch for e in epochs] == [1, 2] and len(model.history["object_f1"]) == 2
     assert model.metrics["calibrated"] == 1.0 and 1 <= model.metrics["best_epoch"] <= 2
     assert model.metrics["val_object_f1"] >= model.metrics["val_object_f1_default_post"]
+    h = model.history  # the kept epoch is the first best by the early-stopping score
+    sel = [epoch_selection_score(f, v) for f, v in zip(h["object_f1"], h["val_loss"], strict=True)]
+    assert model.metrics["best_epoch"] == int(np.argmax(sel)) + 1
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
+
+
+def test_best_epoch_ties_at_no_cell_go_to_the_lowest_validation_loss():
+    """Keras' EarlyStopping on the selection score: while no epoch finds a cell (F1 0) the lowest validation
+    loss wins (not the first epoch); any epoch that finds cells beats every one that does not."""
+    import keras
+
+    from fosgate.core.training import SELECTION_KEY, epoch_selection_score
+
+    def kept(epochs):
+        early = keras.callbacks.EarlyStopping(monitor=SELECTION_KEY, mode="max", patience=99)
+        early.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+        early.on_train_begin()
+        for i, (f1, loss) in enumerate(epochs):
+            early.on_epoch_end(i, {SELECTION_KEY: epoch_selection_score(f1, loss)})
+        return early.best_epoch + 1
+
+    assert kept([(0.0, 1.5), (0.0, 0.4), (0.0, 0.6)]) == 2
+    assert kept([(0.0, 0.1), (0.05, 0.9), (0.0, 0.05)]) == 2
+    assert kept([(0.7, 0.3), (0.7, 0.2), (0.6, 0.1)]) == 1  # F1 decides; equal F1 keeps the earlier epoch
+    assert epoch_selection_score(-0.8, 0.8) == -0.8  # no validation: minus the training loss, as before
 
 
 def test_training_loss_keeps_its_gradient_when_the_head_saturates():

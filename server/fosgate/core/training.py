@@ -14,7 +14,8 @@ Invariants
 - Validation is held out before training: whole images when there are at least two pairs, else the
   bottom ``val_fraction`` of the single image. Every epoch it is scored by *object F1* (one-to-one
   matching at IoU >= 0.5, as StarDist's ``matching``) with the default post-processing; the returned
-  model carries the weights of the best epoch, and training stops after ``patience`` epochs without
+  model carries the weights of the best epoch (ties at F1 0 go to the lowest validation loss:
+  :func:`epoch_selection_score`), and training stops after ``patience`` epochs without
   improvement (0 = never). Then threshold(s), min size and seed level are chosen on the same images to
   maximise object F1 (:func:`calibrate_postprocess`), as StarDist's ``optimize_thresholds`` does.
 - Training runs through ``keras.Model.fit`` with callbacks (progress, cancel, early stopping with the
@@ -426,6 +427,20 @@ def _bce(prob: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+SELECTION_KEY = "val_selection"
+
+
+def epoch_selection_score(object_f1: float, val_loss: float) -> float:
+    """The score early stopping maximises to keep the best epoch: the validation object F1 while any epoch
+    finds a cell (F1 > 0), else minus the validation loss, which is <= 0 and so below every epoch that
+    finds cells. Without the tie-break an epoch-by-epoch F1 of 0 kept the *first* epoch, the least
+    trained one, whose maps calibration cannot rescue; the lowest-loss epoch is the one closest to
+    detecting. With no validation images ``object_f1`` is already minus the training loss (< 0)."""
+    if object_f1 > 0 or not math.isfinite(val_loss):
+        return float(object_f1)
+    return -float(val_loss)
+
+
 def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, history: dict,
                on_epoch: Callable[[EpochReport], None] | None, should_cancel: Callable[[], bool] | None):
     import keras
@@ -454,6 +469,7 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
             else:  # no validation: the training loss decides
                 obj, val_loss, pix = -loss, loss, {"pixel_f1": float("nan"), "pixel_miou": float("nan")}
             logs["val_object_f1"] = obj
+            logs[SELECTION_KEY] = epoch_selection_score(obj, val_loss)
             lr = self.model.optimizer.learning_rate
             for k, v in (("loss", loss), ("val_loss", val_loss), ("object_f1", obj if val else float("nan")),
                          ("pixel_f1", pix["pixel_f1"]), ("pixel_miou", pix["pixel_miou"]),
@@ -463,7 +479,7 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
                 on_epoch(EpochReport(epoch + 1, config.epochs, loss, val_loss, pix["pixel_f1"], pix["pixel_miou"],
                                      time.perf_counter() - self.t0, obj if val else float("nan")))
 
-    early = keras.callbacks.EarlyStopping(monitor="val_object_f1", mode="max",
+    early = keras.callbacks.EarlyStopping(monitor=SELECTION_KEY, mode="max",
                                           patience=config.patience or config.epochs + 1,
                                           restore_best_weights=True, verbose=0)
     return [Progress(), early], early
