@@ -39,7 +39,8 @@ def main() -> None:
     from fosgate.core.metrics import as_instances, object_scores, summarize_objects
     from fosgate.core.training import TrainConfig, TrainingPair, train_model
 
-    rows = [r for r in csv.DictReader(open(DATA / "index.csv")) if r["lab"] == args.lab]
+    with open(DATA / "index.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["lab"] == args.lab]
     rows = rows[: args.train + args.test]
 
     def load(r):

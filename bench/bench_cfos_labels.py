@@ -279,7 +279,7 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
                 row = {"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n,
                        "all_tiles": len(tiles), "edit_cost": cost.to_dict(), "train_seconds": time.perf_counter() - t1,
                        "start_seconds": start_s, "test": [s.name for s in test], "pool": [s.name for s in pool],
-                       **{k: v for k, v in sc.items()}}
+                       **sc}
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("lab", "seed", "start", "strategy", "tiles", "f1")}
                                  | {"edits": cost.edits}), file=sys.stderr, flush=True)

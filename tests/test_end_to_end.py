@@ -96,7 +96,8 @@ def test_train_then_predict_writes_six_outputs(client, trained, tmp_path):
     for f in fc["features"]:
         assert shapely.geometry.shape(f["geometry"]).is_valid
         assert f["properties"]["objectType"] == "detection"
-    rows = list(csv.reader(open(out / "big.counts.csv")))
+    with open(out / "big.counts.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
     assert len(rows) == n + 2  # header + objects + total
     assert Image.open(out / "big.overlay.png").size[0] > 0
 

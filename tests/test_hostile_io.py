@@ -6,6 +6,7 @@ Every test runs a real server on 127.0.0.1 with real files. Disk-full and read-o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -399,11 +400,8 @@ def test_kill_9_leftovers_are_cleaned_at_start_up(tmp_path):
                     yield pb.UploadSlideRequest(chunk=b"\0" * (1 << 20))
                     time.sleep(0.05)
 
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                try:
-                    pbg.SlideServiceStub(ch).UploadSlide(requests(), timeout=60)
-                except grpc.RpcError:
-                    pass
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, contextlib.suppress(grpc.RpcError):
+                pbg.SlideServiceStub(ch).UploadSlide(requests(), timeout=60)
 
         t = threading.Thread(target=slow_upload)
         t.start()

@@ -55,7 +55,7 @@ def test_serve_and_predict_terminals_are_quiet_and_the_log_file_has_the_librarie
     img, _ = discs((160, 200), 12, seed=4)
     tifffile.imwrite(tmp_path / "cells.tif", img)
     port = free_port()
-    out, err = open(tmp_path / "serve.out", "w+"), open(tmp_path / "serve.err", "w+")
+    out, err = open(tmp_path / "serve.out", "w+"), open(tmp_path / "serve.err", "w+")  # noqa: SIM115 - closed below
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # fosgate must quieten TensorFlow itself
     server = subprocess.Popen([FOSGATE, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],

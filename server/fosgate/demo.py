@@ -107,5 +107,5 @@ def _is_memmappable(path: Path) -> bool:
     try:
         tifffile.memmap(path)
         return True
-    except Exception:  # compressed or tiled: fall back to reading
+    except Exception:  # noqa: BLE001 - compressed or tiled: fall back to reading
         return False

@@ -5,6 +5,10 @@ The gRPC layer maps each class to one status code; nothing below ``fosgate.rpc``
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 
 class FosgateError(Exception):
     """Base class: ``str(err)`` is a complete sentence a user can act on."""
@@ -44,3 +48,32 @@ class StorageFull(TooLarge):
 
 class StorageUnwritable(Precondition):
     """The data folder cannot be written (read-only or no permission; maps to FAILED_PRECONDITION)."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """A library's error as one line of at most 160 characters, any folder part of a path dropped (messages
+    name files, never the server's folders); the exception's class name when it has no text."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    text = re.sub(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"]+)+[/\\]([^/\\\s'\"]+)", r"\1", text)
+    return text[:160]
+
+
+@contextmanager
+def invalid_input_on_error(describe: Callable[[str], str], *,
+                           cleanup: Callable[[], object] | None = None) -> Iterator[None]:
+    """Around calls into third-party readers of a client's file (tifffile, Pillow, roifile, shapely, keras,
+    torch), which raise any exception class on malformed input: inside the block, an error that is not a
+    :class:`FosgateError` becomes ``InvalidInput(describe(short_reason(exc)))``, so the client gets
+    INVALID_ARGUMENT and a sentence instead of INTERNAL; a ``FosgateError`` passes unchanged. ``cleanup``
+    (e.g. closing the file) runs before either is raised."""
+    try:
+        yield
+    except FosgateError:
+        if cleanup is not None:
+            cleanup()
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place a reader's arbitrary error becomes InvalidInput
+        if cleanup is not None:
+            cleanup()
+        raise InvalidInput(describe(short_reason(exc))) from None

@@ -12,6 +12,7 @@ Invariants
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -97,10 +98,8 @@ class SlideIngest:
             return self.store.add_slide(row)
         finally:
             tmp.unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):
                 tmp_dir.rmdir()
-            except OSError:
-                pass
 
     def _checked_chunks(self, name: str, chunks: Iterable[bytes]) -> Iterable[bytes]:
         """The upload's chunks, after its first bytes passed :func:`fosgate.core.slides.check_header`: junk or a

@@ -19,6 +19,7 @@ Invariants
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -99,10 +100,8 @@ class DataFolder:
                 os.close(fd)
         except OSError as exc:
             log.debug("no reserve file: %s", exc)
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-            except OSError:
-                pass
 
     def release_reserve(self) -> bool:
         """Free the reserve (disk full, a deletion must be recorded); True if there was one."""
@@ -130,10 +129,8 @@ class DataFolder:
             except OSError:
                 ok = False
             finally:
-                try:
+                with contextlib.suppress(OSError):
                     probe.unlink(missing_ok=True)
-                except OSError:
-                    pass
             self._writable, self._checked = ok, time.monotonic()
             return ok
 
@@ -158,7 +155,7 @@ def cleanup_orphans(store) -> dict[str, int]:
         label_ids = {r["id"] for r in store._query("SELECT id FROM labels")}
         proposal_ids = {r["id"] for r in store._query("SELECT id FROM proposals")}
         slide_ids = {r["id"] for r in store._query("SELECT id FROM slides")}
-    except Exception as exc:  # unreadable database: touch nothing
+    except Exception as exc:  # noqa: BLE001 - unreadable database: touch nothing
         log.warning("start-up clean-up skipped: %s", exc)
         return counts
     for p in _children(root / "tmp"):

@@ -28,7 +28,8 @@ def components(path: str) -> np.ndarray:
 
 
 def main() -> int:
-    pairs = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as fh:
+        pairs = json.load(fh)
     out = {"stardist": stardist.__version__, "pairs": {}}
     for p in pairs:
         s = matching(components(p["truth"]), components(p["pred"]), thresh=0.5, criterion="iou")

@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from fosgate.errors import InvalidInput, TooLarge
+from fosgate.errors import InvalidInput, TooLarge, invalid_input_on_error
 
 MAX_SHAPES = 100_000
 #: an ImageJ .roi is a 64-byte header plus its coordinates: 16 MiB is a million-point polygon
@@ -116,13 +116,9 @@ def labels_from_roi_zip(data: bytes, shape: tuple[int, int], offset: tuple[int, 
     out = np.zeros(shape, np.uint32)
     budget = _Budget()
     for i, blob in enumerate(blobs, start=1):
-        try:
+        with invalid_input_on_error(lambda why, i=i: f"ROI number {i} in the set cannot be read ({why})."):
             roi = ImagejRoi.frombytes(blob)
             geom = _roi_geometry(roi, *offset)
-        except InvalidInput:
-            raise
-        except Exception as exc:
-            raise InvalidInput(f"ROI number {i} in the set cannot be read ({str(exc)[:120]}).") from None
         if geom is not None:
             _burn(out, geom, i, budget)
     return out
@@ -183,12 +179,11 @@ def labels_from_geojson(data: bytes, shape: tuple[int, int], offset: tuple[int, 
             raise InvalidInput(f"GeoJSON feature {i} has no geometry.")
         if geom_json.get("type") not in ("Polygon", "MultiPolygon"):
             continue  # points and lines are not cell outlines
-        try:
-            geom = to_shape(geom_json)
-        except RecursionError:
-            raise InvalidInput(f"GeoJSON feature {i} is nested too deeply to be a polygon.") from None
-        except Exception as exc:
-            raise InvalidInput(f"GeoJSON feature {i} has a malformed geometry ({str(exc)[:120]}).") from None
+        with invalid_input_on_error(lambda why, i=i: f"GeoJSON feature {i} has a malformed geometry ({why})."):
+            try:
+                geom = to_shape(geom_json)
+            except RecursionError:
+                raise InvalidInput(f"GeoJSON feature {i} is nested too deeply to be a polygon.") from None
         if not geom.is_valid:
             geom = geom.buffer(0)
         n += 1

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fosgate.core.normalize import Normalization
-from fosgate.errors import InvalidInput, NotFound
+from fosgate.errors import InvalidInput, NotFound, invalid_input_on_error
 
 FORMATS = ("bioimageio", "keras", "savedmodel")
 RDF_FORMAT_VERSION = "0.5.12"  # the bioimage.io model format written (bioimageio.spec 0.5.12.0 validates it)
@@ -170,10 +170,8 @@ def _default_stem(meta: dict[str, Any]) -> str:
 def _load_network(files: ModelFiles):
     import keras
 
-    try:
+    with invalid_input_on_error(lambda why: f"The model at '{files.directory.name}' cannot be loaded ({why})."):
         return keras.models.load_model(files.keras_path, compile=False)
-    except Exception as exc:
-        raise InvalidInput(f"The model at '{files.directory.name}' cannot be loaded ({str(exc)[:160]}).") from None
 
 
 def _n_outputs(network) -> int:

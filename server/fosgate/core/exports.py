@@ -168,7 +168,7 @@ class GeoJsonWriter:
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".part")
         self.px = pixel_size_um
-        self.fh = open(self.tmp, "w")
+        self.fh = open(self.tmp, "w")  # noqa: SIM115 - a streaming writer: closed by its close()
         self.fh.write('{"type": "FeatureCollection", "features": [\n')
         self.first = True
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from fosgate.core.normalize import Normalization
-from fosgate.errors import InvalidInput, NotFound, Precondition
+from fosgate.errors import NotFound, Precondition, invalid_input_on_error
 
 FORMAT_VERSION = 2
 CENTRE_SCALE = 255.0
@@ -215,12 +215,10 @@ class FosgateModel:
         directory = Path(directory)
         if not (directory / "model.keras").is_file():
             raise NotFound(f"The model files at '{directory.name}' are missing.")
-        try:
+        with invalid_input_on_error(lambda why: f"The model at '{directory.name}' cannot be loaded ({why})."):
             meta = json.loads((directory / "meta.json").read_text())
             network = keras.models.load_model(directory / "model.keras", compile=False)
             return cls.from_meta(network, meta, str(directory))
-        except Exception as exc:
-            raise InvalidInput(f"The model at '{directory.name}' cannot be loaded ({str(exc)[:160]}).") from None
 
     def with_post(self, **changes) -> FosgateModel:
         """The same model with some post-processing fields changed."""

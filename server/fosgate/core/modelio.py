@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fosgate.errors import InvalidInput, NotFound
+from fosgate.errors import NotFound, invalid_input_on_error
 
 
 @dataclass
@@ -67,9 +67,7 @@ def load_model(directory: str | Path):
     directory = Path(directory)
     if not (directory / "model.keras").is_file():
         raise NotFound(f"The model files at '{directory.name}' are missing.")
-    try:
+    with invalid_input_on_error(lambda why: f"The model at '{directory.name}' cannot be loaded ({why})."):
         meta = ModelMeta.from_dict(json.loads((directory / "meta.json").read_text()))
         model = keras.models.load_model(directory / "model.keras", compile=False)
-    except Exception as exc:
-        raise InvalidInput(f"The model at '{directory.name}' cannot be loaded ({str(exc)[:160]}).") from None
     return model, meta

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fosgate.errors import InvalidInput
+from fosgate.errors import InvalidInput, invalid_input_on_error
 
 MAX_REGIONS = 100_000
 CONTAINED = 0.99  # share of a polygon's area that must lie in another for it to count as inside
@@ -172,10 +172,7 @@ def parse_names_table(data: bytes) -> list[Region]:
     Allen-style ontology JSON. Checks ids, parents and loops."""
     text = _text(data, "names table")
     stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
-        regions = _allen_json(stripped)
-    else:
-        regions = _names_csv(text)
+    regions = _allen_json(stripped) if stripped.startswith(("{", "[")) else _names_csv(text)
     if not regions:
         raise InvalidInput("The names table lists no regions.")
     _check_tree(regions, "names table")
@@ -358,10 +355,8 @@ def polygon_regions_from_geojson(data: bytes) -> PolygonRegions:
             raise InvalidInput(f"GeoJSON feature {n} has no geometry.")
         if gj.get("type") not in ("Polygon", "MultiPolygon"):
             continue  # points and lines enclose no area
-        try:
+        with invalid_input_on_error(lambda why, n=n: f"GeoJSON feature {n} has a malformed geometry ({why})."):
             geom = _clean(shape(gj))
-        except Exception as exc:
-            raise InvalidInput(f"GeoJSON feature {n} has a malformed geometry ({str(exc)[:120]}).") from None
         if geom is None:
             continue
         cls = props.get("classification") if isinstance(props.get("classification"), dict) else {}
@@ -420,13 +415,9 @@ def polygon_regions_from_roi_zip(data: bytes) -> PolygonRegions:
         raise InvalidInput(f"The ROI set has {len(blobs)} ROIs; at most {MAX_REGIONS} regions are supported.")
     items = []
     for i, (fname, blob) in enumerate(blobs, start=1):
-        try:
+        with invalid_input_on_error(lambda why, i=i: f"ROI number {i} in the set cannot be read ({why})."):
             roi = ImagejRoi.frombytes(blob)
             geom = _clean(_roi_geometry(roi, 0.0, 0.0))
-        except InvalidInput:
-            raise
-        except Exception as exc:
-            raise InvalidInput(f"ROI number {i} in the set cannot be read ({str(exc)[:120]}).") from None
         name = (roi.name or Path(fname).stem).strip()
         items.append((name, geom))
     if any(n.lower().startswith("region") for n, _ in items):
@@ -549,33 +540,27 @@ class LabelImage:
             import tifffile
             import zarr
 
-            try:
+            with invalid_input_on_error(lambda why: f"The region map '{name}' is not a readable TIFF ({why}).",
+                                        cleanup=self.close):
                 self._tf = tifffile.TiffFile(self.path)
                 series = self._tf.series[0]
                 axes = series.axes.upper()
                 self._array = zarr.open_array(series.aszarr(level=0), mode="r")
-            except Exception as exc:
-                self.close()
-                raise InvalidInput(f"The region map '{name}' is not a readable TIFF ({str(exc)[:120]}).") from None
             shape = series.shape
         elif head[:8] == b"\x89PNG\r\n\x1a\n":
             from PIL import Image
 
-            try:
-                with Image.open(self.path) as im:
-                    if im.size[0] * im.size[1] > 400_000_000:
-                        raise InvalidInput(f"The PNG region map '{name}' is {im.size[0]}x{im.size[1]} px; save maps "
-                                           "that large as a tiled TIFF.")
-                    if im.mode in ("RGB", "RGBA"):
-                        arr = np.asarray(im.convert("RGB"))
-                    elif im.mode in ("LA", "PA"):
-                        arr = np.asarray(im)[..., 0]
-                    else:
-                        arr = np.asarray(im)  # L, P (palette index = label), I;16, I
-            except InvalidInput:
-                raise
-            except Exception as exc:
-                raise InvalidInput(f"The region map '{name}' is not a readable PNG ({str(exc)[:120]}).") from None
+            with (invalid_input_on_error(lambda why: f"The region map '{name}' is not a readable PNG ({why})."),
+                  Image.open(self.path) as im):
+                if im.size[0] * im.size[1] > 400_000_000:
+                    raise InvalidInput(f"The PNG region map '{name}' is {im.size[0]}x{im.size[1]} px; save maps "
+                                       "that large as a tiled TIFF.")
+                if im.mode in ("RGB", "RGBA"):
+                    arr = np.asarray(im.convert("RGB"))
+                elif im.mode in ("LA", "PA"):
+                    arr = np.asarray(im)[..., 0]
+                else:
+                    arr = np.asarray(im)  # L, P (palette index = label), I;16, I
             self._array = arr
             axes = "YXS" if arr.ndim == 3 else "YX"
             shape = arr.shape
@@ -614,10 +599,9 @@ class LabelImage:
             block = np.transpose(block, [kept.index("Y"), kept.index("X"), kept.index(self._chan)]).astype(np.int64)
             return block[..., 0] << 16 | block[..., 1] << 8 | block[..., 2]
         block = np.transpose(block, [kept.index("Y"), kept.index("X")])
-        if block.dtype.kind == "f":
-            if not np.all(np.isfinite(block)) or np.any(block != np.round(block)):
-                raise InvalidInput(f"The region map '{self.path.name}' holds fractional values; a label image must "
-                                   "hold whole-numbered region ids.")
+        if block.dtype.kind == "f" and (not np.all(np.isfinite(block)) or np.any(block != np.round(block))):
+            raise InvalidInput(f"The region map '{self.path.name}' holds fractional values; a label image must "
+                               "hold whole-numbered region ids.")
         if block.size and block.min() < 0:
             raise InvalidInput(f"The region map '{self.path.name}' holds negative values; region ids are 0 or more.")
         return block.astype(np.int64)

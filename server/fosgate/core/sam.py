@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fosgate.errors import InvalidInput, Precondition
+from fosgate.errors import InvalidInput, Precondition, invalid_input_on_error
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_tiny")
 
@@ -92,12 +92,10 @@ def load_sam(checkpoint: str | Path | None, model_type: str = "vit_b"):
     except ImportError:
         raise Precondition("Segment Anything needs the 'sam' extra: pip install 'fosgate[sam]'.") from None
     sam = _build(model_type)
-    try:
+    with invalid_input_on_error(lambda why: f"The Segment Anything checkpoint '{path.name}' is damaged or is not a "
+                                            f"{model_type} checkpoint ({why})."):
         state = torch.load(path, map_location="cpu", weights_only=True)
         sam.load_state_dict(state)
-    except Exception as exc:
-        raise InvalidInput(f"The Segment Anything checkpoint '{path.name}' is damaged or is not a {model_type} "
-                           f"checkpoint ({str(exc).splitlines()[0][:160]}).") from None
     sam.eval()
     if torch.cuda.is_available():
         sam.to("cuda")

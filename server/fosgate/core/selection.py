@@ -21,7 +21,7 @@ STRATEGIES = ("balanced", "proportional", "random", "active")
 
 
 def _quotas(sizes: dict[int, int], n: int, weights: dict[int, float]) -> dict[int, int]:
-    quotas = {c: 0 for c in sizes}
+    quotas = dict.fromkeys(sizes, 0)
     remaining = n
     active = {c for c in sizes if sizes[c] > 0}
     while remaining > 0 and active:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fosgate.errors import InvalidInput, TooLarge
+from fosgate.errors import InvalidInput, TooLarge, invalid_input_on_error
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _pixel_size_um(tf) -> float:
                     return 1.0 / per_unit
                 if unit is not None and int(unit.value) == 3 and per_unit:  # centimetre
                     return 1e4 / per_unit
-    except Exception:  # metadata is a nicety: never fail a slide over it
+    except Exception:  # noqa: BLE001 - metadata is a nicety: never fail a slide over it
         return 0.0
     return 0.0
 
@@ -143,7 +143,7 @@ class Slide:
         elif not self.path.is_file():
             raise InvalidInput(f"There is no image file at '{self.name}'.")
         else:
-            self._fh = open(self.path, "rb")
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - the slide's handle: closed by close()
         try:
             if os.fstat(self._fh.fileno()).st_size == 0:
                 raise InvalidInput(f"'{self.name}' is empty (0 bytes).")
@@ -162,13 +162,11 @@ class Slide:
         import zarr
 
         name = self.name
-        try:
+        with invalid_input_on_error(lambda why: f"'{name}' is not a readable TIFF file ({why}). "
+                                    "Re-save it from Fiji (File › Save As › Tiff) or QuPath."):
             tf = tifffile.TiffFile(source if source is not None else self._fh)
-        except Exception as exc:
-            raise InvalidInput(f"'{name}' is not a readable TIFF file ({_short(exc)}). "
-                               "Re-save it from Fiji (File › Save As › Tiff) or QuPath.") from None
         self._tf = tf
-        try:
+        with invalid_input_on_error(lambda why: f"'{name}' is a damaged TIFF file ({why}).", cleanup=tf.close):
             if not tf.series:
                 raise InvalidInput(f"'{name}' contains no image.")
             series = tf.series[0]
@@ -180,12 +178,6 @@ class Slide:
             page = series.keyframe
             chunk_bytes = int(np.prod(page.chunks, dtype=np.float64)) * dtype.itemsize
             memmappable = page.compression == 1 and series.dataoffset is not None
-        except InvalidInput:
-            tf.close()
-            raise
-        except Exception as exc:
-            tf.close()
-            raise InvalidInput(f"'{name}' is a damaged TIFF file ({_short(exc)}).") from None
         self._setup(axes, shape, dtype, channel, max_pixels, levels, px, fmt, tiled)
         if chunk_bytes > self.max_decode_bytes and not memmappable:
             what = "tiles" if tiled else "strips"
@@ -193,16 +185,14 @@ class Slide:
                            f"decoded ({page.chunks[-2] if len(page.chunks) > 1 else 1} rows of "
                            f"{self.info.width} px), above this server's limit of {_mib(self.max_decode_bytes)} "
                            f"decoded per read. {CONVERT_HINT}")
-        try:
+        with invalid_input_on_error(lambda why: f"'{name}' cannot be read lazily ({why}); re-save it as a tiled "
+                                    "OME-TIFF (e.g. with bfconvert or QuPath)."):
             if memmappable and chunk_bytes > self.max_decode_bytes:
                 # an uncompressed single strip (ImageJ): map it, so a window reads only its own bytes
                 self._array = np.memmap(self._fh if source is None else source, dtype=np.dtype(tf.byteorder +
                                         dtype.char), mode="r", offset=series.dataoffset, shape=shape, order="C")
             else:
                 self._array = zarr.open_array(series.aszarr(level=0), mode="r")
-        except Exception as exc:
-            raise InvalidInput(f"'{name}' cannot be read lazily ({_short(exc)}); "
-                               "re-save it as a tiled OME-TIFF (e.g. with bfconvert or QuPath).") from None
         self._check_readable()
 
     def _open_pil(self, channel: int | None, max_pixels: float) -> None:
@@ -211,7 +201,7 @@ class Slide:
         name = self.name
         Image.MAX_IMAGE_PIXELS = None  # we apply our own limits below, before decoding
         fh = self._fh
-        try:
+        with invalid_input_on_error(lambda why: f"'{name}' is a damaged or unreadable PNG/JPEG image ({why})."):
             fh.seek(0)
             with Image.open(fh) as im:
                 w, h = im.size
@@ -219,8 +209,6 @@ class Slide:
                 mode = im.mode
                 if fmt == "png":
                     im.verify()  # every chunk's CRC, before anything is decoded
-        except Exception as exc:
-            raise InvalidInput(f"'{name}' is a damaged or unreadable PNG/JPEG image ({_short(exc)}).") from None
         decoded = w * h * _PIL_BYTES.get(mode, 4)
         if w * h > min(max_pixels, PIL_MAX_PIXELS) or decoded > self.max_decode_bytes:
             raise TooLarge(f"'{name}' is a {w}x{h} px ({w * h / 1e6:.0f} megapixels) {fmt.upper() or 'PNG/JPEG'} "
@@ -231,7 +219,7 @@ class Slide:
         if cache is not None and cache.is_file():
             self._open_cached(cache, channel, max_pixels, kind)
             return
-        try:
+        with invalid_input_on_error(lambda why: f"'{name}' is not a readable PNG/JPEG image ({why})."):
             fh.seek(0)
             with Image.open(fh) as im:
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -246,10 +234,6 @@ class Slide:
                     arr = np.asarray(im.convert("RGB"))
                 else:
                     raise InvalidInput(f"'{name}' has pixel mode {im.mode}; fosgate reads 8- and 16-bit grey or RGB.")
-        except (InvalidInput, TooLarge):
-            raise
-        except Exception as exc:
-            raise InvalidInput(f"'{name}' is not a readable PNG/JPEG image ({_short(exc)}).") from None
         axes = "YXS" if arr.ndim == 3 else "YX"
         self._setup(axes, arr.shape, arr.dtype, channel, max_pixels, 1, 0.0, kind, False)
         if cache is not None and self._write_cache(arr, cache):
@@ -280,7 +264,7 @@ class Slide:
 
     def _open_cached(self, cache: Path, channel: int | None, max_pixels: float, kind: str) -> None:
         self._fh.close()
-        self._fh = open(cache, "rb")
+        self._fh = open(cache, "rb")  # noqa: SIM115 - the slide's handle: closed by close()
         self.path = cache  # workers that re-open the slide by path read the cache too
         self._open_tiff(channel, max_pixels, fmt_override=kind)
         self.info.tiled = False
@@ -344,13 +328,11 @@ class Slide:
                 index.append(slice(None))
             else:
                 index.append(0)
-        try:
+        with invalid_input_on_error(lambda why: f"'{self.name}' could not be decoded at y {y0}:{y1}, x {x0}:{x1} "
+                                    f"({why}); the file is probably truncated or damaged."):
             block = np.asarray(self._array[tuple(index)])
             if not block.dtype.isnative:  # a memory-mapped big-endian TIFF
                 block = block.astype(block.dtype.newbyteorder("="))
-        except Exception as exc:
-            raise InvalidInput(f"'{self.name}' could not be decoded at y {y0}:{y1}, x {x0}:{x1} "
-                               f"({_short(exc)}); the file is probably truncated or damaged.") from None
         kept = [a for a in self._axes if a in ("Y", "X") or a == self._chan_axis]
         if self._chan_axis:
             order = [kept.index("Y"), kept.index("X"), kept.index(self._chan_axis)]
@@ -386,16 +368,6 @@ def probe(path: str | Path, channel: int | None = None, max_pixels: float = 1e10
     """Validate a slide (header, first and last rows) and return its metadata."""
     with open_slide(path, channel=channel, max_pixels=max_pixels, **kw) as slide:
         return slide.info
-
-
-def _short(exc: Exception) -> str:
-    """A library's error, one line, with any folder part of a path dropped (messages name files, not server
-    folders)."""
-    import re
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"]+)+[/\\]([^/\\\s'\"]+)", r"\1", text)
-    return text[:160]
 
 
 HEADER_BYTES = 64 << 10  # how much of an upload is looked at before anything is written to disk
@@ -436,7 +408,7 @@ def check_header(prefix: bytes, name: str, max_pixels: float = 1e10,
         try:
             with Image.open(io.BytesIO(prefix)) as im:
                 w, h, mode = im.size[0], im.size[1], im.mode
-        except Exception:  # header beyond the prefix (large EXIF): checked on the whole file
+        except Exception:  # noqa: BLE001 - header beyond the prefix (large EXIF): checked on the whole file
             return
         decoded = w * h * _PIL_BYTES.get(mode, 4)
         if w * h > min(max_pixels, PIL_MAX_PIXELS) or decoded > max_decode_bytes:
@@ -455,7 +427,7 @@ def check_header(prefix: bytes, name: str, max_pixels: float = 1e10,
             compressed = page.compression != 1
             h = series.shape[series.axes.upper().index("Y")]
             w = series.shape[series.axes.upper().index("X")]
-    except Exception:  # first directory beyond the prefix: checked on the whole file
+    except Exception:  # noqa: BLE001 - first directory beyond the prefix: checked on the whole file
         return
     if h * w > max_pixels:
         raise TooLarge(f"'{name}' is {w}x{h} px ({h * w / 1e9:.1f} gigapixels), above this server's "

@@ -166,7 +166,7 @@ class JobRunner:
         except MemoryError:
             final = dict(state=JOB_FAILED, finished=now(), message="The server ran out of memory; try a smaller "
                                                                    "tile size.")
-        except Exception as exc:  # never let a job take the server down
+        except Exception as exc:  # noqa: BLE001 - never let a job take the server down
             final = dict(state=JOB_FAILED, finished=now(), message=failure_message(exc, job_id))
         if final["state"] != JOB_SUCCEEDED:  # no half-written outputs stay behind (a full disk, a cancel)
             from fosgate.storage import remove_partials
@@ -198,7 +198,7 @@ class JobRunner:
         for job_id, fields in pending.items():
             try:
                 self.store.update_job(job_id, **fields)
-            except Exception:  # still full: try again later
+            except Exception:  # noqa: BLE001 - still full: try again later
                 continue
             with self._cond:
                 self._pending_final.pop(job_id, None)

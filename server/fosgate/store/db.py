@@ -367,7 +367,7 @@ class Store:
 
     @staticmethod
     def _label(r: sqlite3.Row) -> LabelRow:
-        return LabelRow(*[r[k] for k in r.keys()])
+        return LabelRow(*r)
 
     def get_label(self, label_id: str) -> LabelRow:
         rows = self._query("SELECT * FROM labels WHERE id=?", (label_id,))
@@ -441,7 +441,7 @@ class Store:
 
     @staticmethod
     def _proposal(r: sqlite3.Row) -> ProposalRow:
-        return ProposalRow(*[r[k] for k in r.keys()])
+        return ProposalRow(*r)
 
     def get_proposal(self, proposal_id: str) -> ProposalRow:
         rows = self._query("SELECT * FROM proposals WHERE id=?", (proposal_id,))
@@ -604,13 +604,13 @@ class Store:
 
     def list_artifacts(self, job_id: str) -> list[ArtifactRow]:
         rows = self._query("SELECT * FROM artifacts WHERE job_id=? ORDER BY name", (job_id,))
-        return [ArtifactRow(*[r[k] for k in r.keys()]) for r in rows]
+        return [ArtifactRow(*r) for r in rows]
 
     def get_artifact(self, artifact_id: str) -> ArtifactRow:
         rows = self._query("SELECT * FROM artifacts WHERE id=?", (artifact_id,))
         if not rows:
             raise NotFound(f"There is no artifact with id '{artifact_id}' on this server.")
-        return ArtifactRow(*[rows[0][k] for k in rows[0].keys()])
+        return ArtifactRow(*rows[0])
 
 
 def fsync_replace(tmp: Path, final: Path) -> None:
