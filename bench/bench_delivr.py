@@ -19,7 +19,7 @@ whole-image prediction), thresholded at the calibrated value and scored against 
 - object F1 pooled over slices (2-D connected components, min size 2 px; a match is IoU >= 0.5 or
   centroids <= 3 px apart, one-to-one: cells are only ~5-10 px across here) and count MAE per slice.
 
-    .venv/bin/python bench/bench_delivr.py [--folds 3] [--steps 600] [--quick] [--out bench/results]
+    .venv/bin/python bench/bench_delivr.py [--arch reference|default] [--folds 3] [--steps 600] [--quick]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, need_data, save
+from common import ARCHS, RESULTS, fit_arch, need_data, save
 
 MIN_SIZE = 2
 VAL_FRACTION = 0.1
@@ -65,13 +65,10 @@ def folds_by_group(names: list[str], n_folds: int) -> list[list[int]]:
 
 
 def run(n_folds: int, steps: int, max_train_volumes: int | None = None, max_test_volumes: int | None = None,
-        max_folds: int | None = None, seed: int = 0) -> dict:
-    from fosgate.core.instances import label_mask
+        max_folds: int | None = None, seed: int = 0, arch: str = "reference") -> dict:
     from fosgate.core.metrics import object_scores, summarize_objects
     from fosgate.core.normalize import Normalization
-    from fosgate.core.predict import predict_array
-    from fosgate.core.training import TrainConfig, TrainingPair, train_unet
-    from fosgate.core.unet import receptive_field_radius, required_halo
+    from fosgate.core.training import TrainConfig, TrainingPair
 
     data = load_volumes(need_data("delivr-cfos"))
     names = [d[0] for d in data]
@@ -94,20 +91,18 @@ def run(n_folds: int, steps: int, max_train_volumes: int | None = None, max_test
         cfg = TrainConfig(epochs=epochs, tile_size=96, batch_size=16, val_fraction=VAL_FRACTION, seed=seed,
                           steps_per_epoch=25)
         t0 = time.perf_counter()
-        model, metrics, _ = train_unet(pairs, norm, cfg)
+        predict, metrics = fit_arch(arch, pairs, cfg, norm)
         threshold = float(metrics["threshold"])
         train_s = time.perf_counter() - t0
-        halo = required_halo(receptive_field_radius(model))
         inter = npred = ntrue = 0
         objects = []
         for i in test_idx:
             name, vol, mask = data[i]
             lo, hi = norm.stats_of_array(vol[..., None])
-            x = Normalization.apply(vol[..., None], lo, hi, norm.clip_max)
-            for z in range(vol.shape[0]):
-                prob = predict_array(model, x[z], tile=112, halo=halo)
-                lab = np.zeros(prob.shape, np.uint32)
-                label_mask(prob >= threshold, lab, min_size=MIN_SIZE)
+            for z in range(vol.shape[0]):  # each slice normalised with its volume's statistics
+                # reference: calibrated threshold, components of >= MIN_SIZE px; default: its calibrated post
+                lab = (predict(vol[z][..., None], lo, hi, min_size_px=MIN_SIZE) if arch == "reference"
+                       else predict(vol[z][..., None], lo, hi))
                 truth = mask[z]
                 inter += int(np.count_nonzero((lab > 0) & truth))
                 npred += int(np.count_nonzero(lab))
@@ -118,6 +113,7 @@ def run(n_folds: int, steps: int, max_train_volumes: int | None = None, max_test
                      "test_volumes": [names[i] for i in test_idx], "train_slices": len(pairs),
                      "test_slices": len(objects), "steps": epochs * 25, "train_seconds": train_s,
                      "threshold": threshold, "best_epoch": metrics.get("best_epoch"),
+                     **({"post": metrics["post"]} if "post" in metrics else {}),
                      "pixel_f1": 2 * inter / max(npred + ntrue, 1),
                      "pixel_iou": inter / max(npred + ntrue - inter, 1), **summary,
                      "true_objects": sum(o["n_true"] for o in objects),
@@ -136,7 +132,7 @@ def run(n_folds: int, steps: int, max_train_volumes: int | None = None, max_test
                    **total, "slices": len(all_objects)},
         "settings": {"folds": n_folds, "steps": steps, "batch": 16, "crop": 96, "val_fraction": VAL_FRACTION,
                      "min_size": MIN_SIZE, "centroid_px": CENTROID_PX, "normalisation": "volume 1-99.8 pct",
-                     "seed": seed},
+                     "seed": seed, "arch": arch},
         "wall_seconds": time.perf_counter() - t_all,
     }
 
@@ -146,14 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600, help="gradient steps per fold (batch 16 of 96 px)")
     ap.add_argument("--quick", action="store_true", help="1 fold scored on 2 volumes, 4 training volumes, 25 steps")
+    ap.add_argument("--arch", default="reference", choices=ARCHS, help="reference: the paper's U-Net (saved as "
+                    "delivr); default: fosgate's unet2 with its calibrated post-processing (saved as delivr_default)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
-        result = run(3, 25, max_train_volumes=4, max_test_volumes=2, max_folds=1)
+        result = run(3, 25, max_train_volumes=4, max_test_volumes=2, max_folds=1, arch=args.arch)
     else:
-        result = run(args.folds, args.steps)
+        result = run(args.folds, args.steps, arch=args.arch)
     result["mode"] = "quick" if args.quick else "full"
-    save(args.out, "delivr", result)
+    save(args.out, "delivr" if args.arch == "reference" else f"delivr_{args.arch}", result)
     p = result["pooled"]
     print(f"pixel F1 {p['pixel_f1']:.3f}, IoU {p['pixel_iou']:.3f}, object F1 {p['object_f1']:.3f}, "
           f"count MAE {p['count_mae']:.2f} per slice over {p['slices']} slices")

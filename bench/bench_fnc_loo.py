@@ -12,7 +12,7 @@ independent`` repeats it with per-channel normalisation of the RGB images (the r
 normalisation), for the report's comparison.
 Published c-ResUnet on the full FNC test set: F1 0.81, MAE 3.09 (a different, larger test set).
 
-    .venv/bin/python bench/bench_fnc_loo.py [--epochs 30] [--val-fraction 0.2] [--quick] [--out bench/results]
+    .venv/bin/python bench/bench_fnc_loo.py [--arch reference|default] [--epochs 30] [--val-fraction 0.2] [--quick]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, save
+from common import ARCHS, RESULTS, fit_arch, save
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,16 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", default="auto", choices=["auto", "independent", "joint"],
                     help="normalisation across the RGB channels (fosgate's default: auto = joint for RGB); other "
                     "values are saved as fnc_loo_<value>, the report's comparison row")
+    ap.add_argument("--arch", default="reference", choices=ARCHS, help="reference: the paper's U-Net (saved as "
+                    "fnc_loo); default: fosgate's unet2 with its calibrated post-processing (saved as fnc_loo_default)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
         args.epochs, args.steps = 1, 20
-    from fosgate.core.instances import label_mask
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
     from fosgate.core.normalize import Normalization
-    from fosgate.core.predict import predict_array
-    from fosgate.core.training import TrainConfig, TrainingPair, train_unet
-    from fosgate.core.unet import receptive_field_radius, required_halo
+    from fosgate.core.training import TrainConfig, TrainingPair
 
     items = [(c, p, FNC / c / "masks" / p.name) for c in ("yellow", "red")
              for p in sorted((FNC / c / "images").glob("*.png"))]
@@ -64,16 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         train = [TrainingPair(im, tr.astype(np.uint8), n) for j, (_, n, im, tr) in enumerate(data) if j != i]
-        model, metrics, _ = train_unet(train, norm, TrainConfig(epochs=args.epochs, tile_size=128,
-                                                                val_fraction=args.val_fraction, seed=0,
-                                                                steps_per_epoch=args.steps or None))
+        predict, metrics = fit_arch(args.arch, train, TrainConfig(epochs=args.epochs, tile_size=128,
+                                                                  val_fraction=args.val_fraction, seed=0,
+                                                                  steps_per_epoch=args.steps or None), norm)
         t1 = time.perf_counter()
-        lo, hi = norm.stats_of_array(img)
-        prob = predict_array(model, Normalization.apply(img, lo, hi, norm.clip_max), tile=512,
-                             halo=required_halo(receptive_field_radius(model)))
         threshold = float(metrics["threshold"])
-        lab = np.zeros(prob.shape, np.uint32)
-        label_mask(prob >= threshold, lab, min_size=100)
+        # reference: its calibrated threshold, cells of >= 100 px; default: its own calibrated post-processing
+        lab = predict(img, min_size_px=100) if args.arch == "reference" else predict(img)
         o = object_scores(lab, truth, 0.5, 40)
         objs.append(o)
         pairs.append((lab > 0, truth))
@@ -82,20 +78,22 @@ def main(argv: list[str] | None = None) -> int:
                      "count_error": o["count_error"],
                      "pixel_f1": mean_pixel_scores([(lab > 0, truth)])["pixel_f1"],
                      "pixel_iou": mean_pixel_scores([(lab > 0, truth)])["pixel_miou"],
-                     "threshold": threshold, "best_epoch": metrics.get("best_epoch"),
+                     "threshold": threshold, "best_epoch": metrics.get("best_epoch"), "arch": args.arch,
+                     **({"post": metrics["post"]} if "post" in metrics else {}),
                      "steps_per_epoch": metrics.get("steps_per_epoch"), "train_images": metrics.get("train_images"),
                      "val_images": metrics.get("val_images"), "train_seconds": t1 - t0,
                      "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {**summarize_objects(objs), **mean_pixel_scores(pairs), "epochs": args.epochs,
-               "val_fraction": args.val_fraction, "channels": args.channels}
+               "val_fraction": args.val_fraction, "channels": args.channels, "arch": args.arch}
     by_colour = {}
     for colour in ("yellow", "red"):
         sel = [k for k, r in enumerate(rows) if r["colour"] == colour]
         if sel:
             by_colour[colour] = {**summarize_objects([objs[k] for k in sel]),
                                  **mean_pixel_scores([pairs[k] for k in sel])}
-    name = "fnc_loo" + ("" if args.channels == "auto" else f"_{args.channels}") + ("_only" if args.only else "")
+    name = ("fnc_loo" + ("" if args.channels == "auto" else f"_{args.channels}")
+            + ("" if args.arch == "reference" else f"_{args.arch}") + ("_only" if args.only else ""))
     save(args.out, name, {"rows": rows, "summary": summary, "by_colour": by_colour,
                                "mode": "quick" if args.quick else "full"})
     print("| held-out image | object F1 | predicted | true | pixel F1 | threshold |\n|---|---|---|---|---|---|")

@@ -58,3 +58,56 @@ def need_data(folder: str) -> Path:
     if not path.is_dir():
         raise SystemExit(f"{path} is missing: the benchmark data lives in ../shared/data/{folder}")
     return path
+
+
+ARCHS = ("reference", "default")
+
+
+def fit_arch(arch: str, pairs: list, config, normalization) -> tuple[Any, dict[str, Any]]:
+    """Train ``arch`` on ``pairs`` with ``config`` (a ``TrainConfig``) and return ``(predict, metrics)``.
+
+    ``predict(image, lo=None, hi=None, *, min_size_px=None, threshold=None, split_touching=False)`` gives the
+    uint32 instance labels of a raw ``(h, w, C)`` image, normalised with ``lo``/``hi`` (e.g. a volume's)
+    or its own statistics.
+
+    - ``reference``: ``train_unet`` (the paper's net), the whole image predicted seam-free, thresholded at
+      ``threshold`` (None: the calibrated one in ``metrics``), connected components of at least
+      ``min_size_px`` (None: 1) (and a distance-transform watershed of touching cells with ``split_touching``).
+    - ``default``: ``train_model`` (fosgate's unet2, the same config otherwise) and the model's own
+      instances (seeded watershed on its centre map, its calibrated threshold, seed level and min size,
+      as a user gets them); ``min_size_px`` and ``threshold`` override them when given.
+    """
+    from dataclasses import asdict, replace
+
+    import numpy as np
+
+    from fosgate.core.instances import label_mask
+    from fosgate.core.normalize import Normalization
+    from fosgate.core.predict import predict_array
+    from fosgate.core.training import train_model, train_unet
+    from fosgate.core.unet import receptive_field_radius, required_halo
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; one of {ARCHS}")
+    if arch == "default":
+        model = train_model(pairs, replace(config, arch="unet2"), normalization=normalization)
+
+        def predict_default(image, lo=None, hi=None, *, min_size_px=None, threshold=None, split_touching=False):
+            post = {k: v for k, v in (("min_size_px", min_size_px), ("threshold", threshold)) if v is not None}
+            return model.predict_instances(image, lo=lo, hi=hi, **post)
+
+        return predict_default, {**model.metrics, "post": asdict(model.post)}
+    net, metrics, _ = train_unet(pairs, normalization, config)
+    halo = required_halo(receptive_field_radius(net))
+
+    def predict_reference(image, lo=None, hi=None, *, min_size_px=None, threshold=None, split_touching=False):
+        if lo is None or hi is None:
+            lo, hi = normalization.stats_of_array(image)
+        x = Normalization.apply(image, lo, hi, normalization.clip_max)
+        prob = predict_array(net, x, tile=256, halo=halo)
+        lab = np.zeros(prob.shape, np.uint32)
+        thr = float(metrics["threshold"]) if threshold is None else threshold
+        label_mask(prob >= thr, lab, min_size=min_size_px or 1, split_touching=split_touching)
+        return lab
+
+    return predict_reference, dict(metrics)
