@@ -19,7 +19,8 @@ For a held-out lab L and a seed s:
 - Edit cost of the chosen tiles: the starting model's proposals corrected to the truth by the scripted
   reviewer (``fosgate.core.edit_cost``: objects re-drawn, deleted and drawn); ``scratch`` has no
   proposals, so every object is drawn.
-- Fine-tuning on the chosen tiles (``train_model(..., base=start)``, ``--ft-steps``), then object F1
+- Fine-tuning on the chosen tiles (``train_model(..., base=start)``, ``--ft-steps``; ``--ft-freeze encoder``
+  keeps the start's contracting path fixed, a separate result to compare with), then object F1
   (one-to-one at IoU >= 0.5) and count error on the test images. Budget 0 scores the starting model
   itself (``base`` only: scratch and pretrained cannot segment). ``all`` = every pool tile.
 
@@ -230,8 +231,9 @@ def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, arg
 
     start_model = copy_model(start_model)
     pairs = train_pairs(pool, tiles)
+    freeze = args.ft_freeze if start_model is not None else ""  # scratch has nothing to keep
     cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps, tile_size=128, batch_size=8, seed=seed,
-                      val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM)
+                      val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM, freeze=freeze)
     return train_model(pairs, cfg, base=start_model)
 
 
@@ -377,7 +379,11 @@ def plot(summary: dict, path) -> None:
 
 
 SAME_IN_PARTS = ("labs", "budgets", "strategies", "tile", "k", "base_epochs", "base_steps", "ft_epochs", "ft_steps",
+                 "ft_freeze",
                  "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
+
+
+SETTING_BEFORE = {"ft_freeze": ""}  # settings that results saved before them ran with implicitly
 
 
 def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
@@ -388,7 +394,8 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
     parts = [json.loads(p.read_text()) for p in paths]
     first = parts[0]["settings"]
     for p in parts[1:]:
-        if any(p["settings"][k] != first[k] for k in SAME_IN_PARTS):
+        if any(p["settings"].get(k, SETTING_BEFORE.get(k)) != first.get(k, SETTING_BEFORE.get(k))
+               for k in SAME_IN_PARTS):
             raise SystemExit("--merge: the results were run with different settings (only the seeds and the "
                              "starting points may differ)")
     records = [r for p in parts for r in p["records"]]
@@ -428,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-steps", type=int, default=40)
     ap.add_argument("--ft-epochs", type=int, default=5)
     ap.add_argument("--ft-steps", type=int, default=30)
+    ap.add_argument("--ft-freeze", default="", choices=["", "encoder"],
+                    help="layers of the base or pretrained start kept fixed while fine-tuning ('': none)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)
     ap.add_argument("--pretrain-steps", type=int, default=40)
     ap.add_argument("--pretrain-tiles", type=int, default=256)

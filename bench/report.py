@@ -945,7 +945,9 @@ def cfos_labels(r: dict, plots: Path) -> str:
         "random and its rows are not repeated), the starting model's proposals for them are corrected to the "
         "truth by a "
         "scripted reviewer (edits = objects re-drawn + deleted + drawn), the model is fine-tuned "
-        f"({st['ft_epochs']} x {st['ft_steps']} steps of 8 crops of 128 px; base: {st['base_epochs']} x "
+        f"({st['ft_epochs']} x {st['ft_steps']} steps of 8 crops of 128 px"
+        + ("; the start's encoder frozen" if st.get("ft_freeze") == "encoder" else "")
+        + f"; base: {st['base_epochs']} x "
         f"{st['base_steps']} steps) and scored on the test images (object F1, IoU >= 0.5, pooled; interval: t over "
         f"{len(st['seeds'])} seed(s), shown clipped to [0, 1]; seeds also rotate the pool/test split). "
         f"Mode: {r['mode']}; "

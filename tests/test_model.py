@@ -4,6 +4,7 @@ calibrated post-processing, pixel size, whole-slide prediction through the model
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -162,6 +163,35 @@ def test_train_model_is_the_library_entry_point():
     assert model.metrics["best_epoch"] == int(np.argmax(sel)) + 1
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
+
+
+def test_fine_tuning_with_a_frozen_encoder_changes_only_the_decoder():
+    """TrainConfig(freeze="encoder") fine-tunes a base with its contracting path fixed: the down/bottom
+    convolutions keep the base's weights bit for bit, the decoder and head move, and the returned model has
+    every layer trainable again (nothing frozen is saved). Freezing without a base is refused."""
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.training import TrainConfig, TrainingPair, frozen_layers, train_model
+    from fosgate.errors import InvalidInput
+
+    image, truth, _ = generate_cfos(128, 256, seed=5)
+    pairs = [TrainingPair(image[:, i * 128:(i + 1) * 128], truth[:, i * 128:(i + 1) * 128], f"p{i}") for i in range(2)]
+    cfg = TrainConfig(epochs=1, tile_size=64, batch_size=4, steps_per_epoch=2, val_fraction=0.5, calibrate=False)
+    base = train_model(pairs, cfg)
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.network.layers}
+    encoder = {layer.name for layer in frozen_layers(base.network, "encoder")}
+    assert encoder and all(n.startswith(("down", "bottom")) for n in encoder)
+    tuned = train_model(pairs, replace(cfg, freeze="encoder", seed=1), base=base)
+    assert tuned.metrics["frozen_layers"] == len(encoder)
+    for layer in tuned.network.layers:
+        assert layer.trainable
+        if not layer.get_weights():
+            continue
+        same = all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), before[layer.name], strict=True))
+        assert same == (layer.name in encoder), layer.name
+    with pytest.raises(InvalidInput, match="base model"):
+        train_model(pairs, replace(cfg, freeze="encoder"))
+    with pytest.raises(InvalidInput, match="Unknown layer group"):
+        train_model(pairs, replace(cfg, freeze="decoder"), base=tuned)
 
 
 def test_best_epoch_ties_at_no_cell_go_to_the_lowest_validation_loss():

@@ -58,7 +58,9 @@ class TrainConfig:
     """Training settings. ``arch``: ``unet2`` (default, instance-aware) or ``reference``;
     ``steps_per_epoch`` None: about two passes over the labelled pixels per epoch, 25..400 steps;
     ``pixel_size_um`` 0: the median of the pairs' known pixel sizes (0 if none known); ``augment``:
-    intensity gain/offset/gamma, noise, blur, scale jitter, flips, 90-degree rotations."""
+    intensity gain/offset/gamma, noise, blur, scale jitter, flips, 90-degree rotations; ``freeze``:
+    ``"encoder"`` keeps a base model's contracting path (``down*`` and ``bottom`` convolutions) fixed while
+    fine-tuning, ``""`` trains every layer."""
 
     epochs: int = 30
     tile_size: int = 256
@@ -73,6 +75,7 @@ class TrainConfig:
     augment: bool = True
     pixel_size_um: float = 0.0
     calibrate: bool = True
+    freeze: str = ""
 
 
 @dataclass
@@ -485,6 +488,16 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
     return [Progress(), early], early
 
 
+FREEZABLE = {"": (), "encoder": ("down", "bottom")}
+
+
+def frozen_layers(net, freeze: str) -> list:
+    """The layers of ``net`` that ``TrainConfig.freeze`` keeps fixed (those whose name starts with one of
+    ``FREEZABLE[freeze]``)."""
+    prefixes = FREEZABLE[freeze]
+    return [layer for layer in net.layers if prefixes and layer.name.startswith(prefixes)]
+
+
 def default_steps(train_px: int, config: TrainConfig) -> int:
     """About two passes over the labelled pixels per epoch, 25..400 steps."""
     return int(np.clip(math.ceil(2 * train_px / config.tile_size ** 2 / config.batch_size), 25, 400))
@@ -511,6 +524,11 @@ def train_model(
 
     if not pairs:
         raise InvalidInput("No labelled images to train on.")
+    if config.freeze not in FREEZABLE:
+        raise InvalidInput(f"Unknown layer group to freeze '{config.freeze}'; use one of "
+                           f"{', '.join(repr(k) for k in FREEZABLE)}.")
+    if config.freeze and base is None:
+        raise InvalidInput("Freezing layers needs a base model to fine-tune (trained or pretrained).")
     tile = config.tile_size
     if tile % 16 or tile < 16:
         raise InvalidInput(f"The training tile size must be a multiple of 16, not {tile}.")
@@ -547,13 +565,20 @@ def train_model(
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps,
                                                       alpha=0.05)
     net = model.network
-    view = logits_view(net)
-    view.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
-    history: dict[str, list[float]] = {}
-    callbacks, early = _callbacks(model, val, config, steps, history, on_epoch, should_cancel)
-    t_start = time.perf_counter()
-    view.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
-            steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    frozen = frozen_layers(net, config.freeze)
+    for layer in frozen:
+        layer.trainable = False
+    try:  # the saved model never keeps a layer frozen
+        view = logits_view(net)
+        view.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
+        history: dict[str, list[float]] = {}
+        callbacks, early = _callbacks(model, val, config, steps, history, on_epoch, should_cancel)
+        t_start = time.perf_counter()
+        view.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
+                steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    finally:
+        for layer in frozen:
+            layer.trainable = True
     if should_cancel and should_cancel():
         raise Cancelled("Training cancelled.")
     epochs_run = len(history.get("loss", []))
@@ -573,6 +598,7 @@ def train_model(
                    epochs_run=float(epochs_run), train_seconds=time.perf_counter() - t_start,
                    train_images=float(len(train)), val_images=float(len(val)), steps_per_epoch=float(steps),
                    val_is_train=float(val is prepared), calibrated=float(real_val and config.calibrate),
+                   frozen_layers=float(len(frozen)),
                    tile_size=float(tile))
     model.metrics = metrics
     model.history = history
