@@ -78,6 +78,24 @@ def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int =
     return {"rows": rows, "seed": seed, "archs": archs}
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """One result from runs on the same test set (seed, test images, steps) with other archs or sizes (e.g.
+    the default arch run later beside the stored reference rows): rows concatenated (rows saved before
+    ``--arch`` are the reference net's); an (arch, training images) in two parts is refused. Each part's
+    command, date and machine stamp are kept under ``parts``."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    rows = [{"arch": "reference", **r} for p in parts for r in p["rows"]]
+    keys = [(r["arch"], r["train_images"]) for r in rows]
+    if len(keys) != len(set(keys)):
+        raise SystemExit("--merge: an (arch, training images) appears in two parts")
+    if len({(p.get("seed", 0), r["test_images"], r["steps"]) for p in parts for r in p["rows"]}) != 1:
+        raise SystemExit("--merge: the parts differ in seed, test images or steps")
+    save(out, "dsb", {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
+                      "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
+                      "parts": [{k: p.get(k) for k in ("command", "date", "machine")} for p in parts]})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"],
@@ -87,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", nargs="+", default=["reference", "default"], choices=ARCHS,
                     help="reference: the paper's U-Net; default: fosgate's instance-aware unet2")
     ap.add_argument("--quick", action="store_true", help="1 image, 25 steps, 5 test images, the default arch")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="no training: join stored results")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     if not DSB.is_dir():
         raise SystemExit(f"{DSB} is missing: the DSB2018 data lives in ../shared/data/dsb2018")
     if args.quick:

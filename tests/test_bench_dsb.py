@@ -1,0 +1,50 @@
+"""bench/bench_dsb.py --merge without training: the default arch's rows join the stored reference rows of the
+same test set, and the report draws one curve per arch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(n: int, ap: float, **extra) -> dict:
+    return {"train_images": n, "steps": 500, "train_seconds": 1.0, "ap50": ap, "object_f1": ap, "pixel_f1": ap,
+            "test_images": 50, **extra}
+
+
+def test_dsb_merge_joins_archs_and_refuses_a_setting_twice(tmp_path):
+    dsb, report = _load("bench_dsb"), _load("report")
+    old = tmp_path / "old.json"  # saved before --arch: the reference net's rows, no arch field
+    old.write_text(json.dumps({"rows": [_row(1, 0.73), _row(10, 0.77)], "seed": 0, "command": "bench_dsb.py"}))
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"rows": [_row(1, 0.75, arch="default"), _row(10, 0.82, arch="default")], "seed": 0,
+                               "archs": ["default"], "command": "bench_dsb.py --arch default"}))
+    assert dsb.merge([old, new], tmp_path / "out") == 0
+    merged = json.loads((tmp_path / "out" / "dsb.json").read_text())
+    assert [(r["arch"], r["train_images"]) for r in merged["rows"]] == [
+        ("reference", 1), ("reference", 10), ("default", 1), ("default", 10)]
+    assert merged["archs"] == ["reference", "default"] and len(merged["parts"]) == 2
+    text = report.dsb(merged, tmp_path)
+    assert "| default | 10 | 500 | 1 | 0.820 |" in text and "`bench_dsb.py --arch default`" in text
+    assert (tmp_path / "dsb.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="two parts"):
+        dsb.merge([old, old], tmp_path / "again")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"rows": [_row(5, 0.8, arch="default", test_images=20)], "seed": 0}))
+    with pytest.raises(SystemExit, match="differ"):
+        dsb.merge([old, other], tmp_path / "again")
