@@ -328,7 +328,36 @@ def summarize(rows: list[dict], ceiling_rows: list[dict]) -> dict[str, Any]:
                                  "edits_to_95pct": cand[0]["edits"] if cand else None,
                                  "tiles_to_95pct": cand[0]["tiles"] if cand else None,
                                  "all_tiles_edits": all_edits})
-    return {"rows": out, "findings": findings, "distinguishable": _distinguishable(out)}
+    return {"rows": out, "findings": findings, "distinguishable": _distinguishable(out), "paired": paired(rows)}
+
+
+def paired(rows: list[dict]) -> list[dict]:
+    """Per-seed differences of object F1 for the contrasts that matter, on the seeds both arms ran: a seed
+    fixes the test image and the pool, and random selection picks the same tiles from every start, so a
+    paired interval is far narrower than two separate ones. Contrasts per lab and budget: each start
+    with a model vs scratch (random tiles), and active vs random from the same start (where active is not
+    random). ``distinguishable``: the 95 % t interval of the mean difference excludes 0 (2+ seeds)."""
+    f1 = {(r["lab"], r["start"], r["strategy"], r["tiles"], r["seed"]): r["f1"] for r in rows}
+    every = {(r["lab"], r["tiles"]) for r in rows if r["tiles"] == r["all_tiles"]}  # all tiles: one tile set
+    arms = dict.fromkeys((r["lab"], r["start"], r["strategy"]) for r in rows)
+    contrasts = [((lab, s, "random"), (lab, "scratch", "random")) for lab, s, g in arms
+                 if g == "random" and s != "scratch" and (lab, "scratch", "random") in arms]
+    contrasts += [((lab, s, "active"), (lab, s, "random")) for lab, s, g in arms
+                  if g == "active" and s == "base" and (lab, s, "random") in arms]
+    out = []
+    for a, b in contrasts:
+        for n in sorted({k[3] for k in f1 if k[:3] == a and k[3] > 0}):
+            if a[2] != b[2] and (a[0], n) in every:  # active and random label the same (all) tiles
+                continue
+            seeds = sorted(k[4] for k in f1 if k[:4] == (*a, n) and (*b, n, k[4]) in f1)
+            if not seeds:
+                continue
+            d = [f1[(*a, n, sd)] - f1[(*b, n, sd)] for sd in seeds]
+            lo, hi = t_interval(d)
+            out.append({"lab": a[0], "tiles": n, "a": f"{a[1]}/{a[2]}", "b": f"{b[1]}/{b[2]}", "seeds": seeds,
+                        "per_seed": d, "mean": float(np.mean(d)), "ci95": [lo, hi],
+                        "distinguishable": bool(len(d) > 1 and (lo > 0 or hi < 0))})
+    return out
 
 
 def _distinguishable(out: list[dict]) -> list[dict]:

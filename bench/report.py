@@ -964,6 +964,14 @@ def cfos_labels(r: dict, plots: Path) -> str:
         + (" Best per budget (intervals overlapping the best one's are not distinguishable from it): "
            + "; ".join(best) + "." if best else ""),
         "",
+        *(["Paired by seed (a seed fixes the test image and the pool; random selection gives every start the "
+           "same tiles): the per-seed difference of object F1, its mean and 95 % t interval; distinguishable when "
+           "the interval excludes 0.", "",
+           _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
+                  [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
+                    f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
+                    "yes" if x["distinguishable"] else "no"] for x in r.get("paired", [])]), ""]
+          if r.get("paired") else []),
         "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
         *(["", "Run in parts (one process per seed), merged: " + "; ".join(

@@ -172,6 +172,28 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     assert next(r for r in merged["rows"] if r["start"] == "base" and r["all"])["seeds"] == 2
 
 
+def test_labels_paired_contrasts_difference_each_seed():
+    """paired(): per-seed F1 differences of each start vs scratch (random tiles) and of active vs random from
+    the base, on the seeds both arms ran; distinguishable when the t interval excludes 0; active vs random
+    is not compared at all tiles (the same tile set)."""
+    b = _labels_bench()
+    f1 = {("scratch", "random"): [0.5, 0.6, 0.7], ("pretrained", "random"): [0.6, 0.72, 0.79],
+          ("base", "random"): [0.4, 0.8, 0.6], ("base", "active"): [0.45, 0.85, 0.65]}
+    rows = [{"lab": "inns1", "start": start, "strategy": strategy, "tiles": n, "all_tiles": 40, "seed": seed,
+             "f1": v + (0.1 if n == 40 else 0.0)}
+            for (start, strategy), vals in f1.items() for seed, v in enumerate(vals) for n in (4, 40)]
+    rows = [r for r in rows if not (r["start"] == "pretrained" and r["seed"] == 2 and r["tiles"] == 40)]
+    out = {(x["a"], x["b"], x["tiles"]): x for x in b.paired(rows)}
+    pre = out[("pretrained/random", "scratch/random", 4)]
+    assert pre["per_seed"] == pytest.approx([0.1, 0.12, 0.09]) and pre["distinguishable"]
+    assert pre["ci95"][0] > 0 and pre["mean"] == pytest.approx(0.31 / 3)
+    assert out[("pretrained/random", "scratch/random", 40)]["seeds"] == [0, 1]  # seed 2 missing in one arm
+    assert not out[("base/random", "scratch/random", 4)]["distinguishable"]  # -0.1, +0.2, -0.1
+    act = out[("base/active", "base/random", 4)]
+    assert act["per_seed"] == pytest.approx([0.05] * 3) and act["distinguishable"]
+    assert ("base/active", "base/random", 40) not in out
+
+
 def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tmp_path):
     """report.cfos renders a cfos_budget companion: the probe's held-out F1 next to the main result's F1 on
     the same (protocol, fold, method, seed), and the probe's validation curve as a plot."""
