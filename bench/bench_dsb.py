@@ -38,7 +38,8 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return img[..., None], np.asarray(Image.open(DSB / "masks" / name)).astype(np.int64)
 
 
-def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int = 0) -> dict:
+def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int = 0, on_row=None) -> dict:
+    """Every (arch, size) trained and scored; ``on_row(result so far)`` after each (e.g. a partial save)."""
     from fosgate.core.metrics import object_scores, pixel_scores
     from fosgate.core.normalize import Normalization
     from fosgate.core.training import TrainConfig, TrainingPair
@@ -75,6 +76,8 @@ def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int =
                    "test_images": len(test)}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+            if on_row is not None:
+                on_row({"rows": list(rows), "seed": seed, "archs": archs})
     return {"rows": rows, "seed": seed, "archs": archs}
 
 
@@ -114,8 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{DSB} is missing: the DSB2018 data lives in ../shared/data/dsb2018")
     if args.quick:
         args.sizes, args.steps, args.test, args.arch = ["1"], 25, 5, ["default"]
-    result = run(args.sizes, args.steps, args.test, args.arch)
-    result["mode"] = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "full"
+    total = len(args.sizes) * len(args.arch)
+
+    def partial(res: dict) -> None:  # a run cut for time keeps the settings it finished
+        if len(res["rows"]) < total:
+            save(args.out, "dsb", {**res, "mode": mode, "partial": f"{len(res['rows'])} of {total} settings"})
+
+    result = run(args.sizes, args.steps, args.test, args.arch, on_row=partial)
+    result["mode"] = mode
     save(args.out, "dsb", result)
     print("| arch | training images | steps | train s | AP@0.5 | object F1 | pixel F1 |\n|---|---|---|---|---|---|---|")
     for r in result["rows"]:

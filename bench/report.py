@@ -415,6 +415,7 @@ def dsb(r: dict, plots: Path) -> str:
         "",
         "![AP@0.5 vs training images](bench/results/dsb.png)",
         "",
+        *([f"**Partial result:** {r['partial']} completed when this was saved.", ""] if r.get("partial") else []),
         *(["Merged from: " + "; ".join(f"`{x.get('command')}` ({str(x.get('date'))[:10]})" for x in r["parts"]) + ".", ""]
           if r.get("parts") else []),
         _provenance(r),
