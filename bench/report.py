@@ -873,9 +873,9 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
         fig.savefig(plots / "cfos_budget.png", dpi=110)
         plt.close(fig)
     return "\n".join([
-        f"### Training budget (a probe: `{probe.get('command', 'bench_cfos.py --name cfos_budget')}`)",
+        "### Training budget (a probe: `bench_cfos.py --name cfos_budget`)",
         "",
-        f"The same fold, seed and method trained for {pst['epochs']} x {pst['steps_per_epoch']} steps instead of "
+        f"The same folds, seed and method trained for {pst['epochs']} x {pst['steps_per_epoch']} steps instead of "
         f"{st['epochs']} x {st['steps_per_epoch']} (cosine schedule over all steps, early stopping on validation "
         "object F1); held-out object F1 pooled over the fold's test images. The short column is from the main "
         "result above (another run); the probe's 95 % interval over its test images: "
@@ -894,7 +894,9 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
                 "median expert", "target"], lab_rows),
         "",
         *(["![validation object F1 per epoch](bench/results/cfos_budget.png)", ""] if curves else []),
-        *probe.get("notes", []),
+        *[line for note in probe.get("notes", []) for line in (note, "")],
+        *(["Parts: " + "; ".join(f"`{x.get('command')}` ({str(x.get('date'))[:10]})" for x in probe["parts"]) + ".", ""]
+          if probe.get("parts") else []),
         "",
         _provenance(probe),
     ])
