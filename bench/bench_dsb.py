@@ -93,9 +93,11 @@ def merge(paths: list[Path], out: Path) -> int:
         raise SystemExit("--merge: an (arch, training images) appears in two parts")
     if len({(p.get("seed", 0), r["test_images"], r["steps"]) for p in parts for r in p["rows"]}) != 1:
         raise SystemExit("--merge: the parts differ in seed, test images or steps")
+    cut = [f"part {i + 1} ({p.get('command')}): {p['partial']}" for i, p in enumerate(parts) if p.get("partial")]
     save(out, "dsb", {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
                       "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
-                      "parts": [{k: p.get(k) for k in ("command", "date", "machine")} for p in parts]})
+                      "parts": [{k: p.get(k) for k in ("command", "date", "machine", "partial")} for p in parts],
+                      **({"partial": "; ".join(cut)} if cut else {})})
     return 0
 
 

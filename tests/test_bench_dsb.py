@@ -38,10 +38,14 @@ def test_dsb_merge_joins_archs_and_refuses_a_setting_twice(tmp_path):
     merged = json.loads((tmp_path / "out" / "dsb.json").read_text())
     assert [(r["arch"], r["train_images"]) for r in merged["rows"]] == [
         ("reference", 1), ("reference", 10), ("default", 1), ("default", 10)]
-    assert merged["archs"] == ["reference", "default"] and len(merged["parts"]) == 2
+    assert merged["archs"] == ["reference", "default"] and len(merged["parts"]) == 2 and "partial" not in merged
     text = report.dsb(merged, tmp_path)
     assert "| default | 10 | 500 | 1 | 0.820 |" in text and "`bench_dsb.py --arch default`" in text
     assert (tmp_path / "dsb.png").stat().st_size > 0
+    cut = tmp_path / "cut.json"  # a run cut for time: the merged result says it is partial
+    cut.write_text(json.dumps({"rows": [_row(5, 0.8, arch="default")], "seed": 0, "partial": "1 of 4 settings"}))
+    assert dsb.merge([old, cut], tmp_path / "cut") == 0
+    assert "1 of 4 settings" in json.loads((tmp_path / "cut" / "dsb.json").read_text())["partial"]
     with pytest.raises(SystemExit, match="two parts"):
         dsb.merge([old, old], tmp_path / "again")
     other = tmp_path / "other.json"
