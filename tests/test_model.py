@@ -118,6 +118,32 @@ def test_calibration_picks_parameters_that_raise_object_f1():
     assert scores["val_object_f1"] == 1.0 and post.threshold < 0.3
 
 
+def test_min_size_is_capped_by_the_smallest_labelled_objects():
+    """Validation images of large cells whose maps also hold small false blobs: uncapped, calibration
+    deletes the blobs with a min size that would erase every small cell of the other labelled images;
+    with the cap from all labels (half the 5th-percentile area) it may not."""
+    from fosgate.core.training import calibrate_postprocess, centre_target, min_size_cap
+
+    truth = _two_touching_discs(shift=40, r=9)  # two separate discs of ~250 px
+    fg = np.where(truth > 0, 0.9, 0.02).astype(np.float32)
+    centre = centre_target(truth)
+    for y, x in ((5, 5), (5, 58), (42, 30)):  # three 3x3 false blobs, each with its own seed
+        fg[y - 1:y + 2, x - 1:x + 2] = 0.9
+        centre[y - 1:y + 2, x - 1:x + 2] = 1.0
+    maps = np.stack([fg, centre], -1)
+    post, _ = calibrate_postprocess([maps], [truth], PostProcess(min_size_px=1), arch="unet2")
+    assert post.min_size_px > 9  # the blobs go, and nothing on these images says small cells exist
+
+    small = np.zeros((40, 40), np.int32)
+    for i, (y, x) in enumerate(((5, 5), (5, 20), (20, 5), (20, 20), (30, 30)), start=1):
+        small[y:y + 4, x:x + 4] = i  # 16-px cells in another labelled image
+    cap = min_size_cap([truth, small])
+    assert cap == int(0.5 * np.percentile([16] * 5 + [int((truth == 1).sum()), int((truth == 2).sum())], 5))
+    capped, _ = calibrate_postprocess([maps], [truth], PostProcess(min_size_px=1), arch="unet2", size_cap=cap)
+    assert capped.min_size_px <= cap
+    assert min_size_cap([np.zeros((8, 8), np.int32)]) is None
+
+
 def test_predict_instances_and_slide_agree_and_respect_the_pixel_size(unet2, tmp_path):
     """In-memory and whole-slide prediction give the same instances; a slide at twice the model's pixel
     size is predicted at the model's scale and its outputs come back at the slide's own resolution."""
