@@ -18,4 +18,6 @@ fi
 scripts/setup.sh dev,sam,imagej,export
 .venv/bin/ruff check .
 .venv/bin/python scripts/gen_protos.py --check
-exec .venv/bin/python -m pytest -q -ra --durations=30 "$@"
+# two workers: the suite alone keeps about one core busy (ImageJ/JVM start-up, servers, subprocesses);
+# ImageJ and Java client tests share one worker (tests/conftest.py)
+exec .venv/bin/python -m pytest -q -ra --durations=30 -n 2 --dist loadgroup "$@"

@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 14 min one at a time on 2 idle cores, less with --jobs 2; the suite's 900 s is too short
+@pytest.mark.timeout(3000)  # 14 min alone on 2 idle cores with --jobs 2, more beside the other test worker
 def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
     markdown = tmp_path / "BENCHMARKS.md"  # the repository's BENCHMARKS.md and bench/results stay untouched
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--jobs", "2", "--out",
-                           str(tmp_path), "--markdown", str(markdown)], capture_output=True, text=True, timeout=2400, cwd=ROOT)
+                           str(tmp_path), "--markdown", str(markdown)], capture_output=True, text=True, timeout=2900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     text = markdown.read_text()

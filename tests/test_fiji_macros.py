@@ -14,6 +14,8 @@ import roifile
 import tifffile
 from test_end_to_end import discs
 
+from conftest import register_model
+
 ROOT = Path(__file__).resolve().parents[1]
 MACROS = ROOT / "fiji_macros"
 IJ_JAR = "/usr/share/java/ij.jar"
@@ -37,17 +39,9 @@ def read_kv(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def model_id(client, tmp_path):
-    ids = []
-    for i in range(2):
-        img, lab = discs((192, 192), 20, seed=10 + i)
-        tifffile.imwrite(tmp_path / f"t{i}.tif", img)
-        tifffile.imwrite(tmp_path / f"t{i}_mask.tif", lab)
-        s = client.upload_slide(tmp_path / f"t{i}.tif")
-        m = client.upload_slide(tmp_path / f"t{i}_mask.tif", role="mask")
-        ids.append(client.add_label(s.slide_id, m.slide_id, source="import").label_id)
-    job = client.wait(client.train(ids, epochs=4, tile_size=64, batch_size=8, seed=0).job_id, timeout=600)
-    return job.result_id
+def model_id(server, discs_model_dir):
+    """A trained model registered in this test's server (trained once per session, conftest)."""
+    return register_model(server, discs_model_dir)
 
 
 def test_segment_send_and_count_in_imagej(server, client, model_id, tmp_path):
