@@ -60,7 +60,7 @@ def core_means(values: np.ndarray, tiles: list) -> np.ndarray:
 
 
 def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: int, k: int,
-        max_tiles_per_slide: int | None = None, max_slides: int | None = None) -> dict:
+        max_tiles_per_slide: int | None = None, max_slides: int | None = None, batch: int = 16) -> dict:
     from fosgate.core.clustering import cluster_tiles
     from fosgate.core.instances import label_mask
     from fosgate.core.metrics import mean_pixel_scores, object_scores, summarize_objects
@@ -98,7 +98,7 @@ def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: in
 
     def fit(chosen: list[list[int]], seed: int):
         pairs = pairs_for(chosen)
-        cfg = TrainConfig(epochs=max(1, steps // 25), steps_per_epoch=min(25, steps), tile_size=128, batch_size=16,
+        cfg = TrainConfig(epochs=max(1, steps // 25), steps_per_epoch=min(25, steps), tile_size=128, batch_size=batch,
                           val_fraction=0.0, seed=seed)
         t0 = time.perf_counter()
         model, _, _ = train_unet(pairs, norm, cfg)
@@ -170,7 +170,7 @@ def run(fractions: list[float], steps: int, seeds: list[int], cluster_epochs: in
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {"rows": rows, "pool_tiles": sum(len(sl["tiles"]) for sl in slides),
             "slides": [sl["name"] for sl in slides], "held_out": sorted(p.stem for p, _, _ in test),
-            "settings": {"fractions": fractions, "steps": steps, "batch": 16, "seeds": seeds, "k": k,
+            "settings": {"fractions": fractions, "steps": steps, "batch": batch, "seeds": seeds, "k": k,
                          "cluster_epochs": cluster_epochs, "min_size": 100},
             "cluster_seconds": cluster_s, "wall_seconds": time.perf_counter() - t_all}
 
@@ -180,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
     ap.add_argument("--steps", type=int, default=300, help="gradient steps per training (batch 16 of 128 px)")
     ap.add_argument("--seeds", type=int, default=1, help="number of selection/training seeds (0, 1, ...)")
-    ap.add_argument("--quick", action="store_true", help="fractions 0.1 and 0.25 of 40 tiles per slide of 3 slides, 5 steps, 512 px of 1 test image")
+    ap.add_argument("--quick", action="store_true", help="fractions 0.1 and 0.25 of 40 tiles per slide of 3 slides, 5 steps of 4 crops, 512 px of 1 test image")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
-        result = run([0.1, 0.25], 5, [0], cluster_epochs=1, k=3, max_tiles_per_slide=40, max_slides=3)
+        result = run([0.1, 0.25], 5, [0], cluster_epochs=1, k=3, max_tiles_per_slide=40, max_slides=3, batch=4)
     else:
         result = run(args.fractions, args.steps, list(range(args.seeds)), cluster_epochs=5, k=5)
     result["mode"] = "quick" if args.quick else "full"

@@ -76,7 +76,7 @@ def review_round(fg, slide_id: str, regions: list[tuple[int, int, int, int]], me
 
 
 def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epochs: int,
-        seed: int = 0, retrain_from: str = "scratch") -> dict:
+        seed: int = 0, retrain_from: str = "scratch", steps_per_epoch: int = 0) -> dict:
     import tifffile
 
     from fosgate.config import ServerConfig
@@ -124,7 +124,8 @@ def run(out: Path, rounds: int, tiles_per_slide: int, epochs: int, cluster_epoch
                         touched += n_touched
                     base = model_id if retrain_from == "previous" else ""
                     train = fg.wait(fg.train([], epochs=epochs, tile_size=128, batch_size=16, seed=seed,
-                                             name="fnc-loop", base_model_id=base).job_id)
+                                             steps_per_epoch=steps_per_epoch, name="fnc-loop",
+                                             base_model_id=base).job_id)
                     model_id = train.result_id
                     pairs, objs = [], []
                     for s, truth, stem in tests:
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if not FNC.is_dir():
         raise SystemExit(f"{FNC} is missing: the FNC data lives in ../shared/data/fnc")
     if args.quick:
-        result = run(args.out, rounds=1, tiles_per_slide=2, epochs=1, cluster_epochs=1, retrain_from=args.retrain_from)
+        result = run(args.out, rounds=1, tiles_per_slide=2, epochs=1, cluster_epochs=1, retrain_from=args.retrain_from,
+                     steps_per_epoch=5)
     else:
         result = run(args.out, rounds=args.rounds, tiles_per_slide=args.tiles, epochs=args.epochs, cluster_epochs=5,
                      retrain_from=args.retrain_from)
