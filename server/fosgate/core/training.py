@@ -388,7 +388,8 @@ def _capped(sizes, cap: int | None) -> list[int]:
 
 def epoch_postprocesses(post, arch: str, truths: list[np.ndarray], size_cap: int | None = None) -> list:
     """The few post-processings whose best object F1 is the per-epoch validation score: ``post`` and, for
-    ``unet2``, seed levels 0.7 and 0.9, each also with a min size of a quarter of the median true object.
+    ``unet2``, seed levels 0.7 and 0.9, each also with a min size of a quarter of the median true object
+    (at most ``size_cap``, :func:`min_size_cap`).
     (One fixed post-processing ranks epochs by how well they suit *it*: measured on c-FOS wue1, object F1
     at the default seed level fell 0.46 -> 0.24 over epochs while pixel F1 rose 0.67 -> 0.73, so the
     under-trained epoch 3 was kept. The model's post-processing is calibrated on the full grid afterwards.)"""
