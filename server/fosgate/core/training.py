@@ -375,7 +375,8 @@ def min_size_cap(truths: list[np.ndarray]) -> int | None:
     labels show; None when they have no object. A min size is chosen on the validation images alone;
     uncapped, validation images of large objects pick one that erases every small object the other labels
     show. Measured on DSB2018 (10 images, two large-nucleus validation images, the same maps): min size
-    391 px (uncapped) test AP@0.5 0.39, 100 px 0.63, 55 px (the cap) 0.70, 15 px 0.68. Half the 5th
+    250 px test AP@0.5 0.39, 100 px 0.63, 55 px (the cap) 0.70, 15 px 0.68 (threshold 0.5, seed level 0.1;
+    the uncapped calibration's 391 px with its own threshold and seed level: 0.28). Half the 5th
     percentile was too strict on c-FOS inns1: it excluded the 42 px that the validation image chose
     (object F1 on the test image 0.72 instead of 0.85)."""
     areas = _areas(truths)
