@@ -8,7 +8,8 @@ separated by a 1-px gap), for the same number of gradient steps in every setting
 is predicted whole (seam-free tiling), thresholded at 0.5, split into instances (connected components +
 watershed of touching nuclei, min size 15 px) and scored; ``--arch default`` trains fosgate's default
 model (unet2, ``train_model``) for the same steps and uses its own instances (seeded watershed on the
-centre map, post-processing calibrated on the validation images when the set has 5 or more). Scores:
+centre map, post-processing calibrated on the validation images when the set has 5 or more, else on the
+training images). Scores:
 AP@0.5 = TP / (TP + FP + FN) with one-to-one IoU matching (as StarDist / CellSeg1 report it), averaged
 over test images; also pixel F1 and object F1.
 
@@ -38,6 +39,16 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return img[..., None], np.asarray(Image.open(DSB / "masks" / name)).astype(np.int64)
 
 
+def calibration_of(arch: str, metrics: dict) -> str:
+    """Where a row's post-processing came from: the reference protocol's fixed one, the validation images,
+    the training images (no image could be held out), or none."""
+    if arch == "reference":
+        return "fixed (0.5, 15 px, watershed)"
+    if not metrics.get("calibrated"):
+        return "none (defaults)"
+    return "training images (in-sample)" if metrics.get("calibrated_in_sample") else "validation images"
+
+
 def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int = 0, on_row=None) -> dict:
     """Every (arch, size) trained and scored; ``on_row(result so far)`` after each (e.g. a partial save)."""
     from fosgate.core.metrics import object_scores, pixel_scores
@@ -59,7 +70,7 @@ def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int =
             cfg = TrainConfig(epochs=epochs, tile_size=128, batch_size=8, val_fraction=0.0 if size < 5 else 0.2,
                               seed=seed, steps_per_epoch=25)
             t0 = time.perf_counter()
-            predict, _ = fit_arch(arch, pairs, cfg, Normalization())
+            predict, metrics = fit_arch(arch, pairs, cfg, Normalization())
             train_s = time.perf_counter() - t0
             aps, f1s, pix = [], [], []
             for img, truth in test_data:
@@ -73,7 +84,8 @@ def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int =
                 pix.append(pixel_scores(lab > 0, truth > 0)["f1"])
             row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
                    "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
-                   "test_images": len(test)}
+                   "test_images": len(test), "calibration": calibration_of(arch, metrics),
+                   **({"post": metrics["post"]} if "post" in metrics else {})}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
             if on_row is not None:

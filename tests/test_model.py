@@ -190,6 +190,29 @@ def test_train_model_is_the_library_entry_point():
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
 
+def test_a_set_without_validation_is_calibrated_on_its_training_images():
+    """val_fraction 0 (e.g. one small image): the post-processing is still chosen for object F1, on the
+    training images, flagged as in-sample, with its scores stored as train_*, never as validation scores;
+    the chosen post-processing scores at least the default on those images."""
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.training import (
+        TrainConfig,
+        TrainingPair,
+        _Prepared,
+        in_sample_calibration_set,
+        train_model,
+    )
+
+    image, truth, _ = generate_cfos(128, 128, seed=3)
+    model = train_model([TrainingPair(image, truth, "one")],
+                        TrainConfig(epochs=1, tile_size=64, batch_size=4, steps_per_epoch=2, val_fraction=0.0))
+    m = model.metrics
+    assert m["calibrated"] == 1.0 and m["calibrated_in_sample"] == 1.0 and m["val_images"] == 0.0
+    assert "val_object_f1" not in m and m["train_object_f1"] >= m["train_object_f1_default_post"]
+    big = [_Prepared(np.zeros((1000, 1000, 1)), np.zeros((1000, 1000, 1)), np.zeros((1000, 1000), np.int32),
+                     np.zeros((0, 2), int)) for _ in range(5)]  # up to 4 Mpx, never empty
+    assert len(in_sample_calibration_set(big)) == 4 and len(in_sample_calibration_set(big, max_px=10)) == 1
+
 
 def test_fine_tuning_with_a_frozen_encoder_changes_only_the_decoder():
     """TrainConfig(freeze="encoder") fine-tunes a base with its contracting path fixed: the down/bottom

@@ -286,8 +286,11 @@ def cmd_models(args) -> int:
             print(f"{head}\tpretrained (no labels): fine-tune with --base-model {m.model_id}\t{loss}")
             continue
         post = " ".join(f"{k}={v:.4g}" for k, v in sorted(m.postprocess.items()))
-        shown = ("val_object_f1", "val_object_precision", "val_object_recall", "best_epoch", "epochs_run", "pixel_f1")
+        shown = ("val_object_f1", "val_object_precision", "val_object_recall", "train_object_f1", "best_epoch",
+                 "epochs_run", "pixel_f1")
         metrics = " ".join(f"{k}={m.metrics[k]:.4g}" for k in shown if k in m.metrics)
+        if m.metrics.get("calibrated_in_sample"):
+            metrics += " (no validation image: post-processing calibrated on the training images)"
         base = f"\tfrom {m.parent_model_id}" if m.parent_model_id else ""
         print(f"{head}\tpost: {post}\t{metrics}{base}")
     return 0

@@ -17,7 +17,10 @@ Invariants
   model carries the weights of the best epoch (ties at F1 0 go to the lowest validation loss:
   :func:`epoch_selection_score`), and training stops after ``patience`` epochs without
   improvement (0 = never). Then threshold(s), min size and seed level are chosen on the same images to
-  maximise object F1 (:func:`calibrate_postprocess`), as StarDist's ``optimize_thresholds`` does.
+  maximise object F1 (:func:`calibrate_postprocess`), as StarDist's ``optimize_thresholds`` does. A set
+  with no held-out image (``val_fraction`` 0, or one image too small to split) is calibrated on its
+  training images instead (:func:`in_sample_calibration_set`; ``metrics['calibrated_in_sample']`` = 1,
+  scores stored as ``train_*``).
 - Training runs through ``keras.Model.fit`` with callbacks (progress, cancel, early stopping with the
   best epoch restored), crops of ``tile_size`` px drawn and augmented on the fly by a ``PyDataset``,
   and a cosine learning-rate decay over all steps.
@@ -433,6 +436,20 @@ def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post
     return post, {**{f"val_{k}": float(v) for k, v in best.items()}, "val_object_f1_default_post": default_f1}
 
 
+def in_sample_calibration_set(prepared: list[_Prepared], max_px: int = 4_000_000) -> list[_Prepared]:
+    """The training images a model without held-out validation is calibrated on: the first ones, up to
+    ``max_px`` pixels (at least one). In-sample calibration is the fallback for a set too small to hold an
+    image out (e.g. one small image); ``metrics['calibrated_in_sample']`` says it was used and its scores
+    are stored as ``train_*``, never as validation scores."""
+    chosen, px = [], 0
+    for p in prepared:
+        if chosen and px + p.inst.size > max_px:
+            break
+        chosen.append(p)
+        px += p.inst.size
+    return chosen
+
+
 def calibrate_threshold(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """The probability threshold with the best pixel F1 pooled over validation pixels. Ties go to the value
     nearest 0.5; without any foreground in prediction or truth the default 0.5 is kept. (Kept for pixel-
@@ -618,16 +635,18 @@ def train_model(
         if history.get(k):
             metrics[k if k != "object_f1" else "val_object_f1_at_best_epoch"] = history[k][best_epoch - 1]
     real_val = bool(val) and val is not prepared
-    if real_val and config.calibrate:  # choose the post-processing on the validation images
-        maps = _predict_images(net, [p.x for p in val])
-        post, scores = calibrate_postprocess(maps, [p.inst for p in val], model.post, arch=arch, size_cap=size_cap)
+    if config.calibrate:  # choose the post-processing on the validation images (else on the training images)
+        cal = val if real_val else in_sample_calibration_set(prepared)
+        maps = _predict_images(net, [p.x for p in cal])
+        post, scores = calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=arch, size_cap=size_cap)
         model.post = post
-        metrics.update(scores)
+        metrics.update(scores if real_val else {f"train{k[3:]}": v for k, v in scores.items()})
     metrics.update(threshold=model.post.threshold, seed_threshold=model.post.seed_threshold,
                    min_size_px=float(model.post.min_size_px), split_touching=float(model.post.split_touching),
                    epochs_run=float(epochs_run), train_seconds=time.perf_counter() - t_start,
                    train_images=float(len(train)), val_images=float(len(val)), steps_per_epoch=float(steps),
-                   val_is_train=float(val is prepared), calibrated=float(real_val and config.calibrate),
+                   val_is_train=float(val is prepared), calibrated=float(config.calibrate),
+                   calibrated_in_sample=float(config.calibrate and not real_val),
                    frozen_layers=float(len(frozen)),
                    tile_size=float(tile))
     model.metrics = metrics
