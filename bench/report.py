@@ -428,7 +428,7 @@ def _dsb_calibration(row: dict) -> str:
         return row["calibration"]
     if row["arch"] == "reference":
         return "fixed (0.5, 15 px, watershed)"
-    return "validation images" if row["train_images"] >= 5 else "none (defaults)"
+    return "held-out validation" if row["train_images"] >= 5 else "none (defaults)"
 
 
 def delivr(r: dict, plots: Path) -> str:

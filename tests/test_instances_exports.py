@@ -70,6 +70,21 @@ def test_split_touching_separates_two_overlapping_discs():
     assert sum(o.area for o in objects) == mask.sum()
 
 
+def test_split_touching_wins_over_a_centre_map_with_one_seed():
+    """A unet2 model whose calibration chose the distance split: the centre map (one flat peak over both
+    discs, as an under-confident net gives) is then not used, and the two discs are still separated; with
+    seeds from that map they stay one object."""
+    yy, xx = np.mgrid[:80, :120]
+    mask = (((yy - 40) ** 2 + (xx - 40) ** 2 <= 400) | ((yy - 40) ** 2 + (xx - 72) ** 2 <= 400)).astype(np.uint8)
+    centre = (mask * 200).astype(np.uint8)  # one seed region at any level up to 200/255
+    seeded = np.zeros(mask.shape, np.uint32)
+    assert len(label_mask(mask, seeded, min_size=10, centre=centre, seed_threshold=0.5, centre_scale=255)) == 1
+    split = np.zeros(mask.shape, np.uint32)
+    objects = label_mask(mask, split, min_size=10, centre=centre, seed_threshold=0.5, centre_scale=255,
+                         split_touching=True)
+    assert len(objects) == 2 and np.unique(split).size == 3
+
+
 @pytest.fixture
 def exported(tmp_path):
     mask = blobs(300, 260, seed=5)

@@ -118,6 +118,21 @@ def test_calibration_picks_parameters_that_raise_object_f1():
     assert scores["val_object_f1"] == 1.0 and post.threshold < 0.3
 
 
+def test_calibration_chooses_the_distance_split_when_the_centre_map_cannot_split():
+    """unet2 maps whose centre map is one flat plateau over two touching cells (no seed level separates
+    them): calibration switches to the distance-transform split, which does; with a good centre map it
+    keeps the seeds (ties keep the current rule)."""
+    from fosgate.core.training import calibrate_postprocess, centre_target
+
+    truth = _two_touching_discs()
+    flat = np.stack([(truth > 0).astype(np.float32), (truth > 0).astype(np.float32) * 0.9], -1)
+    post, scores = calibrate_postprocess([flat], [truth], PostProcess(), arch="unet2")
+    assert scores["val_object_f1_default_post"] < 1.0 and post.split_touching and scores["val_object_f1"] == 1.0
+    good = np.stack([(truth > 0).astype(np.float32), centre_target(truth)], -1)
+    post, _ = calibrate_postprocess([good], [truth], PostProcess(), arch="unet2")
+    assert not post.split_touching
+
+
 def test_min_size_is_capped_by_the_smallest_labelled_objects():
     """Validation images of large cells whose maps also hold small false blobs: uncapped, calibration
     deletes the blobs with a min size that would erase every small cell of the other labelled images;

@@ -696,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed-threshold", type=float, default=0.0,
                     help="centre-map level of the watershed seeds (unet2; default: the model's own)")
     sp.add_argument("--split-touching", action="store_true",
-                    help="force the distance-transform watershed split (reference models; default: the model's own)")
+                    help="force the distance-transform watershed split (unet2: instead of its centre seeds; "
+                         "default: the model's own)")
     sp.add_argument("--tta", action="store_true",
                     help="test-time augmentation: mean over 8 flips/rotations (8x slower; stitching stays exact)")
     sp.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",

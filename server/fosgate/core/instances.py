@@ -2,13 +2,15 @@
 watershed split of touching cells, per-object measurements.
 
 Two ways to split touching cells, both on the stitched maps (never per tile):
-- ``centre`` given (the ``unet2`` network's stitched centre map): a *seeded* watershed. Seeds are the
+- ``centre`` given and ``split_touching`` false (the ``unet2`` network's stitched centre map): a
+  *seeded* watershed. Seeds are the
   4-connected regions of ``centre >= seed_threshold`` inside an object; only objects holding two or
   more seeds are split, by a watershed on ``-centre`` from those seeds restricted to the object's
   bounding box and pixels. Cells are small, so this is exact (the same as a whole-image watershed
   whose flooding is confined to each connected component) and memory stays bounded by one band.
-- ``split_touching`` without ``centre`` (the reference net): a watershed on the distance transform
-  of each object's own mask, seeds at its distance maxima.
+- ``split_touching`` (the reference net; for ``unet2`` when calibration chose it, the centre map is then
+  not used): a watershed on the distance transform of each object's own mask, seeds at its distance
+  maxima.
 
 Invariants
 - The result equals labelling the whole mask at once with 4-connectivity (components that cross
@@ -98,7 +100,7 @@ def label_mask(
 
     ``centre`` (2-D, same shape, may be a zarr array; values in [0, ``centre_scale``], e.g. uint8 with
     scale 255) switches to the seeded watershed (module docstring) with seeds ``centre >= seed_threshold
-    * centre_scale``."""
+    * centre_scale``, unless ``split_touching`` asks for the distance-transform split, which wins."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -181,14 +183,14 @@ def label_mask(
     for y0 in range(0, h, band):
         y1 = min(h, y0 + band)
         labels_out[y0:y1] = lookup[np.asarray(labels_out[y0:y1])]
-    if centre is not None and objects:
-        objects = _split_by_seeds(labels_out, objects, centre, seed_threshold * centre_scale, image_reader, band,
-                                  min_size)
-    elif split_touching and objects:
+    if split_touching and objects:
         if split_min_distance <= 0:
             large_area = float(np.percentile([o.area for o in objects], 75))
             split_min_distance = max(4, int(0.6 * np.sqrt(large_area / np.pi)))
         objects = _split_touching(labels_out, objects, image_reader, band, split_min_distance, min_size)
+    elif centre is not None and objects:
+        objects = _split_by_seeds(labels_out, objects, centre, seed_threshold * centre_scale, image_reader, band,
+                                  min_size)
     return objects
 
 

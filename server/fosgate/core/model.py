@@ -56,7 +56,8 @@ class PostProcess:
     """How stitched maps become instances. ``threshold``: foreground probability; ``seed_threshold``:
     centre-map level of the watershed seeds (``unet2``); ``min_size_px``: smallest object in pixels at the
     model's pixel size (``min_area_um2`` = the same in µm² when the pixel size is known);
-    ``split_touching``: the distance-transform watershed of the reference net."""
+    ``split_touching``: the distance-transform watershed of the foreground (the reference net's); for
+    ``unet2`` it replaces the centre-seeded watershed (calibration chooses between the two)."""
 
     threshold: float = 0.5
     seed_threshold: float = 0.5
