@@ -371,7 +371,8 @@ def fnc_loo(r: dict, plots: Path) -> str:
 
 
 def dsb(r: dict, plots: Path) -> str:
-    rows = [{"arch": "reference", **x} for x in r["rows"]]  # results before --arch: the reference net
+    rows = sorted(({"arch": "reference", **x} for x in r["rows"]),  # results before --arch: the reference net
+                  key=lambda x: (x["arch"], x["train_images"]))
     archs = list(dict.fromkeys(x["arch"] for x in rows))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -1096,7 +1097,8 @@ def summary(res: dict[str, Any]) -> str:
                          ", ".join(f"{lab} {v['median_expert_f1']:.2f}" for lab, v in c["ceiling"]["labs"].items()),
                          "models to reach it"])
     if "dsb" in res:
-        rows_all = [{"arch": "reference", **x} for x in res["dsb"]["rows"]]
+        rows_all = sorted(({"arch": "reference", **x} for x in res["dsb"]["rows"]),
+                          key=lambda x: (x["arch"], x["train_images"]))
         for arch in dict.fromkeys(x["arch"] for x in rows_all):
             d = [x for x in rows_all if x["arch"] == arch]
             rows.append([f"DSB2018 AP@0.5 ({arch}), " + ", ".join(str(x["train_images"]) for x in d)

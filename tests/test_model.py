@@ -133,6 +133,12 @@ def test_calibration_chooses_the_distance_split_when_the_centre_map_cannot_split
     assert not post.split_touching
 
 
+def test_post_processing_describes_its_split_rule():
+    assert "seed level 0.3" in PostProcess(seed_threshold=0.3).describe("unet2")
+    assert "distance transform" in PostProcess(split_touching=True).describe("unet2")
+    assert "no split" in PostProcess().describe("reference")
+
+
 def test_min_size_is_capped_by_the_smallest_labelled_objects():
     """Validation images of large cells whose maps also hold small false blobs: uncapped, calibration
     deletes the blobs with a min size that would erase every small cell of the other labelled images;

@@ -43,6 +43,7 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 4, seed: int = 0, n_tile
     from fosgate.config import ServerConfig
     from fosgate.core.classical import classical_labels
     from fosgate.core.metrics import object_scores
+    from fosgate.core.model import PostProcess
     from fosgate.core.synthetic import write_cfos_slide
     from fosgate.rpc.server import start_server
     from fosgate_client.client import FosgateClient
@@ -86,10 +87,10 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 4, seed: int = 0, n_tile
     finally:
         server.stop()
     elapsed = time.perf_counter() - t0
-    post = dict(model.postprocess)
+    post = PostProcess.from_dict({k: (bool(v) if k == "split_touching" else int(v) if k == "min_size_px" else v)
+                                  for k, v in model.postprocess.items()})
     print(f"model {model_id} ({model.arch}): validation object F1 {model.metrics.get('val_object_f1', float('nan')):.3f}, "
-          f"calibrated threshold {post.get('threshold', 0.5):g}, seed level {post.get('seed_threshold', 0.5):g}, "
-          f"min size {post.get('min_size_px', 10):g} px")
+          f"calibrated {post.describe(model.arch)}")
     print(f"model {model_id}: validation pixel F1 {model.metrics.get('pixel_f1', float('nan')):.3f}, "
           f"MIoU {model.metrics.get('pixel_miou', float('nan')):.3f}")
     print(f"objects vs the generator's ground truth ({len(np.unique(truth)) - 1} cells): "

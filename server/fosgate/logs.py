@@ -16,11 +16,15 @@ Invariants
   and propagate to the root instead (``route_library_logs``; call it again after importing such a
   library lazily).
 - TensorFlow's C++ INFO and WARNING lines are switched off before TensorFlow is imported
-  (``TF_CPP_MIN_LOG_LEVEL=2``); its errors still reach stderr.
+  (``TF_CPP_MIN_LOG_LEVEL=2``); its errors still reach stderr. Some builds print C++ lines at import that
+  this does not silence (absl messages written before ``absl::InitializeLog``, e.g. the oneDNN notice on
+  AVX-512 CPUs), so commands with a log file import TensorFlow once at start-up with the process's stderr
+  (file descriptor 2) pointed at the log file (``import_tensorflow_quietly``), before any thread starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -93,11 +97,32 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike | None = No
     root.setLevel(logging.INFO)
     logging.getLogger(OWN).setLevel(logging.DEBUG if log_file is not None or verbose else logging.INFO)
     _state.update(configured=True, log_file=path)
+    if log_file is not None:  # a server command: it will run TensorFlow
+        import_tensorflow_quietly(path)
     route_library_logs()
     if unwritable is not None:
         logging.getLogger(OWN).warning("cannot write the server log %s (%s); logging to the terminal only",
                                        log_file, unwritable.strerror or unwritable)
     return path
+
+
+def import_tensorflow_quietly(log_file: Path | None) -> None:
+    """Import TensorFlow with file descriptor 2 pointed at ``log_file`` (``/dev/null`` when None), so that
+    the C++ lines some builds print at import go to the server log, not to the user's terminal. Call it
+    before starting threads (the redirection is process-wide while it lasts). A missing TensorFlow is left
+    for the code that needs it to report."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log_file if log_file is not None else os.devnull, "ab") as target:
+            os.dup2(target.fileno(), 2)
+            with contextlib.suppress(ImportError):
+                import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def route_library_logs() -> None:

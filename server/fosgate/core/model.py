@@ -69,6 +69,12 @@ class PostProcess:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in known})
 
+    def describe(self, arch: str = "unet2") -> str:
+        """One line for people: threshold, split rule, min size."""
+        split = ("touching cells split by the distance transform" if self.split_touching else
+                 f"seed level {self.seed_threshold:g}" if arch != "reference" else "no split")
+        return f"threshold {self.threshold:g}, {split}, min size {int(self.min_size_px)} px"
+
 
 @dataclass(frozen=True)
 class PredictOptions:

@@ -120,9 +120,8 @@ def run_training(app: TaskEnv, ctx: JobContext, spec: TrainSpec) -> str:
     app.store.add_model(ModelRow(model_id, name, model.version, str(directory), model.meta_dict(), model.created,
                                  ctx.job_id))
     post = model.post
-    ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: threshold "
-                 f"{post.threshold:g}, seed level {post.seed_threshold:g}, min size {post.min_size_px} px.",
-                 force=True, **model.metrics)
+    ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: "
+                 f"{post.describe(model.arch)}.", force=True, **model.metrics)
     return model_id
 
 
