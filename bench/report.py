@@ -820,13 +820,14 @@ def cfos(r: dict, plots: Path) -> str:
             f"`{x['command']}` ({str(x['date'])[:16]}, 1-min load {x['machine']['load_average_1min']:.1f} at its end; "
             f"folds: {', '.join(x['folds_run'])}" + (f"; stopped after {x['partial']}" if x.get("partial") else "") + ")"
             for x in r["parts"]) + "."]
-    probe = r.get("companions", {}).get("cfos_budget")
-    return "\n".join(lines + ["", _provenance(r)] + (["", _cfos_budget(r, probe, plots)] if probe else []))
+    probes = [(name, r.get("companions", {}).get(name)) for name in COMPANIONS["cfos"]]
+    return "\n".join(lines + ["", _provenance(r)]
+                     + [x for name, probe in probes if probe for x in ("", _cfos_budget(r, probe, plots, name))])
 
 
-def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
-    """The longer-training probe (``bench_cfos.py --name cfos_budget``) beside the same fold, seed and method
-    of the main result: held-out F1 at both budgets and the probe's validation object F1 per epoch."""
+def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget") -> str:
+    """A longer-training run (``bench_cfos.py --name cfos_budget`` or ``cfos_long``) beside the same fold,
+    seed and method of the main result: held-out F1 at both budgets and its validation object F1 per epoch."""
     st, pst = main["settings"], probe["settings"]
 
     def pooled_f1(recs) -> float:
@@ -880,10 +881,10 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(plots / "cfos_budget.png", dpi=110)
+        fig.savefig(plots / f"{name}.png", dpi=110)
         plt.close(fig)
     return "\n".join([
-        "### Training budget (a probe: `bench_cfos.py --name cfos_budget`)",
+        f"### Training budget: {pst['epochs'] * pst['steps_per_epoch']} steps (`bench_cfos.py --name {name}`)",
         "",
         f"The same folds, seed and method trained for {pst['epochs']} x {pst['steps_per_epoch']} steps instead of "
         f"{st['epochs']} x {st['steps_per_epoch']} (cosine schedule over all steps, early stopping on validation "
@@ -903,7 +904,7 @@ def _cfos_budget(main: dict, probe: dict, plots: Path) -> str:
                 f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps [95 % interval]", "count err",
                 "median expert", "target"], lab_rows),
         "",
-        *(["![validation object F1 per epoch](bench/results/cfos_budget.png)", ""] if curves else []),
+        *([f"![validation object F1 per epoch](bench/results/{name}.png)", ""] if curves else []),
         *[line for note in probe.get("notes", []) for line in (note, "")],
         *(["Parts: " + "; ".join(f"`{x.get('command')}` ({str(x.get('date'))[:10]})" for x in probe["parts"]) + ".", ""]
           if probe.get("parts") else []),
@@ -1145,7 +1146,7 @@ def summary(res: dict[str, Any]) -> str:
 OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
-              "cfos": ("cfos_budget",)}
+              "cfos": ("cfos_budget", "cfos_long")}
 
 
 def render(results: Path, plots: Path | None = None) -> str:
