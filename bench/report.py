@@ -1093,6 +1093,13 @@ def summary(res: dict[str, Any]) -> str:
             rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']})",
                          f"{x['f1']:.2f} [{x['f1_ci95'][0]:.2f}, {x['f1_ci95'][1]:.2f}]",
                          f">= median expert {x['median_expert_f1']:.2f}: {'met' if x['target_met'] else 'NOT met'}"])
+        long = c.get("companions", {}).get("cfos_long")
+        for x in (long or {}).get("summary", []):
+            st = long["settings"]
+            rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']}), "
+                         f"{st['epochs'] * st['steps_per_epoch']} steps",
+                         f"{x['f1']:.2f} [{x['f1_ci95'][0]:.2f}, {x['f1_ci95'][1]:.2f}]",
+                         f">= median expert {x['median_expert_f1']:.2f}: {'met' if x['target_met'] else 'NOT met'}"])
         if not c.get("summary"):
             rows.append(["c-FOS human ceiling: median expert F1 per lab",
                          ", ".join(f"{lab} {v['median_expert_f1']:.2f}" for lab, v in c["ceiling"]["labs"].items()),
@@ -1171,11 +1178,12 @@ def render(results: Path, plots: Path | None = None) -> str:
             if name not in OPTIONAL:
                 parts += [f"## {name}", "", f"Not run yet: `.venv/bin/python {script}`.", ""]
             continue
-        data = loaded[name] = json.loads(path.read_text())
+        data = json.loads(path.read_text())
         found = {c: json.loads((results / f"{c}.json").read_text()) for c in COMPANIONS.get(name, ())
                  if (results / f"{c}.json").exists()}
         if found:
             data = {**data, "companions": found}
+        loaded[name] = data
         if isinstance(data, dict) and data.get("mode") == "quick":
             quick.append(name)
         parts += [fn(data, plots), ""]
