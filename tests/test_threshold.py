@@ -35,7 +35,9 @@ def test_nothing_to_calibrate_on_keeps_the_default():
     assert calibrate_threshold(np.zeros((16, 16)), np.zeros((16, 16), bool)) == {"threshold": DEFAULT_THRESHOLD}
 
 
-def test_training_reports_a_threshold_only_from_a_real_validation_split():
+def test_training_says_where_its_threshold_was_calibrated():
+    """With a held-out split the threshold is chosen on it (val_* scores); without one it is chosen on the
+    training images, flagged in-sample (train_* scores, no val_* score claimed)."""
     rng = np.random.default_rng(0)
     pairs = []
     for i in range(4):
@@ -48,6 +50,8 @@ def test_training_reports_a_threshold_only_from_a_real_validation_split():
 
     cfg = dict(epochs=1, tile_size=64, batch_size=4, steps_per_epoch=2, seed=0)
     _, without_val, _ = train_unet(pairs, Normalization(), TrainConfig(val_fraction=0.0, **cfg))
-    assert without_val["threshold"] == DEFAULT_THRESHOLD
+    assert without_val["calibrated_in_sample"] == 1.0 and "train_object_f1" in without_val
+    assert not any(k.startswith("val_object") for k in without_val) and 0.0 < without_val["threshold"] < 1.0
     _, with_val, _ = train_unet(pairs, Normalization(), TrainConfig(val_fraction=0.5, **cfg))
+    assert with_val["calibrated_in_sample"] == 0.0 and "val_object_f1" in with_val
     assert 0.0 < with_val["threshold"] < 1.0

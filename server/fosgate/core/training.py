@@ -640,7 +640,7 @@ def train_model(
     best_epoch = (int(early.best_epoch) + 1) if early.best_weights is not None else epochs_run
     metrics: dict[str, float] = {"best_epoch": float(best_epoch)}
     for k in ("val_loss", "object_f1", "pixel_f1", "pixel_miou"):
-        if history.get(k):
+        if history.get(k) and val:  # without validation these are the training loss or NaN: not stored
             metrics[k if k != "object_f1" else "val_object_f1_at_best_epoch"] = history[k][best_epoch - 1]
     real_val = bool(val) and val is not prepared
     if config.calibrate:  # choose the post-processing on the validation images (else on the training images)
