@@ -61,14 +61,16 @@ class PredictionOutputs:
 
 
 class _Scaled:
-    """Read-only view of a 0/1 array as 0/255 (for the mask file) without a copy on disk."""
+    """Read-only view of a label array as a 0/``factor`` mask of its cells (for the mask file) without a
+    copy on disk: the mask file holds exactly the pixels of the counted cells (objects below the min size,
+    dropped from the labels, are not in it)."""
 
     def __init__(self, arr, factor: int):
         self.arr, self.factor = arr, factor
         self.shape, self.dtype = arr.shape, np.dtype(np.uint8)
 
     def __getitem__(self, key):
-        return (np.asarray(self.arr[key]) * self.factor).astype(np.uint8)
+        return ((np.asarray(self.arr[key]) > 0) * self.factor).astype(np.uint8)
 
 
 def predict_slide(
@@ -185,7 +187,7 @@ def predict_slide(
     report(0.85, f"Writing outputs for {len(objects)} cells.")
     paths = {k: inside(out_dir, f"{stem}{s}") for k, s in OUTPUT_SUFFIXES.items()}
     px = info.pixel_size_um or px
-    write_ome_tiff(paths["mask"], _Scaled(mask, 255), dtype=np.uint8, pixel_size_um=px, name=f"{stem} mask")
+    write_ome_tiff(paths["mask"], _Scaled(labels, 255), dtype=np.uint8, pixel_size_um=px, name=f"{stem} mask")
     label_dtype = np.uint16 if len(objects) < 65535 else np.uint32
     write_ome_tiff(paths["labels"], labels, dtype=label_dtype, pixel_size_um=px, name=f"{stem} labels")
     # one streamed pass over the objects writes the ROI set and the GeoJSON (no list of polygons in memory)
