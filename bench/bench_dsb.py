@@ -8,8 +8,9 @@ separated by a 1-px gap), for the same number of gradient steps in every setting
 is predicted whole (seam-free tiling), thresholded at 0.5, split into instances (connected components +
 watershed of touching nuclei, min size 15 px) and scored; ``--arch default`` trains fosgate's default
 model (unet2, ``train_model``) for the same steps and uses its own instances (seeded watershed on the
-centre map, post-processing calibrated on the validation images: 20 % of the images held out, or the bottom
-20 % of a single image, as ``fosgate train`` does by default). Scores:
+centre map or the distance split, whichever its calibration chose; post-processing calibrated on the
+validation images: 20 % of the images held out, or the bottom 20 % of a single image, as ``fosgate train``
+does by default). Scores:
 AP@0.5 = TP / (TP + FP + FN) with one-to-one IoU matching (as StarDist / CellSeg1 report it), averaged
 over test images; also pixel F1 and object F1.
 

@@ -402,8 +402,8 @@ def dsb(r: dict, plots: Path) -> str:
         "every setting; instance masks become targets with 1-px gaps between touching nuclei; test images are "
         "predicted whole (seam-free), thresholded at 0.5, split into instances (connected components + watershed "
         "of touching nuclei, min size 15 px); `default` = fosgate's unet2 (`train_model`, the same steps, its own "
-        "instances: seeded watershed on the centre map, post-processing calibrated for object F1 where the "
-        "table says). AP@0.5 = TP / (TP + FP + FN) with one-to-one IoU matching, mean "
+        "instances: seeded watershed on the centre map or the distance split, post-processing calibrated for "
+        "object F1 where the table says). AP@0.5 = TP / (TP + FP + FN) with one-to-one IoU matching, mean "
         "over test images. Targets (issue 14, default arch): >= 0.80 from 10 images, >= 0.85 from all, never "
         "lower with more images.",
         "",
