@@ -87,8 +87,7 @@ def run_demo(out: Path, size: int = 4096, epochs: int = 4, seed: int = 0, n_tile
     finally:
         server.stop()
     elapsed = time.perf_counter() - t0
-    post = PostProcess.from_dict({k: (bool(v) if k == "split_touching" else int(v) if k == "min_size_px" else v)
-                                  for k, v in model.postprocess.items()})
+    post = PostProcess.from_dict(dict(model.postprocess))
     print(f"model {model_id} ({model.arch}): validation object F1 {model.metrics.get('val_object_f1', float('nan')):.3f}, "
           f"calibrated {post.describe(model.arch)}")
     print(f"model {model_id}: validation pixel F1 {model.metrics.get('pixel_f1', float('nan')):.3f}, "

@@ -66,8 +66,10 @@ class PostProcess:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PostProcess:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+        """From a ``meta.json`` or proto map (values may all be floats): unknown keys are ignored, each value
+        is converted to its field's type (``min_size_px`` int, ``split_touching`` bool)."""
+        kinds = {f.name: type(f.default) for f in fields(cls)}
+        return cls(**{k: kinds[k](v) for k, v in (d or {}).items() if k in kinds})
 
     def describe(self, arch: str = "unet2") -> str:
         """One line for people: threshold, split rule, min size."""

@@ -60,7 +60,7 @@ class PredictionOutputs:
     factor: float = 1.0  # model pixels per slide pixel (1: no resampling)
 
 
-class _Scaled:
+class _CellMask:
     """Read-only view of a label array as a 0/``factor`` mask of its cells (for the mask file) without a
     copy on disk: the mask file holds exactly the pixels of the counted cells (objects below the min size,
     dropped from the labels, are not in it)."""
@@ -187,7 +187,7 @@ def predict_slide(
     report(0.85, f"Writing outputs for {len(objects)} cells.")
     paths = {k: inside(out_dir, f"{stem}{s}") for k, s in OUTPUT_SUFFIXES.items()}
     px = info.pixel_size_um or px
-    write_ome_tiff(paths["mask"], _Scaled(labels, 255), dtype=np.uint8, pixel_size_um=px, name=f"{stem} mask")
+    write_ome_tiff(paths["mask"], _CellMask(labels, 255), dtype=np.uint8, pixel_size_um=px, name=f"{stem} mask")
     label_dtype = np.uint16 if len(objects) < 65535 else np.uint32
     write_ome_tiff(paths["labels"], labels, dtype=label_dtype, pixel_size_um=px, name=f"{stem} labels")
     # one streamed pass over the objects writes the ROI set and the GeoJSON (no list of polygons in memory)

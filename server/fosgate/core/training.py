@@ -406,11 +406,13 @@ def epoch_postprocesses(post, arch: str, truths: list[np.ndarray], size_cap: int
 
 
 def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post, *, arch: str,
-                          rounds: int = 2, size_cap: int | None = None) -> tuple[object, dict[str, float]]:
+                          rounds: int = 2, size_cap: int | None = None, prefix: str = "val"
+                          ) -> tuple[object, dict[str, float]]:
     """Coordinate search over the foreground threshold, the split rule (the distance-transform watershed of
     the foreground, or for ``unet2`` the centre-seeded one), the seed level (``unet2``) and the min size (at
     most ``size_cap``, see :func:`min_size_cap`), maximising pooled object F1 on the validation images (as
-    StarDist's ``optimize_thresholds``). Ties keep the current value. Returns (PostProcess, scores).
+    StarDist's ``optimize_thresholds``). Ties keep the current value. Returns (PostProcess, scores named
+    ``{prefix}_...``; ``train`` for an in-sample calibration).
 
     ``unet2`` may choose the distance-transform split: on DSB2018 (unseen magnifications, large textured
     nuclei) its centre map stays low inside nuclei and its seeds under-split (same 10-image model and test
@@ -441,7 +443,8 @@ def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post
                     post, best, changed = cand, s, True
         if not changed:
             break
-    return post, {**{f"val_{k}": float(v) for k, v in best.items()}, "val_object_f1_default_post": default_f1}
+    return post, {**{f"{prefix}_{k}": float(v) for k, v in best.items()},
+                  f"{prefix}_object_f1_default_post": default_f1}
 
 
 def in_sample_calibration_set(prepared: list[_Prepared], max_px: int = 4_000_000) -> list[_Prepared]:
@@ -646,9 +649,10 @@ def train_model(
     if config.calibrate:  # choose the post-processing on the validation images (else on the training images)
         cal = val if real_val else in_sample_calibration_set(prepared)
         maps = _predict_images(net, [p.x for p in cal])
-        post, scores = calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=arch, size_cap=size_cap)
+        post, scores = calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=arch, size_cap=size_cap,
+                                             prefix="val" if real_val else "train")
         model.post = post
-        metrics.update(scores if real_val else {f"train{k[3:]}": v for k, v in scores.items()})
+        metrics.update(scores)
     metrics.update(threshold=model.post.threshold, seed_threshold=model.post.seed_threshold,
                    min_size_px=float(model.post.min_size_px), split_touching=float(model.post.split_touching),
                    epochs_run=float(epochs_run), train_seconds=time.perf_counter() - t_start,
