@@ -211,6 +211,30 @@ def test_train_model_is_the_library_entry_point():
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
 
+def test_few_large_images_each_give_a_validation_band_and_many_are_held_out_whole():
+    """Up to BAND_SPLIT_MAX_IMAGES images that are each tall enough: the bottom val_fraction of every one
+    is validation (each stain is seen by validation), the rest of each is training; many images, or one
+    too small for a band, are held out whole; no pixel is in both sets."""
+    from fosgate.core.training import BAND_SPLIT_MAX_IMAGES, _Prepared, split_pairs
+
+    def prepared(h, k):
+        inst = np.full((h, 96), k + 1, np.int32)
+        return _Prepared(np.full((h, 96, 1), k, np.float32), np.ones((h, 96, 1), np.float32), inst)
+
+    few = [prepared(400, k) for k in range(3)]
+    train, val = split_pairs(few, 0.2, 64, seed=0)
+    assert [v.y.shape[0] for v in val] == [80, 80, 80] and [t.y.shape[0] for t in train] == [320, 320, 320]
+    assert sorted(int(v.x[0, 0, 0]) for v in val) == [0, 1, 2]  # a band of every image
+    assert all(np.array_equal(p.inst, np.concatenate([t.inst, v.inst])) for p, t, v in zip(few, train, val))
+    many = [prepared(400, k) for k in range(BAND_SPLIT_MAX_IMAGES + 1)]
+    train, val = split_pairs(many, 0.2, 64, seed=0)
+    assert len(val) == 2 and len(train) == len(many) - 2 and all(v.y.shape[0] == 400 for v in val + train)
+    mixed = few + [prepared(100, 3)]  # 20 rows of 100 hold no 64-px tile: whole images
+    train, val = split_pairs(mixed, 0.2, 64, seed=0)
+    assert len(val) == 1 and len(train) == 3 and {p.y.shape[0] for p in train + val} <= {100, 400}
+    assert split_pairs(few, 0.0, 64, seed=0) == (few, [])
+
+
 def test_a_set_without_validation_is_calibrated_on_its_training_images():
     """val_fraction 0 (e.g. one small image): the post-processing is still chosen for object F1, on the
     training images, flagged as in-sample, with its scores stored as train_*, never as validation scores;
