@@ -309,10 +309,13 @@ def fnc_loo(r: dict, plots: Path) -> str:
     by = r.get("by_colour", {})
     steps = {x.get("steps_per_epoch") for x in rows} - {None}
     val = s.get("val_fraction", 0)
+    banded = all(x.get("val_images") and x.get("val_images") == x.get("train_images") for x in rows)
+    held = "the bottom band of each image" if banded else "one whole image"
     training = (f"{s.get('epochs', 12)} epochs"
-                + (f" of {min(steps)}-{max(steps)} steps (batches of 16 random 128-px crops)" if steps else "")
-                + (f"; {val:.0%} of the training images (one whole image) held out to keep the best epoch and "
-                   "calibrate the probability threshold, as `fosgate train` does by default" if val else
+                + (f" of {min(steps)}-{max(steps)} steps (batches of {s.get('batch', 16)} random 128-px crops)"
+                   if steps else "")
+                + (f"; {val:.0%} of the training images held out ({held}) to keep the best epoch and calibrate "
+                   "the post-processing, as `fosgate train` does by default" if val else
                    "; no validation, threshold 0.5"))
     colour = ", ".join(f"{c} {v['object_f1']:.3f}" for c, v in by.items())
     missed = [x["image"] for x in rows if x["n_pred"] == 0]
