@@ -335,9 +335,9 @@ def fnc_loo(r: dict, plots: Path) -> str:
     if new:
         ns, nb = new["summary"], new.get("by_colour", {})
         ref_f1 = {x["image"]: x["object_f1"] for x in rows}
-        compare += ["", f"The default model (unet2, `--arch default`: the same folds and {ns.get('epochs')} epochs, "
+        compare += ["", f"The default model (unet2, `--arch default`: the same folds, {ns.get('epochs')} epochs and steps, "
                     "instances from its seeded watershed with the post-processing calibrated on the validation "
-                    f"image): pooled object F1 **{ns['object_f1']:.3f}** ("
+                    f"set): pooled object F1 **{ns['object_f1']:.3f}** ("
                     + ", ".join(f"{c} {v['object_f1']:.3f}" for c, v in nb.items())
                     + f") vs {s['object_f1']:.3f} for the reference net, count MAE {ns['count_mae']:.1f} vs "
                     f"{s['count_mae']:.1f}, pixel F1 {ns['pixel_f1']:.3f}; per held-out image (default vs "
@@ -1086,10 +1086,15 @@ def summary(res: dict[str, Any]) -> str:
                      f"{ld['unary_p99_ms']:.0f} / {ld['health_p99_ms']:.0f} ms, {ld['errors']} errors",
                      "< 1000 ms, 0 errors"])
     if "fnc_loo" in res:
-        s, by = res["fnc_loo"]["summary"], res["fnc_loo"].get("by_colour", {})
-        rows.append(["FNC leave-one-image-out object F1 / count MAE", f"{s['object_f1']:.2f} / {s['count_mae']:.1f}"
-                     + "".join(f"; {c} {v['object_f1']:.2f} / {v['count_mae']:.1f}" for c, v in by.items()),
-                     "c-ResUnet 0.81 / 3.09 (other test set)"])
+        runs = [("reference", res["fnc_loo"])]
+        if res["fnc_loo"].get("companions", {}).get("fnc_loo_default"):
+            runs.append(("default", res["fnc_loo"]["companions"]["fnc_loo_default"]))
+        for arch, run in runs:
+            s, by = run["summary"], run.get("by_colour", {})
+            rows.append([f"FNC leave-one-image-out object F1 / count MAE, {arch}",
+                         f"{s['object_f1']:.2f} / {s['count_mae']:.1f}"
+                         + "".join(f"; {c} {v['object_f1']:.2f} / {v['count_mae']:.1f}" for c, v in by.items()),
+                         "c-ResUnet 0.81 / 3.09 (other test set)"])
     if "cfos" in res:
         c = res["cfos"]
         for x in c.get("summary", []):
