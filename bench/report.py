@@ -304,6 +304,12 @@ def load(r: dict, plots: Path) -> str:
     ])
 
 
+def _span(values) -> str:
+    """``"40"`` for one distinct value, ``"30-37"`` for several (integers)."""
+    lo, hi = int(min(values)), int(max(values))
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def fnc_loo(r: dict, plots: Path) -> str:
     s, rows = r["summary"], r["rows"]
     by = r.get("by_colour", {})
@@ -312,8 +318,7 @@ def fnc_loo(r: dict, plots: Path) -> str:
     banded = all(x.get("val_images") and x.get("val_images") == x.get("train_images") for x in rows)
     held = "the bottom band of each image" if banded else "one whole image"
     training = (f"{s.get('epochs', 12)} epochs"
-                + (f" of {min(steps)}-{max(steps)} steps (batches of {s.get('batch', 16)} random 128-px crops)"
-                   if steps else "")
+                + (f" of {_span(steps)} steps (batches of {s.get('batch', 16)} random 128-px crops)" if steps else "")
                 + (f"; {val:.0%} of the training images held out ({held}) to keep the best epoch and calibrate "
                    "the post-processing, as `fosgate train` does by default" if val else
                    "; no validation, threshold 0.5"))
