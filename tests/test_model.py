@@ -193,7 +193,7 @@ def test_predict_instances_and_slide_agree_and_respect_the_pixel_size(unet2, tmp
 def test_train_model_is_the_library_entry_point():
     """A tiny training: fit with callbacks, object-F1 validation, calibrated post-processing, history."""
     from fosgate.core.synthetic import generate_cfos
-    from fosgate.core.training import TrainConfig, TrainingPair, epoch_selection_score, train_model
+    from fosgate.core.training import TrainConfig, TrainingPair, epoch_selection_key, train_model
 
     image, truth, _ = generate_cfos(256, 384, seed=2)
     pairs = [TrainingPair(image[:, i * 128:(i + 1) * 128], truth[:, i * 128:(i + 1) * 128], f"p{i}",
@@ -205,9 +205,9 @@ def test_train_model_is_the_library_entry_point():
     assert [e.epoch for e in epochs] == [1, 2] and len(model.history["object_f1"]) == 2
     assert model.metrics["calibrated"] == 1.0 and 1 <= model.metrics["best_epoch"] <= 2
     assert model.metrics["val_object_f1"] >= model.metrics["val_object_f1_default_post"]
-    h = model.history  # the kept epoch is the first best by the early-stopping score
-    sel = [epoch_selection_score(f, v) for f, v in zip(h["object_f1"], h["val_loss"], strict=True)]
-    assert model.metrics["best_epoch"] == int(np.argmax(sel)) + 1
+    h = model.history  # the kept epoch is the first best by the selection key
+    keys = [epoch_selection_key(f, v) for f, v in zip(h["object_f1"], h["val_loss"], strict=True)]
+    assert model.metrics["best_epoch"] == keys.index(max(keys)) + 1
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
 
@@ -225,7 +225,7 @@ def test_few_large_images_each_give_a_validation_band_and_many_are_held_out_whol
     train, val = split_pairs(few, 0.2, 64, seed=0)
     assert [v.y.shape[0] for v in val] == [80, 80, 80] and [t.y.shape[0] for t in train] == [320, 320, 320]
     assert sorted(int(v.x[0, 0, 0]) for v in val) == [0, 1, 2]  # a band of every image
-    assert all(np.array_equal(p.inst, np.concatenate([t.inst, v.inst])) for p, t, v in zip(few, train, val))
+    assert all(np.array_equal(p.inst, np.concatenate([t.inst, v.inst])) for p, t, v in zip(few, train, val, strict=True))
     many = [prepared(400, k) for k in range(BAND_SPLIT_MAX_IMAGES + 1)]
     train, val = split_pairs(many, 0.2, 64, seed=0)
     assert len(val) == 2 and len(train) == len(many) - 2 and all(v.y.shape[0] == 400 for v in val + train)
@@ -288,24 +288,23 @@ def test_fine_tuning_with_a_frozen_encoder_changes_only_the_decoder():
         train_model(pairs, replace(cfg, freeze="decoder"), base=tuned)
 
 
-def test_best_epoch_ties_at_no_cell_go_to_the_lowest_validation_loss():
-    """Keras' EarlyStopping on the selection score: while no epoch finds a cell (F1 0) the lowest validation
-    loss wins (not the first epoch); any epoch that finds cells beats every one that does not."""
-    import keras
-
-    from fosgate.core.training import SELECTION_KEY, epoch_selection_score
+def test_best_epoch_ties_go_to_the_lowest_validation_loss():
+    """The kept epoch maximises (F1 or minus the loss while no epoch finds a cell, minus the loss) in
+    float64: while no epoch finds a cell (F1 0) the lowest validation loss wins (not the first epoch); any
+    epoch that finds cells beats every one that does not; equal F1, also a saturated 1.0, goes to the lower
+    validation loss even when the losses differ by less than float32 can tell beside F1."""
+    from fosgate.core.training import epoch_selection_key, epoch_selection_score
 
     def kept(epochs):
-        early = keras.callbacks.EarlyStopping(monitor=SELECTION_KEY, mode="max", patience=99)
-        early.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
-        early.on_train_begin()
-        for i, (f1, loss) in enumerate(epochs):
-            early.on_epoch_end(i, {SELECTION_KEY: epoch_selection_score(f1, loss)})
-        return early.best_epoch + 1
+        keys = [epoch_selection_key(f1, loss) for f1, loss in epochs]
+        return keys.index(max(keys)) + 1
 
     assert kept([(0.0, 1.5), (0.0, 0.4), (0.0, 0.6)]) == 2
     assert kept([(0.0, 0.1), (0.05, 0.9), (0.0, 0.05)]) == 2
-    assert kept([(0.7, 0.3), (0.7, 0.2), (0.6, 0.1)]) == 1  # F1 decides; equal F1 keeps the earlier epoch
+    assert kept([(0.7, 0.3), (0.7, 0.2), (0.6, 0.1)]) == 2  # F1 decides; equal F1: the lower loss
+    assert kept([(1.0, 3.3e-5), (1.0, 1.2e-5), (0.999, 0.0)]) == 2  # a saturated F1 does not keep epoch 1
+    assert kept([(0.71, 5.0), (0.70, 0.0)]) == 1  # the loss never outweighs an F1 difference
+    assert kept([(0.5, float("nan")), (0.5, 0.3)]) == 2
     assert epoch_selection_score(-0.8, 0.8) == -0.8  # no validation: minus the training loss, as before
 
 
