@@ -211,6 +211,7 @@ def test_train_model_is_the_library_entry_point():
     labels = model.predict_instances(image[:, :128])
     assert labels.shape == (256, 128) and labels.dtype == np.uint32
 
+
 def test_few_large_images_each_give_a_validation_band_and_many_are_held_out_whole():
     """Up to BAND_SPLIT_MAX_IMAGES images that are each tall enough: the bottom val_fraction of every one
     is validation (each stain is seen by validation), the rest of each is training; many images, or one
@@ -225,7 +226,8 @@ def test_few_large_images_each_give_a_validation_band_and_many_are_held_out_whol
     train, val = split_pairs(few, 0.2, 64, seed=0)
     assert [v.y.shape[0] for v in val] == [80, 80, 80] and [t.y.shape[0] for t in train] == [320, 320, 320]
     assert sorted(int(v.x[0, 0, 0]) for v in val) == [0, 1, 2]  # a band of every image
-    assert all(np.array_equal(p.inst, np.concatenate([t.inst, v.inst])) for p, t, v in zip(few, train, val, strict=True))
+    assert all(np.array_equal(p.inst, np.concatenate([t.inst, v.inst]))
+               for p, t, v in zip(few, train, val, strict=True))
     many = [prepared(400, k) for k in range(BAND_SPLIT_MAX_IMAGES + 1)]
     train, val = split_pairs(many, 0.2, 64, seed=0)
     assert len(val) == 2 and len(train) == len(many) - 2 and all(v.y.shape[0] == 400 for v in val + train)

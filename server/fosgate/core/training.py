@@ -23,8 +23,8 @@ Invariants
   training images instead (:func:`in_sample_calibration_set`; ``metrics['calibrated_in_sample']`` = 1,
   scores stored as ``train_*``).
 - Training runs through ``keras.Model.fit`` with callbacks (progress, cancel, the best epoch's weights
-  kept and restored, early stopping after ``patience`` epochs), crops of ``tile_size`` px drawn and augmented on the fly by a ``PyDataset``,
-  and a cosine learning-rate decay over all steps.
+  kept and restored, early stopping after ``patience`` epochs), crops of ``tile_size`` px drawn and
+  augmented on the fly by a ``PyDataset``, and a cosine learning-rate decay over all steps.
 - Deterministic for a given seed (up to TensorFlow's CPU kernels).
 """
 
@@ -526,14 +526,15 @@ def epoch_selection_score(object_f1: float, val_loss: float) -> float:
 
 
 def epoch_selection_key(object_f1: float, val_loss: float) -> tuple[float, float]:
-    """The key whose maximum is the kept epoch (the ``KeepBest`` callback of ``_callbacks``), compared in float64:
-    ``(epoch_selection_score, -val_loss)``. So F1 decides; equal F1, including 0 everywhere, goes to the
-    epoch whose maps fit the validation pixels best, never by default to the first (least trained) one.
-    Measured: with F1 0 everywhere epoch 1 was kept, whose maps calibration cannot rescue; with F1
-    saturated, on DSB2018 (5 training images, 500 steps) the one validation image scored object F1 1.0
-    from epoch 1 on, epoch 1 was kept and the test AP@0.5 was 0.342 (later epochs of that training: 0.69-0.71
-    with a fixed distance split). Keras' ``EarlyStopping`` compares in float32, where a loss tie-break
-    added to F1 is lost, so the best weights are kept by this key instead."""
+    """The key whose maximum is the kept epoch (the ``KeepBest`` callback of ``_callbacks``), compared
+    in float64: ``(epoch_selection_score, -val_loss)``. So F1 decides; equal F1, including 0 everywhere,
+    goes to the epoch whose maps fit the validation pixels best, never by default to the first (least
+    trained) one. Measured: with F1 0 everywhere epoch 1 was kept, whose maps calibration cannot rescue;
+    with F1 saturated, on DSB2018 (5 training images, 500 steps) the one validation image scored object
+    F1 1.0 from epoch 1 on, epoch 1 was kept and the test AP@0.5 was 0.342 (that training's epoch 20, kept
+    with this key: 0.513; 0.699 on its maps with a fixed distance split). Keras' ``EarlyStopping``
+    compares in float32, where a loss tie-break added to F1 is lost, so the best weights are kept by this
+    key instead."""
     loss = float(val_loss) if math.isfinite(val_loss) else math.inf
     return epoch_selection_score(object_f1, val_loss), -loss
 
@@ -597,8 +598,9 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
     keep = KeepBest()
     callbacks = [Progress(), keep]
     if config.patience:  # stops after `patience` epochs without a better score (float32: ties do not count)
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=SELECTION_KEY, mode="max", patience=config.patience,
-                                                       restore_best_weights=False, verbose=0))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=SELECTION_KEY, mode="max",
+                                                       patience=config.patience, restore_best_weights=False,
+                                                       verbose=0))
     return callbacks, keep
 
 
@@ -715,7 +717,8 @@ def train_model(
                    epochs_run=float(epochs_run), train_seconds=time.perf_counter() - t_start,
                    train_images=float(len(train)), val_images=float(len(val)), steps_per_epoch=float(steps),
                    val_is_train=float(val is prepared),
-                   val_band_split=float(len(prepared) >= 2 and len(val) == len(prepared)), calibrated=float(config.calibrate),
+                   val_band_split=float(len(prepared) >= 2 and len(val) == len(prepared)),
+                   calibrated=float(config.calibrate),
                    calibrated_in_sample=float(config.calibrate and not real_val),
                    frozen_layers=float(len(frozen)),
                    tile_size=float(tile))
