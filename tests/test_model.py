@@ -310,6 +310,20 @@ def test_best_epoch_ties_go_to_the_lowest_validation_loss():
     assert epoch_selection_score(-0.8, 0.8) == -0.8  # no validation: minus the training loss, as before
 
 
+def test_patience_stops_training_when_the_score_stops_improving():
+    """patience=1 with a learning rate too small to change anything: the selection score is flat, so
+    EarlyStopping ends training after the second epoch and the kept epoch is one of those run."""
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.training import TrainConfig, TrainingPair, train_model
+
+    image, truth, _ = generate_cfos(128, 256, seed=4)
+    pairs = [TrainingPair(image[:, :128], truth[:, :128], "a"), TrainingPair(image[:, 128:], truth[:, 128:], "b")]
+    cfg = TrainConfig(epochs=5, tile_size=64, batch_size=2, steps_per_epoch=1, patience=1, learning_rate=1e-12,
+                      calibrate=False)
+    model = train_model(pairs, cfg)
+    assert model.metrics["epochs_run"] == 2.0 and 1 <= model.metrics["best_epoch"] <= 2
+
+
 def test_training_loss_keeps_its_gradient_when_the_head_saturates():
     """The loss is taken on logits through a weight-sharing view: a head driven to all-background (bias -60:
     sigmoid ~1e-26) still gets the gradient sigmoid(z) - y on its foreground pixels. The former loss
