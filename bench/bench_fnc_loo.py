@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     summary = {**summarize_objects(objs), **mean_pixel_scores(pairs), "epochs": args.epochs,
-               "batch": TrainConfig().batch_size, "val_fraction": args.val_fraction, "channels": args.channels, "arch": args.arch}
+               "batch": TrainConfig().batch_size, "val_fraction": args.val_fraction, "channels": args.channels,
+               "arch": args.arch}
     by_colour = {}
     for colour in ("yellow", "red"):
         sel = [k for k, r in enumerate(rows) if r["colour"] == colour]

@@ -585,9 +585,8 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
             super().__init__()
             self.best_key, self.best_epoch, self.best_weights = None, -1, None
 
-        def on_epoch_end(self, epoch, logs=None):
-            key = epoch_selection_key(history["object_f1"][-1] if val else -history["loss"][-1],
-                                      history["val_loss"][-1])
+        def on_epoch_end(self, epoch, logs=None):  # after Progress, which wrote this epoch's scores
+            key = epoch_selection_key(logs["val_object_f1"], history["val_loss"][-1])
             if self.best_key is None or key > self.best_key:
                 self.best_key, self.best_epoch, self.best_weights = key, epoch, self.model.get_weights()
 
