@@ -133,6 +133,25 @@ def test_calibration_chooses_the_distance_split_when_the_centre_map_cannot_split
     assert not post.split_touching
 
 
+def test_validation_ties_are_broken_on_the_training_images():
+    """A validation image that every split rule gets right (F1 1.0 with the seeds and with the distance
+    split) cannot choose; training images whose centre map is flat over two touching cells can: the tie
+    goes to the distance split, which splits them. Without training images the tie keeps the seeds."""
+    from fosgate.core.training import calibrate_postprocess, centre_target
+
+    truth = _two_touching_discs()
+    good = np.stack([(truth > 0).astype(np.float32), centre_target(truth)], -1)
+    flat = np.stack([(truth > 0).astype(np.float32), (truth > 0).astype(np.float32) * 0.9], -1)
+    kept, _ = calibrate_postprocess([good], [truth], PostProcess(), arch="unet2")
+    assert not kept.split_touching
+    post, scores = calibrate_postprocess([good], [truth], PostProcess(), arch="unet2",
+                                         tie_maps=[flat], tie_truths=[truth])
+    assert post.split_touching and scores["val_object_f1"] == 1.0
+    seeds_only, _ = calibrate_postprocess([flat], [truth], PostProcess(), arch="unet2",
+                                          tie_maps=[good], tie_truths=[truth])
+    assert seeds_only.split_touching  # the validation difference is never overridden by the tie images
+
+
 def test_post_processing_describes_its_split_rule():
     assert "seed level 0.3" in PostProcess(seed_threshold=0.3).describe("unet2")
     assert "distance transform" in PostProcess(split_touching=True).describe("unet2")

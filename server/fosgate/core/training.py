@@ -18,7 +18,8 @@ Invariants
   the weights of the best epoch (equal F1, also 0, goes to the lowest validation loss:
   :func:`epoch_selection_key`), and training stops after ``patience`` epochs without improvement
   (0 = never). Then threshold(s), min size and seed level are chosen on the same images to
-  maximise object F1 (:func:`calibrate_postprocess`), as StarDist's ``optimize_thresholds`` does. A set
+  maximise object F1 (:func:`calibrate_postprocess`), as StarDist's ``optimize_thresholds`` does; ties
+  on the validation images go to the better object F1 on the training images (in-sample). A set
   with no held-out image (``val_fraction`` 0, or one image too small to split) is calibrated on its
   training images instead (:func:`in_sample_calibration_set`; ``metrics['calibrated_in_sample']`` = 1,
   scores stored as ``train_*``).
@@ -433,13 +434,21 @@ def epoch_postprocesses(post, arch: str, truths: list[np.ndarray], size_cap: int
 
 
 def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post, *, arch: str,
-                          rounds: int = 2, size_cap: int | None = None, prefix: str = "val"
+                          rounds: int = 2, size_cap: int | None = None, prefix: str = "val",
+                          tie_maps: list[np.ndarray] | None = None, tie_truths: list[np.ndarray] | None = None
                           ) -> tuple[object, dict[str, float]]:
     """Coordinate search over the foreground threshold, the split rule (the distance-transform watershed of
     the foreground, or for ``unet2`` the centre-seeded one), the seed level (``unet2``) and the min size (at
     most ``size_cap``, see :func:`min_size_cap`), maximising pooled object F1 on the validation images (as
-    StarDist's ``optimize_thresholds``). Ties keep the current value. Returns (PostProcess, scores named
-    ``{prefix}_...``; ``train`` for an in-sample calibration).
+    StarDist's ``optimize_thresholds``). Returns (PostProcess, scores named ``{prefix}_...``; ``train`` for
+    an in-sample calibration).
+
+    Ties on the validation images go to the higher pooled object F1 on ``tie_maps``/``tie_truths`` (the
+    training images, in-sample), then to the current value: a few easy validation objects score F1 1.0
+    under most post-processings and cannot choose among them. The training images never override a
+    validation difference. Measured on DSB2018, 5 training images (one validation image of 11 nuclei, F1
+    1.0 with the default seeds): test AP@0.5 0.513 with ties kept, 0.716 with the training tie-break (the
+    distance split chosen; 0.699 with a fixed distance split at 0.5 / 15 px).
 
     ``unet2`` may choose the distance-transform split: on DSB2018 (unseen magnifications, large textured
     nuclei) its centre map stays low inside nuclei and its seeds under-split (same 10-image model and test
@@ -456,6 +465,13 @@ def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post
     grid["split_touching"] = [False, True]
     if arch != "reference":
         grid["seed_threshold"] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    tie_scores: dict = {}
+
+    def tie_f1(p) -> float:  # computed only when the validation images tie
+        if p not in tie_scores:
+            tie_scores[p] = object_f1_of(tie_maps, tie_truths, p)["object_f1"] if tie_maps else 0.0
+        return tie_scores[p]
+
     best = object_f1_of(maps, truths, post)
     default_f1 = best["object_f1"]
     for _ in range(rounds):
@@ -466,7 +482,9 @@ def calibrate_postprocess(maps: list[np.ndarray], truths: list[np.ndarray], post
                     continue
                 cand = replace(post, **{name: v})
                 s = object_f1_of(maps, truths, cand)
-                if s["object_f1"] > best["object_f1"] + 1e-9:
+                better = s["object_f1"] > best["object_f1"] + 1e-9 or (
+                    abs(s["object_f1"] - best["object_f1"]) <= 1e-9 and tie_f1(cand) > tie_f1(post) + 1e-9)
+                if better:
                     post, best, changed = cand, s, True
         if not changed:
             break
@@ -707,8 +725,11 @@ def train_model(
     if config.calibrate:  # choose the post-processing on the validation images (else on the training images)
         cal = val if real_val else in_sample_calibration_set(prepared)
         maps = _predict_images(net, [p.x for p in cal])
+        tie = in_sample_calibration_set(train) if real_val and train else []  # breaks validation ties
         post, scores = calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=arch, size_cap=size_cap,
-                                             prefix="val" if real_val else "train")
+                                             prefix="val" if real_val else "train",
+                                             tie_maps=_predict_images(net, [p.x for p in tie]) if tie else None,
+                                             tie_truths=[p.inst for p in tie] or None)
         model.post = post
         metrics.update(scores)
     metrics.update(threshold=model.post.threshold, seed_threshold=model.post.seed_threshold,
