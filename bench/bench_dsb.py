@@ -94,22 +94,33 @@ def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int =
     return {"rows": rows, "seed": seed, "archs": archs}
 
 
-def merge(paths: list[Path], out: Path) -> int:
+def merge(paths: list[Path], out: Path, supersede: bool = False) -> int:
     """One result from runs on the same test set (seed, test images, steps) with other archs or sizes (e.g.
     the default arch run later beside the stored reference rows): rows concatenated (rows saved before
-    ``--arch`` are the reference net's); an (arch, training images) in two parts is refused. Each part's
-    command, date and machine stamp are kept under ``parts``."""
+    ``--arch`` are the reference net's); an (arch, training images) in two parts is refused unless
+    ``supersede``: then a later part's row replaces an earlier one (a rerun with newer code), and the
+    replaced rows are kept under ``superseded``. Each part's command, date and machine stamp are kept under
+    ``parts`` (a part that is itself a merge brings its own parts)."""
     parts = [json.loads(p.read_text()) for p in paths]
-    rows = [{"arch": "reference", **r} for p in parts for r in p["rows"]]
-    keys = [(r["arch"], r["train_images"]) for r in rows]
-    if len(keys) != len(set(keys)):
-        raise SystemExit("--merge: an (arch, training images) appears in two parts")
+    rows, replaced = [], []
+    for p in parts:
+        for r in p["rows"]:
+            r = {"arch": "reference", **r}
+            old = [x for x in rows if (x["arch"], x["train_images"]) == (r["arch"], r["train_images"])]
+            if old and not supersede:
+                raise SystemExit("--merge: an (arch, training images) appears in two parts (--supersede: the "
+                                 "later part's row replaces the earlier)")
+            replaced += old
+            rows = [x for x in rows if x not in old] + [r]
     if len({(p.get("seed", 0), r["test_images"], r["steps"]) for p in parts for r in p["rows"]}) != 1:
         raise SystemExit("--merge: the parts differ in seed, test images or steps")
     cut = [f"part {i + 1} ({p.get('command')}): {p['partial']}" for i, p in enumerate(parts) if p.get("partial")]
+    stamps = [s for p in parts for s in (p.get("parts") or [{k: p.get(k) for k in ("command", "date", "machine",
+                                                                                    "partial")}])]
+    superseded = [r for p in parts for r in p.get("superseded", [])] + replaced
     save(out, "dsb", {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
-                      "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
-                      "parts": [{k: p.get(k) for k in ("command", "date", "machine", "partial")} for p in parts],
+                      "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"), "parts": stamps,
+                      **({"superseded": superseded} if superseded else {}),
                       **({"partial": "; ".join(cut)} if cut else {})})
     return 0
 
@@ -124,10 +135,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="reference: the paper's U-Net; default: fosgate's instance-aware unet2")
     ap.add_argument("--quick", action="store_true", help="1 image, 25 steps, 5 test images, the default arch")
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="no training: join stored results")
+    ap.add_argument("--supersede", action="store_true",
+                    help="with --merge: a later part's (arch, training images) row replaces an earlier one")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.supersede)
     if not DSB.is_dir():
         raise SystemExit(f"{DSB} is missing: the DSB2018 data lives in ../shared/data/dsb2018")
     if args.quick:

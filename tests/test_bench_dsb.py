@@ -52,3 +52,25 @@ def test_dsb_merge_joins_archs_and_refuses_a_setting_twice(tmp_path):
     other.write_text(json.dumps({"rows": [_row(5, 0.8, arch="default", test_images=20)], "seed": 0}))
     with pytest.raises(SystemExit, match="differ"):
         dsb.merge([old, other], tmp_path / "again")
+
+
+def test_dsb_merge_supersede_replaces_a_rerun_setting_and_keeps_the_old_row(tmp_path):
+    """A stored merged result plus a rerun of one setting with newer code: with --supersede the rerun's row
+    replaces the stored one, the replaced row is kept under ``superseded`` and every part's stamp is kept
+    (the stored result's own parts, then the rerun)."""
+    dsb = _load("bench_dsb")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"rows": [_row(1, 0.73, arch="reference")], "seed": 0, "command": "run a"}))
+    b.write_text(json.dumps({"rows": [_row(1, 0.51, arch="default")], "seed": 0, "command": "run b"}))
+    assert dsb.merge([a, b], tmp_path / "stored") == 0
+    rerun = tmp_path / "rerun.json"
+    rerun.write_text(json.dumps({"rows": [_row(1, 0.70, arch="default")], "seed": 0, "command": "run c"}))
+    stored = tmp_path / "stored" / "dsb.json"
+    with pytest.raises(SystemExit, match="supersede"):
+        dsb.merge([stored, rerun], tmp_path / "out")
+    assert dsb.merge([stored, rerun], tmp_path / "out", supersede=True) == 0
+    merged = json.loads((tmp_path / "out" / "dsb.json").read_text())
+    assert [(r["arch"], r["train_images"], r["ap50"]) for r in merged["rows"]] == [
+        ("reference", 1, 0.73), ("default", 1, 0.70)]
+    assert [r["ap50"] for r in merged["superseded"]] == [0.51]
+    assert [p["command"] for p in merged["parts"]] == ["run a", "run b", "run c"]
