@@ -9,7 +9,8 @@ For a held-out lab L and a seed s:
   that a person may label) and *test* images (never labelled, never seen): wue1 holds out half of its
   animal groups (which half rotates with the seed), mue and inns1 hold out one image (rotating).
 - Starting points: ``scratch`` (a new unet2), ``base`` (unet2 trained on the other two labs' images,
-  ``--base-steps``), ``pretrained`` (a new unet2 pretrained by masked image modelling on the pool images
+  ``--base-steps``), ``base-frozen`` (the same base model, one training per seed shared with ``base``,
+  fine-tuned with its encoder frozen: a paired contrast with ``base``), ``pretrained`` (a new unet2 pretrained by masked image modelling on the pool images
   without their labels, ``fosgate.core.pretrain``, ``--pretrain-steps``).
 - Selection of n tiles from the pool for each budget in ``--budgets``: ``random``; ``balanced`` over
   k-means clusters of simple tile features (mean, spread and 99th percentile of normalised intensity);
@@ -49,7 +50,8 @@ import numpy as np
 from bench_cfos import CFOS_LABS, Sample, ceiling_by_lab, human_ceiling, load_samples
 from common import RESULTS, save
 
-STARTS = ("scratch", "base", "pretrained")
+STARTS = ("scratch", "base", "base-frozen", "pretrained")
+FROZEN_STARTS = {"base-frozen": "encoder"}  # start -> layer group kept fixed while fine-tuning
 STRATEGIES = ("random", "balanced", "active")
 MODEL_PX_UM = 1.0  # the models' pixel size (µm), as bench_cfos
 
@@ -173,14 +175,14 @@ def score(model, test: list[Sample]) -> dict[str, Any]:
 
 
 def make_start(start: str, lab: str, seed: int, others: list[Sample], pool: list[Sample], args) -> Any:
-    """The starting model (None for scratch)."""
+    """The starting model (None for scratch; ``base-frozen`` starts from the ``base`` model)."""
     from fosgate.core.model import FosgateModel
     from fosgate.core.normalize import Normalization
     from fosgate.core.training import TrainConfig, train_model
 
     if start == "scratch":
         return None
-    if start == "base":
+    if start in ("base", "base-frozen"):
         return train_model(train_pairs(others), TrainConfig(epochs=args.base_epochs, steps_per_epoch=args.base_steps,
                                                             tile_size=128, batch_size=8, seed=seed,
                                                             pixel_size_um=MODEL_PX_UM))
@@ -225,13 +227,14 @@ def copy_model(model):
         return FosgateModel.load(model.save(Path(tmp) / "m"))
 
 
-def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, args):
-    """A new model: ``start_model`` (untouched) or a new unet2 trained on the given pool tiles."""
+def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, args, freeze: str = ""):
+    """A new model: ``start_model`` (untouched) or a new unet2 trained on the given pool tiles; ``freeze``
+    (else ``--ft-freeze``): the start's layer group kept fixed."""
     from fosgate.core.training import TrainConfig, train_model
 
     start_model = copy_model(start_model)
     pairs = train_pairs(pool, tiles)
-    freeze = args.ft_freeze if start_model is not None else ""  # scratch has nothing to keep
+    freeze = (freeze or args.ft_freeze) if start_model is not None else ""  # scratch has nothing to keep
     cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps, tile_size=128, batch_size=8, seed=seed,
                       val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM, freeze=freeze)
     return train_model(pairs, cfg, base=start_model)
@@ -248,10 +251,13 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
     budgets = sorted({len(tiles) if b == "all" else min(int(b), len(tiles)) for b in args.budgets})
     rows = []
     fitted: dict[tuple, dict] = {}  # (start, chosen tiles) -> scores: one training per distinct tile set
+    made: dict[str, tuple] = {}  # base -> (model, seconds): base-frozen fine-tunes the same base model
     for start in args.starts:
         t0 = time.perf_counter()
-        start_model = make_start(start, lab, seed, others, pool, args)
-        start_s = time.perf_counter() - t0
+        shared = "base" if start in FROZEN_STARTS else start
+        if shared not in made:
+            made[shared] = (make_start(shared, lab, seed, others, pool, args), time.perf_counter() - t0)
+        start_model, start_s = made[shared]
         proposals, uncertainty, zero_shot = None, None, None
         if start_model is not None and start != "pretrained":
             maps_labels = [maps_and_labels(start_model, s) for s in pool]
@@ -277,7 +283,8 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
                 elif key in fitted:  # the same tiles from the same start and seed (e.g. every strategy at "all",
                     sc = fitted[key]  # or active from scratch, which has no model and picks the random tiles)
                 else:
-                    sc = fitted[key] = score(fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args), test)
+                    sc = fitted[key] = score(fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args,
+                                                       FROZEN_STARTS.get(start, "")), test)
                 row = {"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n,
                        "all_tiles": len(tiles), "edit_cost": cost.to_dict(), "train_seconds": time.perf_counter() - t1,
                        "start_seconds": start_s, "test": [s.name for s in test], "pool": [s.name for s in pool],
@@ -344,6 +351,8 @@ def paired(rows: list[dict]) -> list[dict]:
                  if g == "random" and s != "scratch" and (lab, "scratch", "random") in arms]
     contrasts += [((lab, s, "active"), (lab, s, "random")) for lab, s, g in arms
                   if g == "active" and s == "base" and (lab, s, "random") in arms]
+    contrasts += [((lab, s, g), (lab, "base", g)) for lab, s, g in arms  # frozen vs trainable encoder
+                  if s in FROZEN_STARTS and (lab, "base", g) in arms]
     out = []
     for a, b in contrasts:
         for n in sorted({k[3] for k in f1 if k[:3] == a and k[3] > 0}):

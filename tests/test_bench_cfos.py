@@ -175,7 +175,7 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
 def test_labels_paired_contrasts_difference_each_seed():
     """paired(): per-seed F1 differences of each start vs scratch (random tiles) and of active vs random from
     the base, on the seeds both arms ran; distinguishable when the t interval excludes 0; active vs random
-    is not compared at all tiles (the same tile set)."""
+    is not compared at all tiles (the same tile set); base-frozen vs base per strategy and budget."""
     b = _labels_bench()
     f1 = {("scratch", "random"): [0.5, 0.6, 0.7], ("pretrained", "random"): [0.6, 0.72, 0.79],
           ("base", "random"): [0.4, 0.8, 0.6], ("base", "active"): [0.45, 0.85, 0.65]}
@@ -192,6 +192,11 @@ def test_labels_paired_contrasts_difference_each_seed():
     act = out[("base/active", "base/random", 4)]
     assert act["per_seed"] == pytest.approx([0.05] * 3) and act["distinguishable"]
     assert ("base/active", "base/random", 40) not in out
+    frozen = [{**r, "start": "base-frozen", "f1": r["f1"] - 0.02} for r in rows if r["start"] == "base"]
+    out = {(x["a"], x["b"], x["tiles"]): x for x in b.paired(rows + frozen)}
+    for n in (4, 40):  # the frozen encoder vs the same base fine-tuned whole, also at all tiles
+        assert out[("base-frozen/random", "base/random", n)]["per_seed"] == pytest.approx([-0.02] * 3)
+    assert out[("base-frozen/active", "base/active", 4)]["distinguishable"]
 
 
 def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tmp_path):
