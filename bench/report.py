@@ -427,6 +427,9 @@ def dsb(r: dict, plots: Path) -> str:
         *([f"**Partial result:** {r['partial']} completed when this was saved.", ""] if r.get("partial") else []),
         *(["Merged from: " + "; ".join(f"`{x.get('command')}` ({str(x.get('date'))[:10]})" for x in r["parts"]) + ".", ""]
           if r.get("parts") else []),
+        *(["Rows replaced by a rerun with newer code (AP@0.5 then): " + "; ".join(
+            f"{x.get('arch', 'reference')} {x['train_images']} image(s) {x['ap50']:.3f}" for x in r["superseded"])
+            + ".", ""] if r.get("superseded") else []),
         _provenance(r),
     ])
 

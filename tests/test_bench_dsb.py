@@ -74,3 +74,5 @@ def test_dsb_merge_supersede_replaces_a_rerun_setting_and_keeps_the_old_row(tmp_
         ("reference", 1, 0.73), ("default", 1, 0.70)]
     assert [r["ap50"] for r in merged["superseded"]] == [0.51]
     assert [p["command"] for p in merged["parts"]] == ["run a", "run b", "run c"]
+    text = _load("report").dsb(merged, tmp_path)
+    assert "Rows replaced by a rerun with newer code (AP@0.5 then): default 1 image(s) 0.510." in text
