@@ -997,6 +997,7 @@ def cfos_labels(r: dict, plots: Path) -> str:
                     f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
                     "yes" if x["distinguishable"] else "no"] for x in r.get("paired", [])]), ""]
           if r.get("paired") else []),
+        *_cfos_labels_freeze(r.get("companions", {}).get("cfos_labels_freeze")),
         "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
         *(["", "Run in parts (one process per seed), merged: " + "; ".join(
@@ -1005,6 +1006,25 @@ def cfos_labels(r: dict, plots: Path) -> str:
         "",
         _provenance(r),
     ])
+
+
+def _cfos_labels_freeze(f: dict | None) -> list[str]:
+    """The frozen-encoder run (``--starts base base-frozen``): its paired contrast, one base model per seed."""
+    if not f:
+        return []
+    pairs = [x for x in f.get("paired", []) if x["a"].startswith("base-frozen/") and x["b"].startswith("base/")]
+    if not pairs:
+        return []
+    st = f["settings"]
+    return ["Which layers to fine-tune (a separate run, `" + str(f.get("command")) + "`, "
+            + str(f.get("date", ""))[:10] + f"; {len(st['seeds'])} seeds, {st['ft_epochs']} x {st['ft_steps']} "
+            "steps): the same base model per seed fine-tuned whole (`base`) or with its encoder frozen "
+            "(`base-frozen`, the library's `TrainConfig(freeze='encoder')`), on the same random tiles.", "",
+            _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
+                   [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
+                     f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
+                     "yes" if x["distinguishable"] else "no"] for x in pairs]), "",
+            *[f"{note}" for note in f.get("notes", [])], ""]
 
 
 def cfos_loop(r: dict, plots: Path) -> str:
@@ -1169,7 +1189,7 @@ def summary(res: dict[str, Any]) -> str:
 OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
-              "cfos": ("cfos_budget", "cfos_long")}
+              "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze",)}
 
 
 def render(results: Path, plots: Path | None = None) -> str:

@@ -230,3 +230,23 @@ def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tm
     assert lab_row == "| wue1 | default | 1 | 1 | 0.462 | **0.780** [0.700, 0.800] | -2.0 | 0.730 | met |"
     assert "F1 at 160 steps" in text and "F1 at 640 steps" in text
     assert (tmp_path / "cfos_budget.png").stat().st_size > 0
+
+
+def test_report_shows_the_frozen_encoder_contrast_of_its_companion_run():
+    """report: a cfos_labels_freeze companion adds its base-frozen vs base paired rows (and only those)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    b = _labels_bench()
+    rows = [{"lab": "inns1", "start": start, "strategy": "random", "tiles": 16, "all_tiles": 40, "seed": seed,
+             "f1": 0.8 - (0.03 if start == "base-frozen" else 0.0) + 0.01 * seed}
+            for start in ("scratch", "base", "base-frozen") for seed in range(3)]
+    companion = {"paired": b.paired(rows), "command": "bench_cfos_labels.py --starts base base-frozen",
+                 "date": "2026-11-29", "settings": {"seeds": [0, 1, 2], "ft_epochs": 4, "ft_steps": 25},
+                 "notes": ["a note"]}
+    text = "\n".join(report._cfos_labels_freeze(companion))
+    assert "| inns1 | 16 | base-frozen/random - base/random | -0.030, -0.030, -0.030 |" in text
+    assert "scratch/random" not in text and "a note" in text and "3 seeds, 4 x 25 steps" in text
+    assert report._cfos_labels_freeze(None) == []
