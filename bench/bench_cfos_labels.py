@@ -10,8 +10,9 @@ For a held-out lab L and a seed s:
   animal groups (which half rotates with the seed), mue and inns1 hold out one image (rotating).
 - Starting points: ``scratch`` (a new unet2), ``base`` (unet2 trained on the other two labs' images,
   ``--base-steps``), ``base-frozen`` (the same base model, one training per seed shared with ``base``,
-  fine-tuned with its encoder frozen: a paired contrast with ``base``), ``pretrained`` (a new unet2 pretrained by masked image modelling on the pool images
-  without their labels, ``fosgate.core.pretrain``, ``--pretrain-steps``).
+  fine-tuned with its encoder frozen: a paired contrast with ``base``), ``pretrained`` (a new unet2
+  pretrained by masked image modelling on the pool images without their labels,
+  ``fosgate.core.pretrain``, ``--pretrain-steps``).
 - Selection of n tiles from the pool for each budget in ``--budgets``: ``random``; ``balanced`` over
   k-means clusters of simple tile features (mean, spread and 99th percentile of normalised intensity);
   ``active``: the tiles where the starting model is least sure (mean 4p(1-p) of its foreground map;
@@ -283,8 +284,9 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
                 elif key in fitted:  # the same tiles from the same start and seed (e.g. every strategy at "all",
                     sc = fitted[key]  # or active from scratch, which has no model and picks the random tiles)
                 else:
-                    sc = fitted[key] = score(fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args,
-                                                       FROZEN_STARTS.get(start, "")), test)
+                    tuned = fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args,
+                                      FROZEN_STARTS.get(start, ""))
+                    sc = fitted[key] = score(tuned, test)
                 row = {"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n,
                        "all_tiles": len(tiles), "edit_cost": cost.to_dict(), "train_seconds": time.perf_counter() - t1,
                        "start_seconds": start_s, "test": [s.name for s in test], "pool": [s.name for s in pool],

@@ -115,11 +115,12 @@ def merge(paths: list[Path], out: Path, supersede: bool = False) -> int:
     if len({(p.get("seed", 0), r["test_images"], r["steps"]) for p in parts for r in p["rows"]}) != 1:
         raise SystemExit("--merge: the parts differ in seed, test images or steps")
     cut = [f"part {i + 1} ({p.get('command')}): {p['partial']}" for i, p in enumerate(parts) if p.get("partial")]
-    stamps = [s for p in parts for s in (p.get("parts") or [{k: p.get(k) for k in ("command", "date", "machine",
-                                                                                    "partial")}])]
+    stamp_keys = ("command", "date", "machine", "partial")
+    stamps = [s for p in parts for s in (p.get("parts") or [{k: p.get(k) for k in stamp_keys}])]
     superseded = [r for p in parts for r in p.get("superseded", [])] + replaced
     save(out, "dsb", {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
-                      "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"), "parts": stamps,
+                      "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
+                      "parts": stamps,
                       **({"superseded": superseded} if superseded else {}),
                       **({"partial": "; ".join(cut)} if cut else {})})
     return 0

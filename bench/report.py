@@ -1012,7 +1012,8 @@ def _cfos_labels_freeze(f: dict | None) -> list[str]:
     """The frozen-encoder run (``--starts base base-frozen``): its paired contrast, one base model per seed."""
     if not f:
         return []
-    pairs = [x for x in f.get("paired", []) if x["a"].startswith("base-frozen/") and x["b"].startswith("base/")]
+    pairs = [x for x in f.get("paired", [])
+             if x["a"].startswith("base-frozen/") and x["b"].startswith("base/")]
     if not pairs:
         return []
     st = f["settings"]

@@ -726,9 +726,9 @@ def train_model(
         cal = val if real_val else in_sample_calibration_set(prepared)
         maps = _predict_images(net, [p.x for p in cal])
         tie = in_sample_calibration_set(train) if real_val and train else []  # breaks validation ties
+        tie_maps = _predict_images(net, [p.x for p in tie]) if tie else None
         post, scores = calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=arch, size_cap=size_cap,
-                                             prefix="val" if real_val else "train",
-                                             tie_maps=_predict_images(net, [p.x for p in tie]) if tie else None,
+                                             prefix="val" if real_val else "train", tie_maps=tie_maps,
                                              tie_truths=[p.inst for p in tie] or None)
         model.post = post
         metrics.update(scores)
