@@ -176,14 +176,15 @@ def score(model, test: list[Sample]) -> dict[str, Any]:
 
 
 def make_start(start: str, lab: str, seed: int, others: list[Sample], pool: list[Sample], args) -> Any:
-    """The starting model (None for scratch; ``base-frozen`` starts from the ``base`` model)."""
+    """The starting model (None for scratch). ``base-frozen`` never comes here: run_lab_seed gives it the
+    seed's ``base`` model."""
     from fosgate.core.model import FosgateModel
     from fosgate.core.normalize import Normalization
     from fosgate.core.training import TrainConfig, train_model
 
     if start == "scratch":
         return None
-    if start in ("base", "base-frozen"):
+    if start == "base":
         return train_model(train_pairs(others), TrainConfig(epochs=args.base_epochs, steps_per_epoch=args.base_steps,
                                                             tile_size=128, batch_size=8, seed=seed,
                                                             pixel_size_um=MODEL_PX_UM))
