@@ -15,6 +15,10 @@ AP@0.5 = TP / (TP + FP + FN) with one-to-one IoU matching (as StarDist / CellSeg
 over test images; also pixel F1 and object F1.
 
     .venv/bin/python bench/bench_dsb.py [--arch reference default] [--sizes 1 5 10 all] [--steps 500] [--quick]
+
+Several ``--steps`` (e.g. ``--steps 500 2000 --sizes all --name dsb_budget``) train every setting at each
+budget in one run: whether the training budget, not the labels, sets the score (the report shows such a
+run beside the main table when it is saved as ``dsb_budget``).
 """
 
 from __future__ import annotations
@@ -50,8 +54,10 @@ def calibration_of(arch: str, metrics: dict) -> str:
     return "training images (in-sample)" if metrics.get("calibrated_in_sample") else "held-out validation"
 
 
-def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int = 0, on_row=None) -> dict:
-    """Every (arch, size) trained and scored; ``on_row(result so far)`` after each (e.g. a partial save)."""
+def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str], seed: int = 0,
+        on_row=None) -> dict:
+    """Every (arch, size, steps) trained and scored; ``on_row(result so far)`` after each (e.g. a partial
+    save). A budget is rounded down to whole epochs of 25 steps (at least one)."""
     from fosgate.core.metrics import object_scores, pixel_scores
     from fosgate.core.normalize import Normalization
     from fosgate.core.training import TrainConfig, TrainingPair
@@ -61,36 +67,37 @@ def run(sizes: list[str], steps: int, n_test: int, archs: list[str], seed: int =
     test = [names[i] for i in order[:n_test]]
     pool = [names[i] for i in order[n_test:]]
     test_data = [load(n) for n in test]
+    budgets = [steps] if isinstance(steps, int) else list(steps)
     rows = []
-    for arch in archs:
-        for size_arg in sizes:
-            size = len(pool) if size_arg == "all" else int(size_arg)
-            train_names = pool[:size]
-            pairs = [TrainingPair(*load(n), name=n) for n in train_names]
-            epochs = max(1, steps // 25)
-            cfg = TrainConfig(epochs=epochs, tile_size=128, batch_size=8, val_fraction=0.2, seed=seed,
-                              steps_per_epoch=25)  # fosgate train's default split (one image: its bottom rows)
-            t0 = time.perf_counter()
-            predict, metrics = fit_arch(arch, pairs, cfg, Normalization())
-            train_s = time.perf_counter() - t0
-            aps, f1s, pix = [], [], []
-            for img, truth in test_data:
-                # the reference protocol: threshold 0.5, watershed of touching nuclei, min size 15 px; unet2:
-                # its own calibrated post-processing, as a user gets it
-                lab = (predict(img, min_size_px=15, threshold=0.5, split_touching=True) if arch == "reference"
-                       else predict(img))
-                sc = object_scores(lab, truth, 0.5, None)
-                aps.append(sc["ap"])
-                f1s.append(sc["f1"])
-                pix.append(pixel_scores(lab > 0, truth > 0)["f1"])
-            row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
-                   "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
-                   "test_images": len(test), "calibration": calibration_of(arch, metrics),
-                   **({"post": metrics["post"]} if "post" in metrics else {})}
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            if on_row is not None:
-                on_row({"rows": list(rows), "seed": seed, "archs": archs})
+    for arch, size_arg, budget in ((a, z, b) for a in archs for z in sizes for b in budgets):
+        size = len(pool) if size_arg == "all" else int(size_arg)
+        train_names = pool[:size]
+        pairs = [TrainingPair(*load(n), name=n) for n in train_names]
+        epochs = max(1, budget // 25)
+        cfg = TrainConfig(epochs=epochs, tile_size=128, batch_size=8, val_fraction=0.2, seed=seed,
+                          steps_per_epoch=25)  # fosgate train's default split (one image: its bottom rows)
+        t0 = time.perf_counter()
+        predict, metrics = fit_arch(arch, pairs, cfg, Normalization())
+        train_s = time.perf_counter() - t0
+        aps, f1s, pix = [], [], []
+        for img, truth in test_data:
+            # the reference protocol: threshold 0.5, watershed of touching nuclei, min size 15 px; unet2:
+            # its own calibrated post-processing, as a user gets it
+            lab = (predict(img, min_size_px=15, threshold=0.5, split_touching=True) if arch == "reference"
+                   else predict(img))
+            sc = object_scores(lab, truth, 0.5, None)
+            aps.append(sc["ap"])
+            f1s.append(sc["f1"])
+            pix.append(pixel_scores(lab > 0, truth > 0)["f1"])
+        row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
+               "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
+               "test_images": len(test), "calibration": calibration_of(arch, metrics),
+               **({"best_epoch": int(metrics["best_epoch"])} if "best_epoch" in metrics else {}),
+               **({"post": metrics["post"]} if "post" in metrics else {})}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        if on_row is not None:
+            on_row({"rows": list(rows), "seed": seed, "archs": archs})
     return {"rows": rows, "seed": seed, "archs": archs}
 
 
@@ -130,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["1", "5", "10", "all"],
                     help="training-set sizes; 'all' = every image not held out")
-    ap.add_argument("--steps", type=int, default=500, help="gradient steps per setting (batch 8 of 128 px)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[500],
+                    help="gradient steps per setting (batch 8 of 128 px); several: each setting at each budget")
     ap.add_argument("--test", type=int, default=50)
     ap.add_argument("--arch", nargs="+", default=["reference", "default"], choices=ARCHS,
                     help="reference: the paper's U-Net; default: fosgate's instance-aware unet2")
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="no training: join stored results")
     ap.add_argument("--supersede", action="store_true",
                     help="with --merge: a later part's (arch, training images) row replaces an earlier one")
+    ap.add_argument("--name", default="dsb", help="result file name (dsb_budget: the steps sweep the report "
+                    "shows beside the main table)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.merge:
@@ -145,17 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     if not DSB.is_dir():
         raise SystemExit(f"{DSB} is missing: the DSB2018 data lives in ../shared/data/dsb2018")
     if args.quick:
-        args.sizes, args.steps, args.test, args.arch = ["1"], 25, 5, ["default"]
+        args.sizes, args.steps, args.test, args.arch = ["1"], [25], 5, ["default"]
     mode = "quick" if args.quick else "full"
-    total = len(args.sizes) * len(args.arch)
+    total = len(args.sizes) * len(args.arch) * len(args.steps)
 
     def partial(res: dict) -> None:  # a run cut for time keeps the settings it finished
         if len(res["rows"]) < total:
-            save(args.out, "dsb", {**res, "mode": mode, "partial": f"{len(res['rows'])} of {total} settings"})
+            save(args.out, args.name, {**res, "mode": mode, "partial": f"{len(res['rows'])} of {total} settings"})
 
     result = run(args.sizes, args.steps, args.test, args.arch, on_row=partial)
     result["mode"] = mode
-    save(args.out, "dsb", result)
+    save(args.out, args.name, result)
     print("| arch | training images | steps | train s | AP@0.5 | object F1 | pixel F1 |\n|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         print(f"| {r['arch']} | {r['train_images']} | {r['steps']} | {r['train_seconds']:.0f} | {r['ap50']:.3f} | "

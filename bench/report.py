@@ -431,7 +431,32 @@ def dsb(r: dict, plots: Path) -> str:
             f"{x.get('arch', 'reference')} {x['train_images']} image(s) {x['ap50']:.3f}" for x in r["superseded"])
             + ".", ""] if r.get("superseded") else []),
         _provenance(r),
+        *_dsb_budget(r.get("companions", {}).get("dsb_budget")),
     ])
+
+
+def _dsb_budget(b: dict | None) -> list[str]:
+    """A steps sweep (``bench_dsb.py --steps 500 2000 --name dsb_budget``): every setting at each budget in
+    one run, and the change of AP@0.5 from the smallest budget to each larger one."""
+    if not b:
+        return []
+    rows = sorted(({"arch": "reference", **x} for x in b["rows"]),
+                  key=lambda x: (x["arch"], x["train_images"], x["steps"]))
+    gains = []
+    for key in dict.fromkeys((x["arch"], x["train_images"]) for x in rows):
+        mine = [x for x in rows if (x["arch"], x["train_images"]) == key]
+        gains += [f"{key[0]}, {key[1]} images: {mine[0]['steps']} -> {x['steps']} steps {x['ap50'] - mine[0]['ap50']:+.3f}"
+                  for x in mine[1:]]
+    return ["", "Training budget (a separate run, `" + str(b.get("command")) + "`, " + str(b.get("date", ""))[:10]
+            + "): the same settings and test images at several step budgets in one run (best epoch: the epoch of "
+            "25 steps whose weights were kept, by validation object F1).", "",
+            _table(["arch", "training images", "steps", "best epoch", "train s", "AP@0.5", "object F1", "pixel F1"],
+                   [[x["arch"], x["train_images"], x["steps"], x.get("best_epoch", "-"), f"{x['train_seconds']:.0f}",
+                     f"{x['ap50']:.3f}", f"{x['object_f1']:.3f}", f"{x['pixel_f1']:.3f}"] for x in rows]), "",
+            *(["Change of AP@0.5 with more steps: " + "; ".join(gains) + ".", ""] if gains else []),
+            *[f"{note}" for note in b.get("notes", [])],
+            *(["", f"**Partial result:** {b['partial']} completed when this was saved."] if b.get("partial") else []),
+            "", _provenance(b)]
 
 
 def _dsb_calibration(row: dict) -> str:
@@ -1190,6 +1215,7 @@ def summary(res: dict[str, Any]) -> str:
 OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
+              "dsb": ("dsb_budget",),
               "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze",)}
 
 

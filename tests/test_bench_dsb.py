@@ -76,3 +76,19 @@ def test_dsb_merge_supersede_replaces_a_rerun_setting_and_keeps_the_old_row(tmp_
     assert [p["command"] for p in merged["parts"]] == ["run a", "run b", "run c"]
     text = _load("report").dsb(merged, tmp_path)
     assert "Rows replaced by a rerun with newer code (AP@0.5 then): default 1 image(s) 0.510." in text
+
+
+def test_dsb_report_shows_a_steps_sweep_beside_the_main_table(tmp_path):
+    """A ``dsb_budget`` run (several --steps in one run) is shown under the main table: one row per
+    (arch, images, steps) and the change of AP@0.5 from the smallest budget."""
+    report = _load("report")
+    main = {"rows": [_row(356, 0.76, arch="default")], "seed": 0, "command": "bench_dsb.py"}
+    sweep = {"rows": [_row(356, 0.76, arch="default", best_epoch=20),
+                      {**_row(356, 0.81, arch="default", best_epoch=71), "steps": 2000}],
+             "seed": 0, "command": "bench_dsb.py --steps 500 2000 --name dsb_budget", "date": "2026-11-29T20:00"}
+    plain = report.dsb(main, tmp_path)
+    assert "Training budget" not in plain
+    text = report.dsb({**main, "companions": {"dsb_budget": sweep}}, tmp_path)
+    assert "| default | 356 | 2000 | 71 | 1 | 0.810 |" in text
+    assert "default, 356 images: 500 -> 2000 steps +0.050" in text
+    assert "`bench_dsb.py --steps 500 2000 --name dsb_budget`" in text
