@@ -463,6 +463,58 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
     return 0
 
 
+def budget_label(settings: dict) -> str:
+    """A run's training budget in words: base-model and fine-tuning epochs x steps."""
+    return (f"base {settings['base_epochs']} x {settings['base_steps']}, "
+            f"fine-tune {settings['ft_epochs']} x {settings['ft_steps']}")
+
+
+def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str] = ("base", "random")) -> int:
+    """Runs that differ in their training budget (base or fine-tuning steps), each the same ``arm`` on the
+    same labs and seeds, paired by seed against the FIRST run: a seed fixes the test image and the pool,
+    and random selection the tiles, so each per-seed difference compares the budgets on the same data.
+    Refused when a seed's test images or pool differ between runs, or when a run lacks the arm. Saved as
+    ``cfos_labels_budget`` (the report shows it beside the labels benchmark)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    keyed = []
+    for run in runs:
+        recs = {(r["lab"], r["seed"], r["tiles"]): r for r in run["records"] if (r["start"], r["strategy"]) == arm}
+        if not recs:
+            raise SystemExit(f"--compare: {run.get('command')} has no {arm[0]}/{arm[1]} records")
+        keyed.append(recs)
+    splits = [{(k[0], k[1]): (r["test"], r["pool"]) for k, r in recs.items()} for recs in keyed]
+    for sp in splits[1:]:
+        if any(sp[k] != splits[0][k] for k in sp.keys() & splits[0].keys()):
+            raise SystemExit("--compare: a seed holds out other images in two runs; they cannot be paired")
+    rows, contrasts = [], []
+    for run, recs in zip(runs, keyed, strict=True):
+        for lab, n in dict.fromkeys((k[0], k[2]) for k in recs):
+            sel = [r for k, r in sorted(recs.items()) if (k[0], k[2]) == (lab, n)]
+            f1 = [r["f1"] for r in sel]
+            rows.append({"run": budget_label(run["settings"]), "lab": lab, "tiles": n,
+                         "all": sel[0]["tiles"] == sel[0]["all_tiles"], "seeds": [r["seed"] for r in sel],
+                         "f1": float(np.mean(f1)), "f1_ci95": t_interval(f1), "f1_per_seed": f1,
+                         "edits": float(np.mean([r["edit_cost"]["edits"] for r in sel])),
+                         "count_error": float(np.mean([r["count_error"] for r in sel]))})
+    base = keyed[0]
+    for run, recs in zip(runs[1:], keyed[1:], strict=True):
+        for lab, n in dict.fromkeys((k[0], k[2]) for k in recs):
+            seeds = sorted(k[1] for k in recs if (k[0], k[2]) == (lab, n) and k in base)
+            if not seeds:
+                continue
+            d = [recs[(lab, sd, n)]["f1"] - base[(lab, sd, n)]["f1"] for sd in seeds]
+            lo, hi = t_interval(d)
+            contrasts.append({"a": budget_label(run["settings"]), "b": budget_label(runs[0]["settings"]), "lab": lab,
+                              "tiles": n, "seeds": seeds, "per_seed": d, "mean": float(np.mean(d)), "ci95": [lo, hi],
+                              "distinguishable": bool(len(d) > 1 and (lo > 0 or hi < 0))})
+    save(out, "cfos_labels_budget", {
+        "arm": list(arm), "rows": rows, "contrasts": contrasts, "notes": notes,
+        "runs": [{"label": budget_label(r["settings"]), "command": r.get("command"), "date": r.get("date"),
+                  "machine": r.get("machine"), "settings": r["settings"]} for r in runs],
+        "machine": runs[-1].get("machine")})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labs", nargs="+", default=list(CFOS_LABS), choices=list(CFOS_LABS))
@@ -485,11 +537,16 @@ def main(argv: list[str] | None = None) -> int:
                     "scratch, random and active, a few steps")
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                     help="no training: combine results of the same settings on other seeds into one, re-summarised")
+    ap.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                    help="no training: runs of other base / fine-tuning budgets (base, random), paired by seed "
+                    "against the first; saved as cfos_labels_budget")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the report")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, args.note)
+    if args.compare:
+        return compare(args.compare, args.out, args.note)
     if args.quick:
         args.labs, args.seeds, args.budgets = ["inns1"], [0], ["0", "4"]
         args.starts, args.strategies = ["scratch", "base"], ["random", "active"]

@@ -1023,6 +1023,7 @@ def cfos_labels(r: dict, plots: Path) -> str:
                     "yes" if x["distinguishable"] else "no"] for x in r.get("paired", [])]), ""]
           if r.get("paired") else []),
         *_cfos_labels_freeze(r.get("companions", {}).get("cfos_labels_freeze")),
+        *_cfos_labels_budget(r.get("companions", {}).get("cfos_labels_budget")),
         "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
         *(["", "Run in parts (one process per seed), merged: " + "; ".join(
@@ -1051,6 +1052,29 @@ def _cfos_labels_freeze(f: dict | None) -> list[str]:
                      f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
                      "yes" if x["distinguishable"] else "no"] for x in pairs]), "",
             *[f"{note}" for note in f.get("notes", [])], ""]
+
+
+def _cfos_labels_budget(b: dict | None) -> list[str]:
+    """Runs of other base / fine-tuning budgets (``bench_cfos_labels.py --compare``), paired by seed
+    against the first run listed."""
+    if not b:
+        return []
+    arm = "/".join(b["arm"])
+    return ["Training budget (separate runs of the `" + arm + "` arm, paired by seed against the first: the same "
+            "test image and, by random selection, the same tiles per seed): "
+            + "; ".join(f"{x['label']}: `{x.get('command')}` ({str(x.get('date', ''))[:10]})" for x in b["runs"])
+            + ".", "",
+            _table(["budget (epochs x steps of 8 x 128 px)", "held-out lab", "tiles", "object F1 [95 % CI]",
+                    "per seed", "edits", "count error"],
+                   [[x["run"], x["lab"], f"{x['tiles']}{' (all)' if x['all'] else ''}",
+                     f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
+                     ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['edits']:.0f}",
+                     f"{x['count_error']:+.1f}"] for x in b["rows"]]), "",
+            _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
+                   [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
+                     f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
+                     "yes" if x["distinguishable"] else "no"] for x in b["contrasts"]]), "",
+            *[f"{note}" for note in b.get("notes", [])], "", _provenance(b), ""]
 
 
 def cfos_loop(r: dict, plots: Path) -> str:
@@ -1216,7 +1240,7 @@ OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
               "dsb": ("dsb_budget",),
-              "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze",)}
+              "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget")}
 
 
 def render(results: Path, plots: Path | None = None) -> str:

@@ -5,6 +5,7 @@ scored against the consensus, with StarDist's matching rule."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -250,3 +251,40 @@ def test_report_shows_the_frozen_encoder_contrast_of_its_companion_run():
     assert "| inns1 | 16 | base-frozen/random - base/random | -0.030, -0.030, -0.030 |" in text
     assert "scratch/random" not in text and "a note" in text and "3 seeds, 4 x 25 steps" in text
     assert report._cfos_labels_freeze(None) == []
+
+
+def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_path):
+    """bench_cfos_labels --compare: runs of other base / fine-tuning budgets (base/random) are paired by seed
+    against the first run listed; a seed that holds out another image in two runs is refused; the report
+    shows both tables."""
+    b = _labels_bench()
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def run(path, ft_steps, f1s, test=("inns1_1108", "inns1_1117", "inns1_1124")):
+        recs = [{"lab": "inns1", "seed": seed, "start": start, "strategy": "random", "tiles": n, "all_tiles": 40,
+                 "f1": f1s[seed] + (0.5 if start == "scratch" else 0.0), "edit_cost": {"edits": 10 * n},
+                 "count_error": 1.0, "test": [test[seed]], "pool": ["other"]}
+                for seed in range(3) for n in (4, 40) for start in ("base", "scratch")]
+        settings = {"base_epochs": 4, "base_steps": 40, "ft_epochs": 4, "ft_steps": ft_steps}
+        path.write_text(json.dumps({"records": recs, "settings": settings, "command": f"run {ft_steps}",
+                                    "date": "2026-11-29T20:00"}))
+        return path
+
+    short = run(tmp_path / "a.json", 25, [0.70, 0.75, 0.80])
+    long = run(tmp_path / "b.json", 75, [0.75, 0.79, 0.86])
+    assert b.compare([short, long], tmp_path / "out", ["a note"]) == 0
+    res = json.loads((tmp_path / "out" / "cfos_labels_budget.json").read_text())
+    c = {x["tiles"]: x for x in res["contrasts"]}
+    assert c[4]["per_seed"] == pytest.approx([0.05, 0.04, 0.06]) and c[4]["distinguishable"]  # scratch not used
+    assert c[4]["a"] == "base 4 x 40, fine-tune 4 x 75" and c[4]["b"] == "base 4 x 40, fine-tune 4 x 25"
+    text = "\n".join(report._cfos_labels_budget(res))
+    assert "| base 4 x 40, fine-tune 4 x 75 | inns1 | 40 (all) | 0.800 [" in text
+    assert "| inns1 | 4 | base 4 x 40, fine-tune 4 x 75 - base 4 x 40, fine-tune 4 x 25 | +0.050, +0.040, +0.060 |" in text
+    assert "`run 25`" in text and "a note" in text
+    other = run(tmp_path / "c.json", 75, [0.7, 0.7, 0.7], test=("inns1_1117", "inns1_1108", "inns1_1124"))
+    with pytest.raises(SystemExit, match="other images"):
+        b.compare([short, other], tmp_path / "out2", [])
