@@ -454,9 +454,9 @@ def _dsb_budget(b: dict | None) -> list[str]:
                    [[x["arch"], x["train_images"], x["steps"], x.get("best_epoch", "-"), f"{x['train_seconds']:.0f}",
                      f"{x['ap50']:.3f}", f"{x['object_f1']:.3f}", f"{x['pixel_f1']:.3f}"] for x in rows]), "",
             *(["Change of AP@0.5 with more steps: " + "; ".join(gains) + ".", ""] if gains else []),
-            *[f"{note}" for note in b.get("notes", [])],
-            *(["", f"**Partial result:** {b['partial']} completed when this was saved."] if b.get("partial") else []),
-            "", _provenance(b)]
+            *[x for note in b.get("notes", []) for x in (note, "")],
+            *([f"**Partial result:** {b['partial']} completed when this was saved.", ""] if b.get("partial") else []),
+            _provenance(b)]
 
 
 def _dsb_calibration(row: dict) -> str:
