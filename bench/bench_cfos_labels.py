@@ -238,7 +238,8 @@ def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, arg
     pairs = train_pairs(pool, tiles)
     freeze = (freeze or args.ft_freeze) if start_model is not None else ""  # scratch has nothing to keep
     cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps, tile_size=128, batch_size=8, seed=seed,
-                      val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM, freeze=freeze)
+                      val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM, freeze=freeze,
+                      learning_rate=args.ft_lr)
     return train_model(pairs, cfg, base=start_model)
 
 
@@ -420,11 +421,11 @@ def plot(summary: dict, path) -> None:
 
 
 SAME_IN_PARTS = ("labs", "budgets", "strategies", "tile", "k", "base_epochs", "base_steps", "ft_epochs", "ft_steps",
-                 "ft_freeze",
+                 "ft_freeze", "ft_lr",
                  "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
 
 
-SETTING_BEFORE = {"ft_freeze": ""}  # settings that results saved before them ran with implicitly
+SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3}  # settings that results saved before them ran with implicitly
 
 
 def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
@@ -465,8 +466,10 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
 
 def budget_label(settings: dict) -> str:
     """A run's training budget in words: base-model and fine-tuning epochs x steps."""
+    lr = settings.get("ft_lr", SETTING_BEFORE["ft_lr"])
     return (f"base {settings['base_epochs']} x {settings['base_steps']}, "
-            f"fine-tune {settings['ft_epochs']} x {settings['ft_steps']}")
+            f"fine-tune {settings['ft_epochs']} x {settings['ft_steps']}"
+            + (f" at learning rate {lr:g}" if lr != SETTING_BEFORE["ft_lr"] else ""))
 
 
 def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str] = ("base", "random")) -> int:
@@ -528,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-steps", type=int, default=40)
     ap.add_argument("--ft-epochs", type=int, default=5)
     ap.add_argument("--ft-steps", type=int, default=30)
+    ap.add_argument("--ft-lr", type=float, default=1e-3,
+                    help="peak learning rate of fine-tuning (cosine decay over its steps), as train's --learning-rate")
     ap.add_argument("--ft-freeze", default="", choices=["", "encoder"],
                     help="layers of the base or pretrained start kept fixed while fine-tuning ('': none)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)

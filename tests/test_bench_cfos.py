@@ -285,6 +285,9 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     assert "| base 4 x 40, fine-tune 4 x 75 | inns1 | 40 (all) | 0.800 [" in text
     assert "| inns1 | 4 | base 4 x 40, fine-tune 4 x 75 - base 4 x 40, fine-tune 4 x 25 | +0.050, +0.040, +0.060 |" in text
     assert "`run 25`" in text and "a note" in text
+    settings = {"base_epochs": 4, "base_steps": 40, "ft_epochs": 4, "ft_steps": 25}
+    assert b.budget_label({**settings, "ft_lr": 1e-4}) == "base 4 x 40, fine-tune 4 x 25 at learning rate 0.0001"
+    assert b.budget_label({**settings, "ft_lr": 1e-3}) == b.budget_label(settings)  # the default, as before it
     other = run(tmp_path / "c.json", 75, [0.7, 0.7, 0.7], test=("inns1_1117", "inns1_1108", "inns1_1124"))
     with pytest.raises(SystemExit, match="other images"):
         b.compare([short, other], tmp_path / "out2", [])
