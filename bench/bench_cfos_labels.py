@@ -420,7 +420,7 @@ def plot(summary: dict, path) -> None:
     plt.close(fig)
 
 
-SAME_IN_PARTS = ("labs", "budgets", "strategies", "tile", "k", "base_epochs", "base_steps", "ft_epochs", "ft_steps",
+SAME_IN_PARTS = ("budgets", "tile", "k", "base_epochs", "base_steps", "ft_epochs", "ft_steps",
                  "ft_freeze", "ft_lr",
                  "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
 
@@ -429,17 +429,19 @@ SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3}  # settings that results saved
 
 
 def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
-    """One result from runs of the same settings on other seeds or starting points (e.g. one process per seed,
-    so that a run cut for time keeps the seeds it finished; or the pretrained start run later): records
-    concatenated, the summary recomputed over every seed; each part's command, date and machine stamp are
-    kept under ``parts``. A (lab, seed, start) run in two parts is refused (it would count twice)."""
+    """One result from runs of the same settings on other seeds, starting points, labs or selection
+    strategies (e.g. one process per seed, so that a run cut for time keeps the seeds it finished; the
+    pretrained start run later; another lab as the new lab): records concatenated, the summary recomputed
+    over every seed; each part's command, date and machine stamp are kept under ``parts``. Budgets and
+    training settings must be the same (``SAME_IN_PARTS``). A (lab, seed, start) run in two parts is
+    refused (it would count twice)."""
     parts = [json.loads(p.read_text()) for p in paths]
     first = parts[0]["settings"]
     for p in parts[1:]:
         if any(p["settings"].get(k, SETTING_BEFORE.get(k)) != first.get(k, SETTING_BEFORE.get(k))
                for k in SAME_IN_PARTS):
-            raise SystemExit("--merge: the results were run with different settings (only the seeds and the "
-                             "starting points may differ)")
+            raise SystemExit("--merge: the results were run with different settings (only the seeds, starting "
+                             "points, labs and selection strategies may differ)")
     records = [r for p in parts for r in p["records"]]
     seen = [key for p in parts for key in {(r["lab"], r["seed"], r["start"]) for r in p["records"]}]
     if len(seen) != len(set(seen)):
@@ -453,12 +455,15 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
     plot(summary, out / "cfos_labels.png")
     result = {"mode": parts[0]["mode"],
               "settings": {**first, "seeds": sorted({r["seed"] for r in records}),
-                           "starts": list(dict.fromkeys(r["start"] for r in records))},
+                           "starts": list(dict.fromkeys(r["start"] for r in records)),
+                           "labs": list(dict.fromkeys(r["lab"] for r in records)),
+                           "strategies": list(dict.fromkeys(r["strategy"] for r in records))},
               "records": records, "ceiling_rows": ceiling_rows, **summary,
               "wall_seconds": sum(p.get("wall_seconds", 0) for p in parts),
               "machine": parts[0].get("machine"),
               "parts": [{"command": p.get("command"), "date": p.get("date"), "machine": p.get("machine"),
-                         "seeds": p["settings"]["seeds"], "starts": p["settings"]["starts"]} for p in parts],
+                         "seeds": p["settings"]["seeds"], "starts": p["settings"]["starts"],
+                         "labs": p["settings"]["labs"]} for p in parts],
               "notes": [n for p in parts for n in p.get("notes", [])] + notes}
     save(out, "cfos_labels", result)
     return 0

@@ -138,8 +138,9 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     ceiling_rows = [{"image": "inns1_0", "lab": "inns1", "expert": "expert_1", "tp": 9, "fp": 1, "fn": 0,
                      "n_pred": 10, "n_true": 9, "count_error": 1, "rel_count_error": 0.1}]
 
-    def part(seed: int, f1: float, start: str = "base", **changed) -> dict:
-        recs = [{"lab": "inns1", "seed": seed, "start": start, "strategy": "random", "tiles": n, "all_tiles": 40,
+    def part(seed: int, f1: float, start: str = "base", lab: str = "inns1", strategy: str = "random",
+             **changed) -> dict:
+        recs = [{"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n, "all_tiles": 40,
                  "edit_cost": {"edits": 3 * n}, "test": ["inns1_0"], "f1": f1 + n / 100, "count_error": -n,
                  "per_image": []} for n in (0, 40)]
         return {"mode": "full", "settings": {**settings, **changed, "seeds": [seed], "starts": [start]}, "records": recs,
@@ -171,6 +172,14 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     pre = next(r for r in merged["rows"] if r["start"] == "pretrained" and r["all"])
     assert pre["seeds"] == 1 and pre["f1"] == pytest.approx(0.7)
     assert next(r for r in merged["rows"] if r["start"] == "base" and r["all"])["seeds"] == 2
+    # another lab as the new lab, with another selection strategy: joins as its own rows, same seeds allowed
+    (tmp_path / "wue1.json").write_text(json.dumps(part(0, 0.4, lab="wue1", strategy="balanced",
+                                                        labs=["wue1"], strategies=["balanced"])))
+    assert b.merge([*paths, tmp_path / "wue1.json"], tmp_path / "out", []) == 0
+    merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
+    assert merged["settings"]["labs"] == ["inns1", "wue1"] and merged["settings"]["strategies"] == ["random", "balanced"]
+    assert [(r["lab"], r["strategy"], r["seeds"]) for r in merged["rows"] if r["all"]] == [
+        ("inns1", "random", 2), ("wue1", "balanced", 1)]
 
 
 def test_labels_paired_contrasts_difference_each_seed():
