@@ -505,10 +505,11 @@ def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str]
                          "edits": float(np.mean([r["edit_cost"]["edits"] for r in sel])),
                          "count_error": float(np.mean([r["count_error"] for r in sel]))})
     base = keyed[0]
-    for run, recs in zip(runs[1:], keyed[1:], strict=True):
+    same_base = [all(r["settings"][k] == runs[0]["settings"][k] for k in ("base_epochs", "base_steps")) for r in runs]
+    for run, recs, same in zip(runs[1:], keyed[1:], same_base[1:], strict=True):
         for lab, n in dict.fromkeys((k[0], k[2]) for k in recs):
             seeds = sorted(k[1] for k in recs if (k[0], k[2]) == (lab, n) and k in base)
-            if not seeds:
+            if not seeds or (n == 0 and same):  # no label: the same base model, nothing to compare
                 continue
             d = [recs[(lab, sd, n)]["f1"] - base[(lab, sd, n)]["f1"] for sd in seeds]
             lo, hi = t_interval(d)

@@ -277,7 +277,7 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
         recs = [{"lab": "inns1", "seed": seed, "start": start, "strategy": "random", "tiles": n, "all_tiles": 40,
                  "f1": f1s[seed] + (0.5 if start == "scratch" else 0.0), "edit_cost": {"edits": 10 * n},
                  "count_error": 1.0, "test": [test[seed]], "pool": ["other"]}
-                for seed in range(3) for n in (4, 40) for start in ("base", "scratch")]
+                for seed in range(3) for n in (0, 4, 40) for start in ("base", "scratch")]
         settings = {"base_epochs": 4, "base_steps": 40, "ft_epochs": 4, "ft_steps": ft_steps}
         path.write_text(json.dumps({"records": recs, "settings": settings, "command": f"run {ft_steps}",
                                     "date": "2026-11-29T20:00"}))
@@ -288,6 +288,7 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     assert b.compare([short, long], tmp_path / "out", ["a note"]) == 0
     res = json.loads((tmp_path / "out" / "cfos_labels_budget.json").read_text())
     c = {x["tiles"]: x for x in res["contrasts"]}
+    assert sorted(c) == [4, 40]  # no 0-tile contrast where both runs share the base budget
     assert c[4]["per_seed"] == pytest.approx([0.05, 0.04, 0.06]) and c[4]["distinguishable"]  # scratch not used
     assert c[4]["a"] == "base 4 x 40, fine-tune 4 x 75" and c[4]["b"] == "base 4 x 40, fine-tune 4 x 25"
     text = "\n".join(report._cfos_labels_budget(res))
