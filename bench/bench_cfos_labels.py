@@ -239,7 +239,7 @@ def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, arg
     freeze = (freeze or args.ft_freeze) if start_model is not None else ""  # scratch has nothing to keep
     cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps, tile_size=128, batch_size=8, seed=seed,
                       val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM, freeze=freeze,
-                      learning_rate=args.ft_lr)
+                      learning_rate=args.ft_lr, keep_start=args.ft_keep_start)
     return train_model(pairs, cfg, base=start_model)
 
 
@@ -421,11 +421,11 @@ def plot(summary: dict, path) -> None:
 
 
 SAME_IN_PARTS = ("budgets", "tile", "k", "base_epochs", "base_steps", "ft_epochs", "ft_steps",
-                 "ft_freeze", "ft_lr",
+                 "ft_freeze", "ft_lr", "ft_keep_start",
                  "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
 
 
-SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3}  # settings that results saved before them ran with implicitly
+SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3, "ft_keep_start": False}  # settings that results saved before them ran with implicitly
 
 
 def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
@@ -470,15 +470,18 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
 
 
 def budget_label(settings: dict) -> str:
-    """A run's training budget in words: base-model and fine-tuning epochs x steps."""
+    """A run's training settings in words: base-model and fine-tuning epochs x steps, and where they are
+    not the old defaults the fine-tuning's learning rate and whether it keeps its start unless beaten."""
     lr = settings.get("ft_lr", SETTING_BEFORE["ft_lr"])
     return (f"base {settings['base_epochs']} x {settings['base_steps']}, "
             f"fine-tune {settings['ft_epochs']} x {settings['ft_steps']}"
-            + (f" at learning rate {lr:g}" if lr != SETTING_BEFORE["ft_lr"] else ""))
+            + (f" at learning rate {lr:g}" if lr != SETTING_BEFORE["ft_lr"] else "")
+            + (", start kept unless beaten" if settings.get("ft_keep_start") else ""))
 
 
 def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str] = ("base", "random")) -> int:
-    """Runs that differ in their training budget (base or fine-tuning steps), each the same ``arm`` on the
+    """Runs that differ in their training (base or fine-tuning steps, learning rate, keeping the start),
+    each the same ``arm`` on the
     same labs and seeds, paired by seed against the FIRST run: a seed fixes the test image and the pool,
     and random selection the tiles, so each per-seed difference compares the budgets on the same data.
     Refused when a seed's test images or pool differ between runs, or when a run lacks the arm. Saved as
@@ -539,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-steps", type=int, default=30)
     ap.add_argument("--ft-lr", type=float, default=1e-3,
                     help="peak learning rate of fine-tuning (cosine decay over its steps), as train's --learning-rate")
+    ap.add_argument("--ft-no-keep-start", dest="ft_keep_start", action="store_false",
+                    help="fine-tuning returns its best epoch even when the starting model scored higher on the "
+                    "validation tiles (TrainConfig.keep_start=False; the library keeps the start by default)")
     ap.add_argument("--ft-freeze", default="", choices=["", "encoder"],
                     help="layers of the base or pretrained start kept fixed while fine-tuning ('': none)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)

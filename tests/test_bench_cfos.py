@@ -298,6 +298,7 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     settings = {"base_epochs": 4, "base_steps": 40, "ft_epochs": 4, "ft_steps": 25}
     assert b.budget_label({**settings, "ft_lr": 1e-4}) == "base 4 x 40, fine-tune 4 x 25 at learning rate 0.0001"
     assert b.budget_label({**settings, "ft_lr": 1e-3}) == b.budget_label(settings)  # the default, as before it
+    assert b.budget_label({**settings, "ft_keep_start": True}).endswith("4 x 25, start kept unless beaten")
     other = run(tmp_path / "c.json", 75, [0.7, 0.7, 0.7], test=("inns1_1117", "inns1_1108", "inns1_1124"))
     with pytest.raises(SystemExit, match="other images"):
         b.compare([short, other], tmp_path / "out2", [])

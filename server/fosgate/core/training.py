@@ -65,7 +65,10 @@ class TrainConfig:
     ``pixel_size_um`` 0: the median of the pairs' known pixel sizes (0 if none known); ``augment``:
     intensity gain/offset/gamma, noise, blur, scale jitter, flips, 90-degree rotations; ``freeze``:
     ``"encoder"`` keeps a base model's contracting path (``down*`` and ``bottom`` convolutions) fixed while
-    fine-tuning, ``""`` trains every layer."""
+    fine-tuning, ``""`` trains every layer; ``keep_start``: when fine-tuning a base model that segments
+    (not a pretrained-only one) with real validation images, its own weights are a candidate "epoch 0",
+    kept when no epoch scores higher on the validation images (the post-processing is calibrated on them
+    either way), so fine-tuning never ends below its start on the new images' validation set."""
 
     epochs: int = 30
     tile_size: int = 256
@@ -81,6 +84,7 @@ class TrainConfig:
     pixel_size_um: float = 0.0
     calibrate: bool = True
     freeze: str = ""
+    keep_start: bool = True
 
 
 @dataclass
@@ -559,12 +563,23 @@ def epoch_selection_key(object_f1: float, val_loss: float) -> tuple[float, float
 
 def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, history: dict,
                on_epoch: Callable[[EpochReport], None] | None, should_cancel: Callable[[], bool] | None,
-               size_cap: int | None = None):
+               size_cap: int | None = None, start_candidate: bool = False):
+    """``(callbacks, keep)``: progress / cancel, the best-epoch keeper ``keep`` and early stopping. With
+    ``start_candidate`` (and validation images) ``keep`` first scores the starting weights as epoch 0
+    (``keep.start_scores``); ``keep.best_epoch`` is then -1 when no epoch beat them."""
     import keras
 
     xs = [p.x for p in val]
     truths = [p.inst for p in val]
     posts = epoch_postprocesses(model.post, model.arch, truths, size_cap)
+
+    def val_scores() -> tuple[float, float, dict[str, float]]:
+        """(object F1 under the best of ``posts``, BCE, pixel scores) of the current weights on ``val``."""
+        maps = _predict_images(model.network, xs)  # probabilities (the fitted view gives logits)
+        obj = max(object_f1_of(maps, truths, post)["object_f1"] for post in posts)
+        fg = [m[..., 0] for m in maps]
+        val_loss = float(np.mean([_bce(f, (t > 0).astype(np.float32)) for f, t in zip(fg, truths, strict=True)]))
+        return obj, val_loss, mean_pixel_scores(zip((f >= 0.5 for f in fg), (t > 0 for t in truths), strict=True))
 
     class Progress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -578,11 +593,7 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
             logs = logs if logs is not None else {}
             loss = float(logs.get("loss", float("nan")))
             if val:
-                maps = _predict_images(model.network, xs)  # probabilities (self.model gives logits)
-                obj = max(object_f1_of(maps, truths, post)["object_f1"] for post in posts)
-                fg = [m[..., 0] for m in maps]
-                val_loss = float(np.mean([_bce(f, (t > 0).astype(np.float32)) for f, t in zip(fg, truths, strict=True)]))
-                pix = mean_pixel_scores(zip((f >= 0.5 for f in fg), (t > 0 for t in truths), strict=True))
+                obj, val_loss, pix = val_scores()
             else:  # no validation: the training loss decides
                 obj, val_loss, pix = -loss, loss, {"pixel_f1": float("nan"), "pixel_miou": float("nan")}
             logs["val_object_f1"] = obj
@@ -602,6 +613,13 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
         def __init__(self):
             super().__init__()
             self.best_key, self.best_epoch, self.best_weights = None, -1, None
+            self.start_scores: dict[str, float] | None = None
+
+        def on_train_begin(self, logs=None):
+            if start_candidate and val:  # the start competes as epoch 0 (best_epoch -1)
+                obj, val_loss, pix = val_scores()
+                self.start_scores = {"object_f1": obj, "val_loss": val_loss, **pix}
+                self.best_key, self.best_weights = epoch_selection_key(obj, val_loss), self.model.get_weights()
 
         def on_epoch_end(self, epoch, logs=None):  # after Progress, which wrote this epoch's scores
             key = epoch_selection_key(logs["val_object_f1"], history["val_loss"][-1])
@@ -686,6 +704,7 @@ def train_model(
     outputs = ARCHS[arch]
     prepared = [_prepare(p, normalization, tile, outputs, model_px) for p in pairs]
     train, val = split_pairs(prepared, config.val_fraction, tile, config.seed)
+    real_val = bool(val) and val is not prepared  # images held out (else validation is the training set)
     size_cap = min_size_cap([p.inst for p in prepared])  # from every label, not the validation images alone
     if base is not None:
         model = base
@@ -706,7 +725,9 @@ def train_model(
         view = logits_view(net)
         view.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
         history: dict[str, list[float]] = {}
-        callbacks, keep = _callbacks(model, val, config, steps, history, on_epoch, should_cancel, size_cap)
+        start_candidate = config.keep_start and base is not None and not base.is_pretrained_only
+        callbacks, keep = _callbacks(model, val, config, steps, history, on_epoch, should_cancel, size_cap,
+                                     start_candidate=start_candidate and real_val)
         t_start = time.perf_counter()
         view.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=0)
@@ -717,11 +738,13 @@ def train_model(
         raise Cancelled("Training cancelled.")
     epochs_run = len(history.get("loss", []))
     best_epoch = (int(keep.best_epoch) + 1) if keep.best_weights is not None else epochs_run
-    metrics: dict[str, float] = {"best_epoch": float(best_epoch)}
+    metrics: dict[str, float] = {"best_epoch": float(best_epoch)}  # 0: the base's own weights were kept
     for k in ("val_loss", "object_f1", "pixel_f1", "pixel_miou"):
         if history.get(k) and val:  # without validation these are the training loss or NaN: not stored
-            metrics[k if k != "object_f1" else "val_object_f1_at_best_epoch"] = history[k][best_epoch - 1]
-    real_val = bool(val) and val is not prepared
+            at = keep.start_scores if best_epoch == 0 else {k: history[k][best_epoch - 1]}
+            metrics[k if k != "object_f1" else "val_object_f1_at_best_epoch"] = at[k]
+    if keep.start_scores is not None:
+        metrics["val_object_f1_at_start"] = keep.start_scores["object_f1"]
     if config.calibrate:  # choose the post-processing on the validation images (else on the training images)
         cal = val if real_val else in_sample_calibration_set(prepared)
         maps = _predict_images(net, [p.x for p in cal])
