@@ -1001,7 +1001,8 @@ def cfos_labels(r: dict, plots: Path) -> str:
         + ("; the start's encoder frozen" if st.get("ft_freeze") == "encoder" else "")
         + f"; base: {st['base_epochs']} x "
         f"{st['base_steps']} steps) and scored on the test images (object F1, IoU >= 0.5, pooled; interval: t over "
-        f"{len(st['seeds'])} seed(s), shown clipped to [0, 1]; seeds also rotate the pool/test split). "
+        + (f"{len(st['seeds'])} seed(s)" if len({x['seeds'] for x in r['rows']}) <= 1 else "the row's seeds")
+        + ", shown clipped to [0, 1]; seeds also rotate the pool/test split). "
         f"Mode: {r['mode']}; "
         f"{r['wall_seconds'] / 60:.0f} min.",
         "",
