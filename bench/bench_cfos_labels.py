@@ -542,9 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-steps", type=int, default=30)
     ap.add_argument("--ft-lr", type=float, default=1e-3,
                     help="peak learning rate of fine-tuning (cosine decay over its steps), as train's --learning-rate")
-    ap.add_argument("--ft-no-keep-start", dest="ft_keep_start", action="store_false",
-                    help="fine-tuning returns its best epoch even when the starting model scored higher on the "
-                    "validation tiles (TrainConfig.keep_start=False; the library keeps the start by default)")
+    ap.add_argument("--ft-keep-start", action="store_true",
+                    help="fine-tuning keeps the starting model's weights when no epoch scores higher on the "
+                    "validation tiles (TrainConfig.keep_start; off by default, by measurement)")
     ap.add_argument("--ft-freeze", default="", choices=["", "encoder"],
                     help="layers of the base or pretrained start kept fixed while fine-tuning ('': none)")
     ap.add_argument("--pretrain-epochs", type=int, default=5)

@@ -295,7 +295,7 @@ def test_fine_tuning_with_a_frozen_encoder_changes_only_the_decoder():
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.network.layers}
     encoder = {layer.name for layer in frozen_layers(base.network, "encoder")}
     assert encoder and all(n.startswith(("down", "bottom")) for n in encoder)
-    tuned = train_model(pairs, replace(cfg, freeze="encoder", seed=1, keep_start=False), base=base)
+    tuned = train_model(pairs, replace(cfg, freeze="encoder", seed=1), base=base)
     assert tuned.metrics["frozen_layers"] == len(encoder)
     for layer in tuned.network.layers:
         assert layer.trainable
@@ -310,10 +310,10 @@ def test_fine_tuning_with_a_frozen_encoder_changes_only_the_decoder():
 
 
 def test_fine_tuning_keeps_the_base_when_no_epoch_beats_it_on_validation():
-    """keep_start: fine-tuning a base that segments scores the base's own weights as epoch 0 on the
-    validation images; a fine-tuning that wrecks the net (learning rate 5) is not kept: the base's weights
-    come back bit for bit, best_epoch is 0 and the start's validation F1 is recorded. With keep_start off
-    the wrecked weights are returned."""
+    """keep_start (a library option, off by default): fine-tuning a base that segments scores the base's
+    own weights as epoch 0 on the validation images; a fine-tuning that wrecks the net (learning rate 5) is
+    not kept: the base's weights come back bit for bit, best_epoch is 0 and the start's validation F1 is
+    recorded. With keep_start off (the default) the wrecked weights are returned."""
     from fosgate.core.synthetic import generate_cfos
     from fosgate.core.training import TrainConfig, TrainingPair, train_model
 
@@ -323,12 +323,12 @@ def test_fine_tuning_keeps_the_base_when_no_epoch_beats_it_on_validation():
     base = train_model(pairs, cfg)
     assert base.metrics["val_object_f1_at_best_epoch"] > 0.3  # the base segments its validation tile
     weights = [w.copy() for w in base.network.get_weights()]
-    wreck = replace(cfg, epochs=1, steps_per_epoch=3, learning_rate=5.0)
+    wreck = replace(cfg, epochs=1, steps_per_epoch=3, learning_rate=5.0, keep_start=True)
     kept = train_model(pairs, wreck, base=_copy(base))
     assert kept.metrics["best_epoch"] == 0 and "val_object_f1_at_start" in kept.metrics
     assert kept.metrics["val_object_f1_at_best_epoch"] == kept.metrics["val_object_f1_at_start"]
     assert all(np.array_equal(a, b) for a, b in zip(kept.network.get_weights(), weights, strict=True))
-    wrecked = train_model(pairs, replace(wreck, keep_start=False), base=_copy(base))
+    wrecked = train_model(pairs, replace(wreck, keep_start=TrainConfig.keep_start), base=_copy(base))
     assert wrecked.metrics["best_epoch"] == 1 and "val_object_f1_at_start" not in wrecked.metrics
     assert not all(np.array_equal(a, b) for a, b in zip(wrecked.network.get_weights(), weights, strict=True))
 

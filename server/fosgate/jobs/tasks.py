@@ -120,11 +120,8 @@ def run_training(app: TaskEnv, ctx: JobContext, spec: TrainSpec) -> str:
     app.store.add_model(ModelRow(model_id, name, model.version, str(directory), model.meta_dict(), model.created,
                                  ctx.job_id))
     post = model.post
-    kept = (" No epoch scored higher than the base model on the validation images, so its weights were kept "
-            "(the post-processing is calibrated on your images)." if base is not None
-            and model.metrics.get("best_epoch") == 0 else "")
     ctx.progress(1.0, f"Saved model {model_id} ({name} v{model.version}, {model.arch}); post-processing: "
-                 f"{post.describe(model.arch)}.{kept}", force=True, **model.metrics)
+                 f"{post.describe(model.arch)}.", force=True, **model.metrics)
     return model_id
 
 
