@@ -1218,6 +1218,17 @@ def summary(res: dict[str, Any]) -> str:
                          + (f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""),
                          " / ".join(f"{val.get(k, float('nan')):.2f}" for k in ("random", "balanced", "active")),
                          "balanced > random (reference paper)"])
+    if "cfos_labels" in res:  # per new lab, from the base model with random tiles: F1 (edits) at each budget
+        lab_rows = [x for x in res["cfos_labels"]["rows"] if (x["start"], x["strategy"]) == ("base", "random")]
+        for lab in dict.fromkeys(x["lab"] for x in lab_rows):
+            mine = sorted((x for x in lab_rows if x["lab"] == lab), key=lambda x: x["tiles"])
+            med = mine[0].get("median_expert_f1")
+            rows.append([f"c-FOS new lab {lab} from the base model: object F1 with "
+                         + " / ".join(f"{x['tiles']}{' (all)' if x['all'] else ''}" for x in mine)
+                         + f" random tiles ({mine[0]['seeds']} seeds; edits)",
+                         ", ".join(f"{x['f1']:.2f} ({x['edits']:.0f})" for x in mine),
+                         "95 % of all tiles with <= 25 % of the edits"
+                         + (f"; median expert {med:.2f}" if med is not None else "")])
     if "cfos_loop" in res:
         c = res["cfos_loop"]
         rounds = c["summary"]["rounds"]

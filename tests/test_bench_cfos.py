@@ -302,3 +302,25 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     other = run(tmp_path / "c.json", 75, [0.7, 0.7, 0.7], test=("inns1_1117", "inns1_1108", "inns1_1124"))
     with pytest.raises(SystemExit, match="other images"):
         b.compare([short, other], tmp_path / "out2", [])
+
+
+def test_report_summary_has_a_new_lab_row_per_lab_from_the_base():
+    """The BENCHMARKS summary lists, per new lab, the base model's F1 (edits) at each budget of random tiles."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def row(lab, start, strategy, tiles, f1, edits):
+        return {"lab": lab, "start": start, "strategy": strategy, "tiles": tiles, "all": tiles == 40, "seeds": 3,
+                "f1": f1, "edits": edits, "median_expert_f1": 0.875}
+
+    rows = [row("inns1", "base", "random", 16, 0.83, 146), row("inns1", "base", "random", 0, 0.55, 0),
+            row("inns1", "base", "random", 40, 0.80, 369), row("inns1", "scratch", "random", 40, 0.7, 340),
+            row("inns1", "base", "active", 4, 0.9, 60)]
+    text = report.summary({"cfos_labels": {"rows": rows}})
+    assert ("| c-FOS new lab inns1 from the base model: object F1 with 0 / 16 / 40 (all) random tiles (3 seeds; "
+            "edits) | 0.55 (0), 0.83 (146), 0.80 (369) | 95 % of all tiles with <= 25 % of the edits; median "
+            "expert 0.88 |") in text
+    assert "0.90" not in text and "0.70" not in text  # neither active tiles nor scratch
