@@ -125,6 +125,16 @@ def _labels_bench():
     return mod
 
 
+def _report():
+    """bench/report.py as a module (it imports its neighbours from bench/)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
 def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     """Per-seed runs of bench_cfos_labels merge into one result whose rows average over every seed with a
     t interval (one seed alone has none); another starting point on a seed already run joins as its own
@@ -212,11 +222,7 @@ def test_labels_paired_contrasts_difference_each_seed():
 def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tmp_path):
     """report.cfos renders a cfos_budget companion: the probe's held-out F1 next to the main result's F1 on
     the same (protocol, fold, method, seed), and the probe's validation curve as a plot."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _report()
 
     def rec(tp, fp, fn, seed=0):
         return {"protocol": "within", "fold": "groups 0+4", "method": "default", "seed": seed, "lab": "wue1",
@@ -244,11 +250,7 @@ def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tm
 
 def test_report_shows_the_frozen_encoder_contrast_of_its_companion_run():
     """report: a cfos_labels_freeze companion adds its base-frozen vs base paired rows (and only those)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _report()
     b = _labels_bench()
     rows = [{"lab": "inns1", "start": start, "strategy": "random", "tiles": 16, "all_tiles": 40, "seed": seed,
              "f1": 0.8 - (0.03 if start == "base-frozen" else 0.0) + 0.01 * seed}
@@ -267,11 +269,7 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     against the first run listed; a seed that holds out another image in two runs is refused; the report
     shows both tables."""
     b = _labels_bench()
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _report()
 
     def run(path, ft_steps, f1s, test=("inns1_1108", "inns1_1117", "inns1_1124")):
         recs = [{"lab": "inns1", "seed": seed, "start": start, "strategy": "random", "tiles": n, "all_tiles": 40,
@@ -306,11 +304,7 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
 
 def test_report_summary_has_a_new_lab_row_per_lab_from_the_base():
     """The BENCHMARKS summary lists, per new lab, the base model's F1 (edits) at each budget of random tiles."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("report", BENCH / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _report()
 
     def row(lab, start, strategy, tiles, f1, edits):
         return {"lab": lab, "start": start, "strategy": strategy, "tiles": tiles, "all": tiles == 40, "seeds": 3,
