@@ -425,7 +425,8 @@ SAME_IN_PARTS = ("budgets", "tile", "k", "base_epochs", "base_steps", "ft_epochs
                  "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
 
 
-SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3, "ft_keep_start": False}  # settings that results saved before them ran with implicitly
+# settings that results saved before them ran with implicitly
+SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3, "ft_keep_start": False}
 
 
 def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
@@ -481,9 +482,9 @@ def budget_label(settings: dict) -> str:
 
 def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str] = ("base", "random")) -> int:
     """Runs that differ in their training (base or fine-tuning steps, learning rate, keeping the start),
-    each the same ``arm`` on the
-    same labs and seeds, paired by seed against the FIRST run: a seed fixes the test image and the pool,
-    and random selection the tiles, so each per-seed difference compares the budgets on the same data.
+    each the same ``arm`` on the same labs and seeds, paired by seed against the FIRST run: a seed fixes
+    the test image and the pool, and random selection the tiles, so each per-seed difference compares the
+    trainings on the same data.
     Refused when a seed's test images or pool differ between runs, or when a run lacks the arm. Saved as
     ``cfos_labels_budget`` (the report shows it beside the labels benchmark)."""
     runs = [json.loads(p.read_text()) for p in paths]
