@@ -445,8 +445,8 @@ def _dsb_budget(b: dict | None) -> list[str]:
     gains = []
     for key in dict.fromkeys((x["arch"], x["train_images"]) for x in rows):
         mine = [x for x in rows if (x["arch"], x["train_images"]) == key]
-        gains += [f"{key[0]}, {key[1]} images: {mine[0]['steps']} -> {x['steps']} steps {x['ap50'] - mine[0]['ap50']:+.3f}"
-                  for x in mine[1:]]
+        gains += [f"{key[0]}, {key[1]} images: {mine[0]['steps']} -> {x['steps']} steps "
+                  f"{x['ap50'] - mine[0]['ap50']:+.3f}" for x in mine[1:]]
     return ["", "Training budget (a separate run, `" + str(b.get("command")) + "`, " + str(b.get("date", ""))[:10]
             + "): the same settings and test images at several step budgets in one run (best epoch: the epoch of "
             "25 steps whose weights were kept, by validation object F1).", "",

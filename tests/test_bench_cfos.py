@@ -187,7 +187,8 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
                                                         labs=["wue1"], strategies=["balanced"])))
     assert b.merge([*paths, tmp_path / "wue1.json"], tmp_path / "out", []) == 0
     merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
-    assert merged["settings"]["labs"] == ["inns1", "wue1"] and merged["settings"]["strategies"] == ["random", "balanced"]
+    assert merged["settings"]["labs"] == ["inns1", "wue1"]
+    assert merged["settings"]["strategies"] == ["random", "balanced"]
     assert [(r["lab"], r["strategy"], r["seeds"]) for r in merged["rows"] if r["all"]] == [
         ("inns1", "random", 2), ("wue1", "balanced", 1)]
 
@@ -291,7 +292,8 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     assert c[4]["a"] == "base 4 x 40, fine-tune 4 x 75" and c[4]["b"] == "base 4 x 40, fine-tune 4 x 25"
     text = "\n".join(report._cfos_labels_budget(res))
     assert "| base 4 x 40, fine-tune 4 x 75 | inns1 | 40 (all) | 0.800 [" in text
-    assert "| inns1 | 4 | base 4 x 40, fine-tune 4 x 75 - base 4 x 40, fine-tune 4 x 25 | +0.050, +0.040, +0.060 |" in text
+    assert ("| inns1 | 4 | base 4 x 40, fine-tune 4 x 75 - base 4 x 40, fine-tune 4 x 25 | "
+            "+0.050, +0.040, +0.060 |") in text
     assert "`run 25`" in text and "a note" in text
     settings = {"base_epochs": 4, "base_steps": 40, "ft_epochs": 4, "ft_steps": 25}
     assert b.budget_label({**settings, "ft_lr": 1e-4}) == "base 4 x 40, fine-tune 4 x 25 at learning rate 0.0001"
