@@ -1018,10 +1018,7 @@ def cfos_labels(r: dict, plots: Path) -> str:
         *(["Paired by seed (a seed fixes the test image and the pool; random selection gives every start the "
            "same tiles): the per-seed difference of object F1, its mean and 95 % t interval; distinguishable when "
            "the interval excludes 0.", "",
-           _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
-                  [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
-                    f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
-                    "yes" if x["distinguishable"] else "no"] for x in r.get("paired", [])]), ""]
+           _paired_table(r.get("paired", [])), ""]
           if r.get("paired") else []),
         *_cfos_labels_freeze(r.get("companions", {}).get("cfos_labels_freeze")),
         *_cfos_labels_budget(r.get("companions", {}).get("cfos_labels_budget")),
@@ -1033,6 +1030,15 @@ def cfos_labels(r: dict, plots: Path) -> str:
         "",
         _provenance(r),
     ])
+
+
+def _paired_table(pairs: list[dict]) -> str:
+    """Per-seed paired contrasts of object F1 (bench_cfos_labels ``paired`` / ``compare``): a - b per seed,
+    their mean with its 95 % t interval, and whether it excludes 0."""
+    return _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
+                  [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
+                    f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
+                    "yes" if x["distinguishable"] else "no"] for x in pairs])
 
 
 def _cfos_labels_freeze(f: dict | None) -> list[str]:
@@ -1048,10 +1054,7 @@ def _cfos_labels_freeze(f: dict | None) -> list[str]:
             + str(f.get("date", ""))[:10] + f"; {len(st['seeds'])} seeds, {st['ft_epochs']} x {st['ft_steps']} "
             "steps): the same base model per seed fine-tuned whole (`base`) or with its encoder frozen "
             "(`base-frozen`, the library's `TrainConfig(freeze='encoder')`), on the same random tiles.", "",
-            _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
-                   [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
-                     f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
-                     "yes" if x["distinguishable"] else "no"] for x in pairs]), "",
+            _paired_table(pairs), "",
             *[f"{note}" for note in f.get("notes", [])], ""]
 
 
@@ -1071,10 +1074,7 @@ def _cfos_labels_budget(b: dict | None) -> list[str]:
                      f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
                      ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['edits']:.0f}",
                      f"{x['count_error']:+.1f}"] for x in b["rows"]]), "",
-            _table(["held-out lab", "tiles", "a - b", "per seed", "mean [95 % CI]", "distinguishable"],
-                   [[x["lab"], x["tiles"], f"{x['a']} - {x['b']}", ", ".join(f"{v:+.3f}" for v in x["per_seed"]),
-                     f"{x['mean']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
-                     "yes" if x["distinguishable"] else "no"] for x in b["contrasts"]]), "",
+            _paired_table(b["contrasts"]), "",
             *[f"{note}" for note in b.get("notes", [])], "", _provenance(b), ""]
 
 

@@ -618,7 +618,7 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
             self.start_scores: dict[str, float] | None = None
 
         def on_train_begin(self, logs=None):
-            if start_candidate and val:  # the start competes as epoch 0 (best_epoch -1)
+            if start_candidate:  # the start competes as epoch 0 (best_epoch -1)
                 obj, val_loss, pix = val_scores()
                 self.start_scores = {"object_f1": obj, "val_loss": val_loss, **pix}
                 self.best_key, self.best_weights = epoch_selection_key(obj, val_loss), self.model.get_weights()
@@ -727,9 +727,9 @@ def train_model(
         view = logits_view(net)
         view.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(outputs))
         history: dict[str, list[float]] = {}
-        start_candidate = config.keep_start and base is not None and not base.is_pretrained_only
+        start_candidate = config.keep_start and real_val and base is not None and not base.is_pretrained_only
         callbacks, keep = _callbacks(model, val, config, steps, history, on_epoch, should_cancel, size_cap,
-                                     start_candidate=start_candidate and real_val)
+                                     start_candidate=start_candidate)
         t_start = time.perf_counter()
         view.fit(_dataset(_Crops(train, config, normalization.clip_max), steps), epochs=config.epochs,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=0)
