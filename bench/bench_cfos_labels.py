@@ -237,7 +237,7 @@ def fine_tune(start_model, pool: list[Sample], tiles: list[Tile], seed: int, arg
     start_model = copy_model(start_model)
     pairs = train_pairs(pool, tiles)
     freeze = (freeze or args.ft_freeze) if start_model is not None else ""  # scratch has nothing to keep
-    cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps, tile_size=128, batch_size=8, seed=seed,
+    cfg = TrainConfig(epochs=args.ft_epochs, steps_per_epoch=args.ft_steps or None, tile_size=128, batch_size=8, seed=seed,
                       val_fraction=0.2 if len(pairs) >= 4 else 0.0, pixel_size_um=MODEL_PX_UM, freeze=freeze,
                       learning_rate=args.ft_lr, keep_start=args.ft_keep_start)
     return train_model(pairs, cfg, base=start_model)
@@ -288,7 +288,8 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
                 else:
                     tuned = fine_tune(start_model, pool, [tiles[i] for i in chosen], seed, args,
                                       FROZEN_STARTS.get(start, ""))
-                    sc = fitted[key] = score(tuned, test)
+                    steps = int(tuned.metrics["steps_per_epoch"] * tuned.metrics["epochs_run"])
+                    sc = fitted[key] = score(tuned, test) | {"train_steps": steps}
                 row = {"lab": lab, "seed": seed, "start": start, "strategy": strategy, "tiles": n,
                        "all_tiles": len(tiles), "edit_cost": cost.to_dict(), "train_seconds": time.perf_counter() - t1,
                        "start_seconds": start_s, "test": [s.name for s in test], "pool": [s.name for s in pool],
@@ -475,18 +476,19 @@ def budget_label(settings: dict) -> str:
     not the old defaults the fine-tuning's learning rate and whether it keeps its start unless beaten."""
     lr = settings.get("ft_lr", SETTING_BEFORE["ft_lr"])
     return (f"base {settings['base_epochs']} x {settings['base_steps']}, "
-            f"fine-tune {settings['ft_epochs']} x {settings['ft_steps']}"
+            f"fine-tune {settings['ft_epochs']} x {settings['ft_steps'] or 'auto'}"
             + (f" at learning rate {lr:g}" if lr != SETTING_BEFORE["ft_lr"] else "")
             + (", start kept unless beaten" if settings.get("ft_keep_start") else ""))
 
 
-def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str] = ("base", "random")) -> int:
+def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str] = ("base", "random"),
+            name: str = "cfos_labels_budget") -> int:
     """Runs that differ in their training (base or fine-tuning steps, learning rate, keeping the start),
     each the same ``arm`` on the same labs and seeds, paired by seed against the FIRST run: a seed fixes
     the test image and the pool, and random selection the tiles, so each per-seed difference compares the
     trainings on the same data.
     Refused when a seed's test images or pool differ between runs, or when a run lacks the arm. Saved as
-    ``cfos_labels_budget`` (the report shows it beside the labels benchmark)."""
+    ``name`` (the report shows ``cfos_labels_budget`` and ``cfos_labels_steps`` beside the labels benchmark)."""
     runs = [json.loads(p.read_text()) for p in paths]
     keyed = []
     for run in runs:
@@ -507,7 +509,9 @@ def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str]
                          "all": sel[0]["tiles"] == sel[0]["all_tiles"], "seeds": [r["seed"] for r in sel],
                          "f1": float(np.mean(f1)), "f1_ci95": t_interval(f1), "f1_per_seed": f1,
                          "edits": float(np.mean([r["edit_cost"]["edits"] for r in sel])),
-                         "count_error": float(np.mean([r["count_error"] for r in sel]))})
+                         "count_error": float(np.mean([r["count_error"] for r in sel])),
+                         "train_steps": float(np.mean([r["train_steps"] for r in sel])) if all(
+                             "train_steps" in r for r in sel) else None})
     base = keyed[0]
     same_base = [all(r["settings"][k] == runs[0]["settings"][k] for k in ("base_epochs", "base_steps")) for r in runs]
     for run, recs, same in zip(runs[1:], keyed[1:], same_base[1:], strict=True):
@@ -520,7 +524,7 @@ def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str]
             contrasts.append({"a": budget_label(run["settings"]), "b": budget_label(runs[0]["settings"]), "lab": lab,
                               "tiles": n, "seeds": seeds, "per_seed": d, "mean": float(np.mean(d)), "ci95": [lo, hi],
                               "distinguishable": bool(len(d) > 1 and (lo > 0 or hi < 0))})
-    save(out, "cfos_labels_budget", {
+    save(out, name, {
         "arm": list(arm), "rows": rows, "contrasts": contrasts, "notes": notes,
         "runs": [{"label": budget_label(r["settings"]), "command": r.get("command"), "date": r.get("date"),
                   "machine": r.get("machine"), "settings": r["settings"]} for r in runs],
@@ -540,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-epochs", type=int, default=8)
     ap.add_argument("--base-steps", type=int, default=40)
     ap.add_argument("--ft-epochs", type=int, default=5)
-    ap.add_argument("--ft-steps", type=int, default=30)
+    ap.add_argument("--ft-steps", type=int, default=30,
+                    help="steps per fine-tuning epoch; 0: the train job's default, about two passes over the "
+                    "labelled tiles per epoch (at least 25), so the budget grows with the tiles")
     ap.add_argument("--ft-lr", type=float, default=1e-3,
                     help="peak learning rate of fine-tuning (cosine decay over its steps), as train's --learning-rate")
     ap.add_argument("--ft-keep-start", action="store_true",
@@ -557,14 +563,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="no training: combine results of the same settings on other seeds into one, re-summarised")
     ap.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
                     help="no training: runs of other base / fine-tuning budgets (base, random), paired by seed "
-                    "against the first; saved as cfos_labels_budget")
+                    "against the first; saved as --name")
+    ap.add_argument("--name", default="cfos_labels_budget", choices=["cfos_labels_budget", "cfos_labels_steps"],
+                    help="with --compare: the result's name (two comparisons are kept)")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the report")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, args.note)
     if args.compare:
-        return compare(args.compare, args.out, args.note)
+        return compare(args.compare, args.out, args.note, name=args.name)
     if args.quick:
         args.labs, args.seeds, args.budgets = ["inns1"], [0], ["0", "4"]
         args.starts, args.strategies = ["scratch", "base"], ["random", "active"]
@@ -580,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(summary, args.out / "cfos_labels.png")
     result = {"mode": "quick" if args.quick else "full",
-              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "merge", "note")},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "merge", "note", "name")},
               "notes": args.note,
               "records": [{k: v for k, v in r.items() if k != "per_image"} | {"per_image": r["per_image"]} for r in rows],
               "ceiling_rows": ceiling["rows"], **summary, "wall_seconds": time.perf_counter() - t0}

@@ -1022,6 +1022,7 @@ def cfos_labels(r: dict, plots: Path) -> str:
           if r.get("paired") else []),
         *_cfos_labels_freeze(r.get("companions", {}).get("cfos_labels_freeze")),
         *_cfos_labels_budget(r.get("companions", {}).get("cfos_labels_budget")),
+        *_cfos_labels_budget(r.get("companions", {}).get("cfos_labels_steps")),
         "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
         *(["", "Run in parts (one process per seed), merged: " + "; ".join(
@@ -1070,7 +1071,8 @@ def _cfos_labels_budget(b: dict | None) -> list[str]:
             + ".", "",
             _table(["budget (epochs x steps of 8 x 128 px)", "held-out lab", "tiles", "object F1 [95 % CI]",
                     "per seed", "edits", "count error"],
-                   [[x["run"], x["lab"], f"{x['tiles']}{' (all)' if x['all'] else ''}",
+                   [[x["run"] + (f" ({x['train_steps']:.0f} steps)" if x.get("train_steps") and "auto" in x["run"]
+                                 else ""), x["lab"], f"{x['tiles']}{' (all)' if x['all'] else ''}",
                      f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
                      ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['edits']:.0f}",
                      f"{x['count_error']:+.1f}"] for x in b["rows"]]), "",
@@ -1252,7 +1254,8 @@ OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
               "dsb": ("dsb_budget",),
-              "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget")}
+              "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
+                                                                           "cfos_labels_steps")}
 
 
 def render(results: Path, plots: Path | None = None) -> str:

@@ -299,6 +299,17 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     assert b.budget_label({**settings, "ft_lr": 1e-4}) == "base 4 x 40, fine-tune 4 x 25 at learning rate 0.0001"
     assert b.budget_label({**settings, "ft_lr": 1e-3}) == b.budget_label(settings)  # the default, as before it
     assert b.budget_label({**settings, "ft_keep_start": True}).endswith("4 x 25, start kept unless beaten")
+    auto = run(tmp_path / "d.json", 0, [0.72, 0.75, 0.80])  # --ft-steps 0: the train job's rule, steps recorded
+    rec = json.loads(auto.read_text())
+    for r in rec["records"]:
+        r["train_steps"] = 300 if r["tiles"] == 4 else 900
+    auto.write_text(json.dumps(rec))
+    assert b.compare([short, auto], tmp_path / "out", [], name="cfos_labels_steps") == 0
+    steps = json.loads((tmp_path / "out" / "cfos_labels_steps.json").read_text())
+    assert (tmp_path / "out" / "cfos_labels_budget.json").exists()  # the other comparison is kept
+    text = "\n".join(report._cfos_labels_budget(steps))
+    assert "| base 4 x 40, fine-tune 4 x auto (900 steps) | inns1 | 40 (all) |" in text
+    assert "| base 4 x 40, fine-tune 4 x 25 | inns1 | 40 (all) |" in text  # a fixed budget shows no steps
     other = run(tmp_path / "c.json", 75, [0.7, 0.7, 0.7], test=("inns1_1117", "inns1_1108", "inns1_1124"))
     with pytest.raises(SystemExit, match="other images"):
         b.compare([short, other], tmp_path / "out2", [])
