@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 from bench_cfos import CFOS_LABS, Sample, ceiling_by_lab, human_ceiling, load_samples
-from common import RESULTS, save
+from common import RESULTS, save, t_interval
 
 STARTS = ("scratch", "base", "base-frozen", "pretrained")
 FROZEN_STARTS = {"base-frozen": "encoder"}  # start -> layer group kept fixed while fine-tuning
@@ -298,16 +298,6 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
                 print(json.dumps({k: row[k] for k in ("lab", "seed", "start", "strategy", "tiles", "f1")}
                                  | {"edits": cost.edits}), file=sys.stderr, flush=True)
     return rows
-
-
-def t_interval(values: list[float]) -> list[float]:
-    v = np.asarray(values, float)
-    if len(v) < 2:
-        return [float(v.mean()), float(v.mean())]
-    from scipy import stats
-
-    h = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return [float(v.mean() - h), float(v.mean() + h)]
 
 
 def summarize(rows: list[dict], ceiling_rows: list[dict]) -> dict[str, Any]:

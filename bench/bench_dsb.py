@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ARCHS, RESULTS, fit_arch, save
+from common import ARCHS, RESULTS, fit_arch, save, t_interval
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,10 +54,20 @@ def calibration_of(arch: str, metrics: dict) -> str:
     return "training images (in-sample)" if metrics.get("calibrated_in_sample") else "held-out validation"
 
 
+def training_draw(pool: list[str], train_seed: int) -> list[str]:
+    """The order training images are drawn in (nested: a size takes the first ones): the pool's own order
+    for training seed 0 (the rows stored before training seeds), a permutation by the seed otherwise."""
+    if train_seed == 0:
+        return list(pool)
+    return [pool[i] for i in np.random.default_rng(train_seed).permutation(len(pool))]
+
+
 def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str], seed: int = 0,
-        on_row=None) -> dict:
-    """Every (arch, size, steps) trained and scored; ``on_row(result so far)`` after each (e.g. a partial
-    save). A budget is rounded down to whole epochs of 25 steps (at least one)."""
+        on_row=None, train_seeds: tuple[int, ...] = (0,)) -> dict:
+    """Every (arch, size, steps, training seed) trained and scored; ``on_row(result so far)`` after each
+    (e.g. a partial save). A budget is rounded down to whole epochs of 25 steps (at least one). ``seed``
+    fixes the test images; a training seed draws the training images from the rest (``training_draw``)
+    and seeds the training, so its spread is that of which images a user labels and of training."""
     from fosgate.core.metrics import object_scores, pixel_scores
     from fosgate.core.normalize import Normalization
     from fosgate.core.training import TrainConfig, TrainingPair
@@ -69,12 +79,13 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
     test_data = [load(n) for n in test]
     budgets = [steps] if isinstance(steps, int) else list(steps)
     rows = []
-    for arch, size_arg, budget in ((a, z, b) for a in archs for z in sizes for b in budgets):
+    for ts, arch, size_arg, budget in ((t, a, z, b) for t in train_seeds for a in archs for z in sizes
+                                       for b in budgets):
         size = len(pool) if size_arg == "all" else int(size_arg)
-        train_names = pool[:size]
+        train_names = training_draw(pool, ts)[:size]
         pairs = [TrainingPair(*load(n), name=n) for n in train_names]
         epochs = max(1, budget // 25)
-        cfg = TrainConfig(epochs=epochs, tile_size=128, batch_size=8, val_fraction=0.2, seed=seed,
+        cfg = TrainConfig(epochs=epochs, tile_size=128, batch_size=8, val_fraction=0.2, seed=seed + ts,
                           steps_per_epoch=25)  # fosgate train's default split (one image: its bottom rows)
         t0 = time.perf_counter()
         predict, metrics = fit_arch(arch, pairs, cfg, Normalization())
@@ -92,13 +103,33 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
         row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
                "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
                "test_images": len(test), "calibration": calibration_of(arch, metrics),
+               **({"train_seed": ts, "train_names": train_names[:10]} if train_seeds != (0,) else {}),
                **({"best_epoch": int(metrics["best_epoch"])} if "best_epoch" in metrics else {}),
                **({"post": metrics["post"]} if "post" in metrics else {})}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         if on_row is not None:
-            on_row({"rows": list(rows), "seed": seed, "archs": archs})
-    return {"rows": rows, "seed": seed, "archs": archs}
+            on_row({"rows": list(rows), "seed": seed, "archs": archs,
+                    **({"seed_summary": seed_summary(rows)} if train_seeds != (0,) else {})})
+    out = {"rows": rows, "seed": seed, "archs": archs}
+    if train_seeds != (0,):
+        out |= {"train_seeds": list(train_seeds), "seed_summary": seed_summary(rows)}
+    return out
+
+
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Per (arch, training images, steps): AP@0.5 and object F1 over training seeds, mean and 95 % t
+    interval, with each seed's value and post-processing."""
+    out = []
+    for key in dict.fromkeys((r["arch"], r["train_images"], r["steps"]) for r in rows):
+        sel = sorted((r for r in rows if (r["arch"], r["train_images"], r["steps"]) == key),
+                     key=lambda r: r["train_seed"])
+        ap = [r["ap50"] for r in sel]
+        out.append({"arch": key[0], "train_images": key[1], "steps": key[2], "seeds": [r["train_seed"] for r in sel],
+                    "ap50": float(np.mean(ap)), "ap50_ci95": t_interval(ap), "ap50_per_seed": ap,
+                    "object_f1": float(np.mean([r["object_f1"] for r in sel])),
+                    "post_per_seed": [r.get("post") for r in sel]})
+    return out
 
 
 def merge(paths: list[Path], out: Path, supersede: bool = False) -> int:
@@ -146,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="no training: join stored results")
     ap.add_argument("--supersede", action="store_true",
                     help="with --merge: a later part's (arch, training images) row replaces an earlier one")
-    ap.add_argument("--name", default="dsb", help="result file name (dsb_budget: the steps sweep the report "
-                    "shows beside the main table)")
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                    help="training seeds: each draws other training images from the non-test images and seeds "
+                    "the training (0: the stored rows' draw); several give the spread (save as --name dsb_seeds)")
+    ap.add_argument("--name", default="dsb", help="result file name (dsb_budget: the steps sweep, dsb_seeds: "
+                    "the training seeds, which the report shows beside the main table)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.merge:
@@ -157,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.steps, args.test, args.arch = ["1"], [25], 5, ["default"]
     mode = "quick" if args.quick else "full"
-    total = len(args.sizes) * len(args.arch) * len(args.steps)
+    total = len(args.sizes) * len(args.arch) * len(args.steps) * len(args.train_seeds)
 
     def partial(res: dict) -> None:  # a run cut for time keeps the settings it finished
         if len(res["rows"]) < total:
             save(args.out, args.name, {**res, "mode": mode, "partial": f"{len(res['rows'])} of {total} settings"})
 
-    result = run(args.sizes, args.steps, args.test, args.arch, on_row=partial)
+    result = run(args.sizes, args.steps, args.test, args.arch, on_row=partial, train_seeds=tuple(args.train_seeds))
     result["mode"] = mode
     save(args.out, args.name, result)
     print("| arch | training images | steps | train s | AP@0.5 | object F1 | pixel F1 |\n|---|---|---|---|---|---|---|")

@@ -111,3 +111,16 @@ def fit_arch(arch: str, pairs: list, config, normalization) -> tuple[Any, dict[s
         return lab
 
     return predict_reference, dict(metrics)
+
+
+def t_interval(values: list[float]) -> list[float]:
+    """95 % Student-t interval of the mean of ``values`` (seeds); one value: the value itself, twice."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return [float(v.mean()), float(v.mean())]
+    from scipy import stats
+
+    h = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return [float(v.mean() - h), float(v.mean() + h)]

@@ -432,7 +432,35 @@ def dsb(r: dict, plots: Path) -> str:
             + ".", ""] if r.get("superseded") else []),
         _provenance(r),
         *_dsb_budget(r.get("companions", {}).get("dsb_budget")),
+        *_dsb_seeds(r.get("companions", {}).get("dsb_seeds")),
     ])
+
+
+def _dsb_seeds(b: dict | None) -> list[str]:
+    """Training seeds (``bench_dsb.py --train-seeds 0 1 2 --name dsb_seeds``): the same test images, each
+    seed drawing other training images and seeding the training; AP@0.5 per seed, mean and 95 % interval."""
+    if not b or not b.get("seed_summary"):
+        return []
+
+    def post(p: dict | None) -> str:
+        if not p:
+            return "fixed"
+        split = "distance split" if p["split_touching"] else f"seeds {p['seed_threshold']:g}"
+        return f"{p['threshold']:g} / {p['min_size_px']} px / {split}"
+
+    return ["", "Training seeds (a separate run, `" + str(b.get("command")) + "`, " + str(b.get("date", ""))[:10]
+            + "): the same test images; each seed draws other training images from the rest and seeds the "
+            "training (seed 0: the main table's draw, trained again on this run's machine). Post-processing per "
+            "seed: threshold / min size / split.", "",
+            _table(["arch", "training images", "steps", "seeds", "AP@0.5 [95 % CI]", "per seed", "object F1",
+                    "post-processing per seed"],
+                   [[x["arch"], x["train_images"], x["steps"], len(x["seeds"]),
+                     f"{x['ap50']:.3f} [{x['ap50_ci95'][0]:.3f}, {x['ap50_ci95'][1]:.3f}]",
+                     ", ".join(f"{v:.3f}" for v in x["ap50_per_seed"]), f"{x['object_f1']:.3f}",
+                     "; ".join(post(p) for p in x["post_per_seed"])] for x in b["seed_summary"]]), "",
+            *[x for note in b.get("notes", []) for x in (note, "")],
+            *([f"**Partial result:** {b['partial']} completed when this was saved.", ""] if b.get("partial") else []),
+            _provenance(b)]
 
 
 def _dsb_budget(b: dict | None) -> list[str]:
@@ -1253,7 +1281,7 @@ def summary(res: dict[str, Any]) -> str:
 OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
-              "dsb": ("dsb_budget",),
+              "dsb": ("dsb_budget", "dsb_seeds"),
               "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
                                                                            "cfos_labels_steps")}
 

@@ -92,3 +92,31 @@ def test_dsb_report_shows_a_steps_sweep_beside_the_main_table(tmp_path):
     assert "| default | 356 | 2000 | 71 | 1 | 0.810 |" in text
     assert "default, 356 images: 500 -> 2000 steps +0.050" in text
     assert "`bench_dsb.py --steps 500 2000 --name dsb_budget`" in text
+
+
+def test_dsb_training_seeds_draw_other_images_and_the_report_shows_their_spread(tmp_path):
+    """--train-seeds: seed 0 keeps the stored rows' draw, another seed a permutation of the same non-test
+    images; the seed summary gives mean, 95 % interval and each seed's post-processing, shown under the
+    main table."""
+    dsb, report = _load("bench_dsb"), _load("report")
+    pool = [f"img{i}.png" for i in range(20)]
+    assert dsb.training_draw(pool, 0) == pool
+    other = dsb.training_draw(pool, 1)
+    assert sorted(other) == sorted(pool) and other != pool and other == dsb.training_draw(pool, 1)
+    post = {"threshold": 0.6, "seed_threshold": 0.5, "min_size_px": 20, "split_touching": True}
+    rows = [_row(1, ap, arch="default", train_seed=s, post={**post, "min_size_px": 20 + s})
+            for s, ap in enumerate((0.50, 0.70, 0.72))] + [_row(1, 0.75, arch="reference", train_seed=s)
+                                                           for s in range(3)]
+    summary = dsb.seed_summary(rows)
+    by_arch = {x["arch"]: x for x in summary}
+    assert by_arch["default"]["ap50"] == pytest.approx(0.64) and by_arch["default"]["seeds"] == [0, 1, 2]
+    lo, hi = by_arch["default"]["ap50_ci95"]
+    assert lo < 0.50 and hi > 0.72  # three seeds this far apart: a wide interval
+    assert by_arch["reference"]["ap50_ci95"] == pytest.approx([0.75, 0.75])
+    main = {"rows": [_row(1, 0.51, arch="default")], "seed": 0, "command": "bench_dsb.py"}
+    seeds = {"rows": rows, "seed_summary": summary, "seed": 0, "date": "2026-12-07T06:00",
+             "command": "bench_dsb.py --train-seeds 0 1 2 --sizes 1 --name dsb_seeds"}
+    text = report.dsb({**main, "companions": {"dsb_seeds": seeds}}, tmp_path)
+    assert "| default | 1 | 500 | 3 | 0.640 [" in text and "| 0.500, 0.700, 0.720 |" in text
+    assert "0.6 / 21 px / distance split" in text and "| fixed; fixed; fixed |" in text
+    assert "`bench_dsb.py --train-seeds 0 1 2 --sizes 1 --name dsb_seeds`" in text
