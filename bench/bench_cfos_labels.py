@@ -500,8 +500,9 @@ def compare(paths: list[Path], out: Path, notes: list[str], arm: tuple[str, str]
                          "f1": float(np.mean(f1)), "f1_ci95": t_interval(f1), "f1_per_seed": f1,
                          "edits": float(np.mean([r["edit_cost"]["edits"] for r in sel])),
                          "count_error": float(np.mean([r["count_error"] for r in sel])),
-                         "train_steps": float(np.mean([r["train_steps"] for r in sel])) if all(
-                             "train_steps" in r for r in sel) else None})
+                         # steps shown only for the budget that grows with the tiles (--ft-steps 0)
+                         "train_steps": float(np.mean([r["train_steps"] for r in sel]))
+                         if not run["settings"]["ft_steps"] and all("train_steps" in r for r in sel) else None})
     base = keyed[0]
     same_base = [all(r["settings"][k] == runs[0]["settings"][k] for k in ("base_epochs", "base_steps")) for r in runs]
     for run, recs, same in zip(runs[1:], keyed[1:], same_base[1:], strict=True):

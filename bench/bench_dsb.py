@@ -78,7 +78,13 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
     pool = [names[i] for i in order[n_test:]]
     test_data = [load(n) for n in test]
     budgets = [steps] if isinstance(steps, int) else list(steps)
+    seeded = train_seeds != (0,)
     rows = []
+
+    def result() -> dict:  # the rows so far, with their seed summary when several training seeds ran
+        out = {"rows": list(rows), "seed": seed, "archs": archs}
+        return out | {"train_seeds": list(train_seeds), "seed_summary": seed_summary(rows)} if seeded else out
+
     for ts, arch, size_arg, budget in ((t, a, z, b) for t in train_seeds for a in archs for z in sizes
                                        for b in budgets):
         size = len(pool) if size_arg == "all" else int(size_arg)
@@ -103,18 +109,14 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
         row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
                "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
                "test_images": len(test), "calibration": calibration_of(arch, metrics),
-               **({"train_seed": ts, "train_names": train_names[:10]} if train_seeds != (0,) else {}),
+               **({"train_seed": ts, "train_names": train_names[:10]} if seeded else {}),
                **({"best_epoch": int(metrics["best_epoch"])} if "best_epoch" in metrics else {}),
                **({"post": metrics["post"]} if "post" in metrics else {})}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         if on_row is not None:
-            on_row({"rows": list(rows), "seed": seed, "archs": archs,
-                    **({"seed_summary": seed_summary(rows)} if train_seeds != (0,) else {})})
-    out = {"rows": rows, "seed": seed, "archs": archs}
-    if train_seeds != (0,):
-        out |= {"train_seeds": list(train_seeds), "seed_summary": seed_summary(rows)}
-    return out
+            on_row(result())
+    return result()
 
 
 def seed_summary(rows: list[dict]) -> list[dict]:

@@ -1099,8 +1099,8 @@ def _cfos_labels_budget(b: dict | None) -> list[str]:
             + ".", "",
             _table(["budget (epochs x steps of 8 x 128 px)", "held-out lab", "tiles", "object F1 [95 % CI]",
                     "per seed", "edits", "count error"],
-                   [[x["run"] + (f" ({x['train_steps']:.0f} steps)" if x.get("train_steps") and "auto" in x["run"]
-                                 else ""), x["lab"], f"{x['tiles']}{' (all)' if x['all'] else ''}",
+                   [[x["run"] + (f" ({x['train_steps']:.0f} steps)" if x.get("train_steps") else ""), x["lab"],
+                     f"{x['tiles']}{' (all)' if x['all'] else ''}",
                      f"{x['f1']:.3f} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
                      ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['edits']:.0f}",
                      f"{x['count_error']:+.1f}"] for x in b["rows"]]), "",
