@@ -134,35 +134,51 @@ def seed_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def merge(paths: list[Path], out: Path, supersede: bool = False) -> int:
-    """One result from runs on the same test set (seed, test images, steps) with other archs or sizes (e.g.
-    the default arch run later beside the stored reference rows): rows concatenated (rows saved before
-    ``--arch`` are the reference net's); an (arch, training images) in two parts is refused unless
-    ``supersede``: then a later part's row replaces an earlier one (a rerun with newer code), and the
-    replaced rows are kept under ``superseded``. Each part's command, date and machine stamp are kept under
-    ``parts`` (a part that is itself a merge brings its own parts)."""
+def _setting(row: dict) -> tuple:
+    """What a row measured: (arch, training images), and its training seed when it has one."""
+    return (row["arch"], row["train_images"], *((row["train_seed"],) if "train_seed" in row else ()))
+
+
+def merge(paths: list[Path], out: Path, supersede: bool = False, name: str = "dsb") -> int:
+    """One result from runs on the same test set (seed, test images, steps) with other archs, sizes or
+    training seeds (e.g. the default arch run later beside the stored reference rows, or training seeds run
+    as separate jobs): rows concatenated (rows saved before ``--arch`` are the reference net's); a setting
+    (arch, training images, training seed) in two parts is refused unless ``supersede``: then a later
+    part's row replaces an earlier one (a rerun with newer code), and the replaced rows are kept under
+    ``superseded``. Rows with training seeds get their seed summary recomputed over all parts; seeded and
+    unseeded rows are not mixed. A part cut for time leaves the result partial unless the parts together
+    fill the grid of settings their rows span. Each part's command, date, machine stamp and partial note are
+    kept under ``parts`` (a part that is itself a merge brings its own parts)."""
     parts = [json.loads(p.read_text()) for p in paths]
     rows, replaced = [], []
     for p in parts:
         for r in p["rows"]:
             r = {"arch": "reference", **r}
-            old = [x for x in rows if (x["arch"], x["train_images"]) == (r["arch"], r["train_images"])]
+            old = [x for x in rows if _setting(x) == _setting(r)]
             if old and not supersede:
-                raise SystemExit("--merge: an (arch, training images) appears in two parts (--supersede: the "
-                                 "later part's row replaces the earlier)")
+                raise SystemExit("--merge: a setting (arch, training images, training seed) appears in two parts "
+                                 "(--supersede: the later part's row replaces the earlier)")
             replaced += old
             rows = [x for x in rows if x not in old] + [r]
     if len({(p.get("seed", 0), r["test_images"], r["steps"]) for p in parts for r in p["rows"]}) != 1:
         raise SystemExit("--merge: the parts differ in seed, test images or steps")
-    cut = [f"part {i + 1} ({p.get('command')}): {p['partial']}" for i, p in enumerate(parts) if p.get("partial")]
+    seeds = sorted({r["train_seed"] for r in rows if "train_seed" in r})
+    if seeds and any("train_seed" not in r for r in rows):
+        raise SystemExit("--merge: rows with training seeds (--train-seeds) and rows without cannot be joined")
+    grid = [set(k) for k in zip(*(_setting(r) for r in rows), strict=True)]
+    complete = len({_setting(r) for r in rows}) == int(np.prod([len(g) for g in grid]))
+    # a part cut for time leaves the result partial unless the other parts complete the grid its rows span
+    cut = [] if complete else [f"part {i + 1} ({p.get('command')}): {p['partial']}"
+                               for i, p in enumerate(parts) if p.get("partial")]
     stamp_keys = ("command", "date", "machine", "partial")
     stamps = [s for p in parts for s in (p.get("parts") or [{k: p.get(k) for k in stamp_keys}])]
     superseded = [r for p in parts for r in p.get("superseded", [])] + replaced
-    save(out, "dsb", {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
-                      "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
-                      "parts": stamps,
-                      **({"superseded": superseded} if superseded else {}),
-                      **({"partial": "; ".join(cut)} if cut else {})})
+    save(out, name, {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
+                     "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
+                     "parts": stamps,
+                     **({"train_seeds": seeds, "seed_summary": seed_summary(rows)} if seeds else {}),
+                     **({"superseded": superseded} if superseded else {}),
+                     **({"partial": "; ".join(cut)} if cut else {})})
     return 0
 
 
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 image, 25 steps, 5 test images, the default arch")
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="no training: join stored results")
     ap.add_argument("--supersede", action="store_true",
-                    help="with --merge: a later part's (arch, training images) row replaces an earlier one")
+                    help="with --merge: a later part's row of the same setting replaces an earlier one")
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
                     help="training seeds: each draws other training images from the non-test images and seeds "
                     "the training (0: the stored rows' draw); several give the spread (save as --name dsb_seeds)")
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.out, args.supersede)
+        return merge(args.merge, args.out, args.supersede, args.name)
     if not DSB.is_dir():
         raise SystemExit(f"{DSB} is missing: the DSB2018 data lives in ../shared/data/dsb2018")
     if args.quick:

@@ -120,3 +120,36 @@ def test_dsb_training_seeds_draw_other_images_and_the_report_shows_their_spread(
     assert "| default | 1 | 500 | 3 | 0.640 [" in text and "| 0.500, 0.700, 0.720 |" in text
     assert "0.6 / 21 px / distance split" in text and "| fixed; fixed; fixed |" in text
     assert "`bench_dsb.py --train-seeds 0 1 2 --sizes 1 --name dsb_seeds`" in text
+
+
+def test_dsb_merge_joins_training_seeds_run_as_separate_jobs(tmp_path):
+    """Training seeds run as separate jobs (one per arch, or seed 0 cut for time and 1-2 later) merge into one
+    dsb_seeds result: the key includes the training seed, the seed summary is recomputed over all parts, a
+    part cut for time no longer marks the result partial once the other parts fill the grid, and seeded rows
+    are not mixed with unseeded ones."""
+    dsb = _load("bench_dsb")
+
+    def part(name, rows, **extra):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"rows": rows, "seed": 0, "command": f"run {name}", **extra}))
+        return path
+
+    first = part("s0", [_row(1, 0.72, arch="default", train_seed=0), _row(1, 0.71, arch="reference", train_seed=0)],
+                 train_seeds=[0, 1, 2], partial="2 of 6 settings")
+    default = part("d", [_row(1, ap, arch="default", train_seed=s) for s, ap in ((1, 0.70), (2, 0.74))])
+    ref = part("r", [_row(1, ap, arch="reference", train_seed=s) for s, ap in ((1, 0.69), (2, 0.73))])
+    assert dsb.merge([first, default], tmp_path / "half", name="dsb_seeds") == 0
+    half = json.loads((tmp_path / "half" / "dsb_seeds.json").read_text())
+    assert "2 of 6 settings" in half["partial"]  # the reference net's seeds 1-2 are missing
+    assert dsb.merge([first, default, ref], tmp_path / "out", name="dsb_seeds") == 0
+    merged = json.loads((tmp_path / "out" / "dsb_seeds.json").read_text())
+    assert "partial" not in merged and merged["train_seeds"] == [0, 1, 2]
+    assert merged["parts"][0]["partial"] == "2 of 6 settings"
+    by_arch = {x["arch"]: x for x in merged["seed_summary"]}
+    assert by_arch["default"]["seeds"] == [0, 1, 2] and by_arch["default"]["ap50"] == pytest.approx(0.72)
+    assert by_arch["reference"]["ap50_per_seed"] == pytest.approx([0.71, 0.69, 0.73])
+    with pytest.raises(SystemExit, match="two parts"):
+        dsb.merge([first, default, default], tmp_path / "again", name="dsb_seeds")
+    plain = part("plain", [_row(1, 0.75, arch="default")])
+    with pytest.raises(SystemExit, match="cannot be joined"):
+        dsb.merge([first, plain], tmp_path / "again", name="dsb_seeds")
