@@ -148,12 +148,14 @@ def merge(paths: list[Path], out: Path, supersede: bool = False, name: str = "ds
     ``superseded``. Rows with training seeds get their seed summary recomputed over all parts; seeded and
     unseeded rows are not mixed. A part cut for time leaves the result partial unless the parts together
     fill the grid of settings their rows span. Each part's command, date, machine stamp and partial note are
-    kept under ``parts`` (a part that is itself a merge brings its own parts)."""
+    kept under ``parts`` (a part that is itself a merge brings its own parts); the result's own machine stamp
+    is that of the last part whose rows it keeps."""
     parts = [json.loads(p.read_text()) for p in paths]
-    rows, replaced = [], []
-    for p in parts:
+    rows, replaced, origin = [], [], {}
+    for i, p in enumerate(parts):
         for r in p["rows"]:
             r = {"arch": "reference", **r}
+            origin[id(r)] = i
             old = [x for x in rows if _setting(x) == _setting(r)]
             if old and not supersede:
                 raise SystemExit("--merge: a setting (arch, training images, training seed) appears in two parts "
@@ -174,7 +176,8 @@ def merge(paths: list[Path], out: Path, supersede: bool = False, name: str = "ds
     stamps = [s for p in parts for s in (p.get("parts") or [{k: p.get(k) for k in stamp_keys}])]
     superseded = [r for p in parts for r in p.get("superseded", [])] + replaced
     save(out, name, {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
-                     "mode": parts[0].get("mode", "full"), "machine": parts[0].get("machine"),
+                     "mode": parts[0].get("mode", "full"),
+                     "machine": parts[max(origin[id(r)] for r in rows)].get("machine"),
                      "parts": stamps,
                      **({"train_seeds": seeds, "seed_summary": seed_summary(rows)} if seeds else {}),
                      **({"superseded": superseded} if superseded else {}),

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ROOT
+from common import RESULTS, ROOT, t_interval
 
 DATA_CREDITS = {
     "fnc": "Fluorescent Neuronal Cells sample (../shared/data/fnc; CC BY-SA 4.0; Morelli et al. 2021, Sci Rep "
@@ -448,9 +448,25 @@ def _dsb_seeds(b: dict | None) -> list[str]:
         split = "distance split" if p["split_touching"] else f"seeds {p['seed_threshold']:g}"
         return f"{p['threshold']:g} / {p['min_size_px']} px / {split}"
 
-    return ["", "Training seeds (a separate run, `" + str(b.get("command")) + "`, " + str(b.get("date", ""))[:10]
-            + "): the same test images; each seed draws other training images from the rest and seeds the "
-            "training (seed 0: the main table's draw, trained again on this run's machine). Post-processing per "
+    def machine(x: dict) -> str:
+        m = x.get("machine")
+        return f", `{m['platform']}`" if isinstance(m, dict) and m.get("platform") else ""
+
+    paired = []  # default - reference per training seed, where both archs ran the same seeds
+    for n in dict.fromkeys(x["train_images"] for x in b["seed_summary"]):
+        arm = {x["arch"]: x for x in b["seed_summary"] if x["train_images"] == n}
+        if {"default", "reference"} <= arm.keys() and arm["default"]["seeds"] == arm["reference"]["seeds"] \
+                and len(arm["default"]["seeds"]) > 1:
+            diff = [a - r for a, r in zip(arm["default"]["ap50_per_seed"], arm["reference"]["ap50_per_seed"],
+                                          strict=True)]
+            lo, hi = t_interval(diff)
+            paired.append(f"{n} image(s) {statistics.mean(diff):+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                          f"({'distinguishable' if lo > 0 or hi < 0 else 'not distinguishable'})")
+    where = ("run in parts, merged: " + "; ".join(f"`{x.get('command')}` ({str(x.get('date', ''))[:10]}{machine(x)})"
+                                                  for x in b["parts"]) if b.get("parts")
+             else f"a separate run, `{b.get('command')}`, {str(b.get('date', ''))[:10]}")
+    return ["", f"Training seeds ({where}): the same test images; each seed draws other training images from "
+            "the rest and seeds the training (seed 0: the main table's draw, trained again). Post-processing per "
             "seed: threshold / min size / split.", "",
             _table(["arch", "training images", "steps", "seeds", "AP@0.5 [95 % CI]", "per seed", "object F1",
                     "post-processing per seed"],
@@ -458,6 +474,11 @@ def _dsb_seeds(b: dict | None) -> list[str]:
                      f"{x['ap50']:.3f} [{x['ap50_ci95'][0]:.3f}, {x['ap50_ci95'][1]:.3f}]",
                      ", ".join(f"{v:.3f}" for v in x["ap50_per_seed"]), f"{x['object_f1']:.3f}",
                      "; ".join(post(p) for p in x["post_per_seed"])] for x in b["seed_summary"]]), "",
+            *(["AP@0.5 of unet2 minus the reference net, paired by training seed (same images, same machine "
+               "within a seed), mean and 95 % interval: " + "; ".join(paired) + ".", ""] if paired else []),
+            *(["Rows replaced by a rerun (AP@0.5 then): " + "; ".join(
+                f"{x['arch']} {x['train_images']} image(s) seed {x.get('train_seed', 0)} {x['ap50']:.3f}"
+                for x in b["superseded"]) + ".", ""] if b.get("superseded") else []),
             *[x for note in b.get("notes", []) for x in (note, "")],
             *([f"**Partial result:** {b['partial']} completed when this was saved.", ""] if b.get("partial") else []),
             _provenance(b)]

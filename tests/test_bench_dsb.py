@@ -148,8 +148,21 @@ def test_dsb_merge_joins_training_seeds_run_as_separate_jobs(tmp_path):
     by_arch = {x["arch"]: x for x in merged["seed_summary"]}
     assert by_arch["default"]["seeds"] == [0, 1, 2] and by_arch["default"]["ap50"] == pytest.approx(0.72)
     assert by_arch["reference"]["ap50_per_seed"] == pytest.approx([0.71, 0.69, 0.73])
+    text = _load("report").dsb({"rows": [_row(1, 0.51, arch="default")], "seed": 0,
+                                "companions": {"dsb_seeds": merged}}, tmp_path)
+    assert "run in parts, merged: `run s0`" in text and "`run r`" in text
+    # per seed default - reference: +0.01, +0.01, +0.01: a paired contrast with no spread
+    assert "paired by training seed" in text and "1 image(s) +0.010 [+0.010, +0.010] (distinguishable)" in text
     with pytest.raises(SystemExit, match="two parts"):
         dsb.merge([first, default, default], tmp_path / "again", name="dsb_seeds")
+    rerun = part("rerun", [_row(1, 0.80, arch="default", train_seed=0)], machine={"platform": "other-vm"})
+    assert dsb.merge([tmp_path / "out" / "dsb_seeds.json", rerun], tmp_path / "re", supersede=True,
+                     name="dsb_seeds") == 0
+    again = json.loads((tmp_path / "re" / "dsb_seeds.json").read_text())
+    assert again["machine"] == {"platform": "other-vm"}  # the last part whose rows are kept
+    assert [r["ap50"] for r in again["superseded"]] == [0.72]
+    assert "Rows replaced by a rerun (AP@0.5 then): default 1 image(s) seed 0 0.720." in _load("report").dsb(
+        {"rows": [_row(1, 0.51, arch="default")], "seed": 0, "companions": {"dsb_seeds": again}}, tmp_path)
     plain = part("plain", [_row(1, 0.75, arch="default")])
     with pytest.raises(SystemExit, match="cannot be joined"):
         dsb.merge([first, plain], tmp_path / "again", name="dsb_seeds")
