@@ -1114,6 +1114,16 @@ def _cfos_labels_budget(b: dict | None) -> list[str]:
     if not b:
         return []
     arm = "/".join(b["arm"])
+    reach = []  # per run and lab: the fewest tiles whose mean F1 is >= 95 % of that run's all-tiles F1
+    for run, lab in dict.fromkeys((x["run"], x["lab"]) for x in b["rows"]):
+        mine = sorted((x for x in b["rows"] if (x["run"], x["lab"]) == (run, lab)), key=lambda x: x["tiles"])
+        full = next((x for x in mine if x["all"]), None)
+        if full is None:
+            continue
+        hit = next(x for x in mine if x["f1"] >= 0.95 * full["f1"])
+        share = f" = {100 * hit['edits'] / full['edits']:.0f} % of its edits" if full["edits"] else ""
+        reach.append(f"{run}, {lab}: 95 % of its all-tiles F1 ({full['f1']:.3f}) first with {hit['tiles']} tiles"
+                     + (" (all)" if hit["all"] else f", {hit['edits']:.0f} edits{share}"))
     return ["Training budget (separate runs of the `" + arm + "` arm, paired by seed against the first: the same "
             "test image and, by random selection, the same tiles per seed): "
             + "; ".join(f"{x['label']}: `{x.get('command')}` ({str(x.get('date', ''))[:10]})" for x in b["runs"])
@@ -1126,6 +1136,7 @@ def _cfos_labels_budget(b: dict | None) -> list[str]:
                      ", ".join(f"{v:.3f}" for v in x["f1_per_seed"]), f"{x['edits']:.0f}",
                      f"{x['count_error']:+.1f}"] for x in b["rows"]]), "",
             _paired_table(b["contrasts"]), "",
+            *(["Reading (mean over seeds): " + "; ".join(reach) + ".", ""] if reach else []),
             *[f"{note}" for note in b.get("notes", [])], "", _provenance(b), ""]
 
 

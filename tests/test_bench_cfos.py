@@ -303,6 +303,7 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     rec = json.loads(auto.read_text())
     for r in rec["records"]:
         r["train_steps"] = 300 if r["tiles"] == 4 else 900
+        r["f1"] = {0: 0.5, 4: 0.7, 40: 0.8}[r["tiles"]] + 0.01 * r["seed"]  # 4 tiles: under 95 % of all
     auto.write_text(json.dumps(rec))
     assert b.compare([short, auto], tmp_path / "out", [], name="cfos_labels_steps") == 0
     steps = json.loads((tmp_path / "out" / "cfos_labels_steps.json").read_text())
@@ -310,6 +311,10 @@ def test_labels_compare_pairs_budget_runs_by_seed_and_refuses_other_splits(tmp_p
     text = "\n".join(report._cfos_labels_budget(steps))
     assert "| base 4 x 40, fine-tune 4 x auto (900 steps) | inns1 | 40 (all) |" in text
     assert "| base 4 x 40, fine-tune 4 x 25 | inns1 | 40 (all) |" in text  # a fixed budget shows no steps
+    # the fewest tiles reaching 95 % of each run's own all-tiles F1, with their share of its edits
+    assert ("base 4 x 40, fine-tune 4 x 25, inns1: 95 % of its all-tiles F1 (0.750) first with 0 tiles, 0 edits "
+            "= 0 % of its edits; base 4 x 40, fine-tune 4 x auto, inns1: 95 % of its all-tiles F1 (0.810) first "
+            "with 40 tiles (all)") in text
     other = run(tmp_path / "c.json", 75, [0.7, 0.7, 0.7], test=("inns1_1117", "inns1_1108", "inns1_1124"))
     with pytest.raises(SystemExit, match="other images"):
         b.compare([short, other], tmp_path / "out2", [])
