@@ -1292,13 +1292,13 @@ def summary(res: dict[str, Any]) -> str:
                          "95 % of all tiles with <= 25 % of the edits"
                          + (f"; median expert {med:.2f}" if med is not None else "")])
         steps = res["cfos_labels"].get("companions", {}).get("cfos_labels_steps")
-        for run in (steps or {}).get("runs", []):  # fine-tuned with the train job's own budget (--ft-steps 0)
+        for run in (steps or {}).get("runs", []):  # fine-tuned with the train job's per-epoch rule (--ft-steps 0)
             if run["settings"]["ft_steps"]:
                 continue
             for lab in dict.fromkeys(x["lab"] for x in steps["rows"] if x["run"] == run["label"]):
                 mine = sorted((x for x in steps["rows"] if (x["run"], x["lab"]) == (run["label"], lab)),
                               key=lambda x: x["tiles"])
-                rows.append([f"c-FOS new lab {lab} from the base model, fine-tuned with the train job's budget: "
+                rows.append([f"c-FOS new lab {lab} from the base model, fine-tuning steps growing with the tiles: "
                              "object F1 with " + " / ".join(f"{x['tiles']}{' (all)' if x['all'] else ''}" for x in mine)
                              + f" random tiles ({len(mine[0]['seeds'])} seeds; edits)",
                              ", ".join(f"{x['f1']:.2f} ({x['edits']:.0f})" for x in mine),

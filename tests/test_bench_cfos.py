@@ -336,12 +336,12 @@ def test_report_summary_has_a_new_lab_row_per_lab_from_the_base():
             "edits) | 0.55 (0), 0.83 (146), 0.80 (369) | 95 % of all tiles with <= 25 % of the edits; median "
             "expert 0.88 |") in text
     assert "0.90" not in text and "0.70" not in text  # neither active tiles nor scratch
-    # a fine-tuning comparison adds a row for its run with the train job's own budget (--ft-steps 0) only
+    # a fine-tuning comparison adds a row for its run with the train job's per-epoch rule (--ft-steps 0) only
     auto, fixed = "base 4 x 40, fine-tune 12 x auto", "base 4 x 40, fine-tune 4 x 25"
     steps = {"runs": [{"label": fixed, "settings": {"ft_steps": 25}}, {"label": auto, "settings": {"ft_steps": 0}}],
              "rows": [{"run": run, "lab": "wue1", "tiles": n, "all": n == 192, "seeds": [0, 1, 2], "f1": f1,
                        "edits": 4.0 * n} for run, n, f1 in ((fixed, 192, 0.61), (auto, 192, 0.68), (auto, 16, 0.63))]}
     text = report.summary({"cfos_labels": {"rows": rows, "companions": {"cfos_labels_steps": steps}}})
-    assert ("| c-FOS new lab wue1 from the base model, fine-tuned with the train job's budget: object F1 with 16 / "
+    assert ("| c-FOS new lab wue1 from the base model, fine-tuning steps growing with the tiles: object F1 with 16 / "
             "192 (all) random tiles (3 seeds; edits) | 0.63 (64), 0.68 (768) |") in text
     assert "0.61" not in text  # the fixed-budget run is the labels table's own row, not repeated
