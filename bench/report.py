@@ -952,6 +952,7 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
         lab_rows.append([x["lab"], x["method"], len(keys), x["images"],
                          f"{pooled_f1(theirs):.3f}" if theirs else "-",
                          f"**{x['f1']:.3f}** [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]",
+                         ", ".join(f"{v:.3f}" for v in x.get("f1_per_seed", [])) or "-",
                          f"{x.get('count_error', float('nan')):+.1f}", f"{med:.3f}" if med is not None else "-",
                          "-" if med is None else ("met" if x["f1"] >= med else "NOT met")])
     if curves:
@@ -983,10 +984,11 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
                 "best epoch",
                 "training"], rows),
         "",
-        "Per lab, every fold of the probe pooled (interval: 95 % bootstrap over the test images):",
+        "Per lab, every fold of the probe pooled (mean over seeds of the pooled F1; interval: 95 % bootstrap over "
+        "the test images; per seed: each seed's pooled F1):",
         "",
         _table(["lab", "method", "folds", "test images", f"F1 at {st['epochs'] * st['steps_per_epoch']} steps",
-                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps [95 % interval]", "count err",
+                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps [95 % interval]", "per seed", "count err",
                 "median expert", "target"], lab_rows),
         "",
         *([f"![validation object F1 per epoch](bench/results/{name}.png)", ""] if curves else []),

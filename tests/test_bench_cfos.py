@@ -236,7 +236,7 @@ def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tm
                             "best_epoch": 13, "epochs_run": 16, "train_seconds": 600,
                             "val_object_f1_curve": [0.1, 0.5, 0.7]}],
              "summary": [{"protocol": "within", "method": "default", "lab": "wue1", "f1": 0.78, "f1_ci95": [0.7, 0.8],
-                          "median_expert_f1": 0.73, "images": 1, "count_error": -2.0}],
+                          "median_expert_f1": 0.73, "images": 1, "count_error": -2.0, "f1_per_seed": [0.78]}],
              "ceiling": {"rows": [{"image": "wue1_0001", "expert": "expert_1", "tp": 7, "fp": 3, "fn": 3},  # F1 0.70
                                   {"image": "wue1_0001", "expert": "expert_2", "tp": 19, "fp": 6, "fn": 6},  # 0.76
                                   {"image": "wue1_0099", "expert": "expert_2", "tp": 0, "fp": 9, "fn": 9}]}}
@@ -244,7 +244,7 @@ def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tm
     row, lab_row = [line for line in text.splitlines() if line.startswith("| wue1")]
     # 6/13 and 14/17; the main seed 1 is not this seed; the median expert over the fold's own image only
     assert "| 0.462 | **0.824** | 0.730 | 13 of 16 |" in row
-    assert lab_row == "| wue1 | default | 1 | 1 | 0.462 | **0.780** [0.700, 0.800] | -2.0 | 0.730 | met |"
+    assert lab_row == "| wue1 | default | 1 | 1 | 0.462 | **0.780** [0.700, 0.800] | 0.780 | -2.0 | 0.730 | met |"
     assert "F1 at 160 steps" in text and "F1 at 640 steps" in text
     assert (tmp_path / "cfos_budget.png").stat().st_size > 0
 
