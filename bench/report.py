@@ -957,7 +957,7 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
                          "-" if med is None else ("met" if x["f1"] >= med else "NOT met")])
     if curves:
         plt = _plt()
-        fig, ax = plt.subplots(figsize=(6, 3.2))
+        fig, ax = plt.subplots(figsize=(6, max(3.2, 1.6 + 0.12 * len(curves))))  # room for the legend
         for label, c in curves:
             ax.plot(range(1, len(c) + 1), c, marker="o", ms=3, label=label)
         ax.axvline(st["epochs"], color="grey", ls=":", lw=1, label=f"{st['epochs'] * st['steps_per_epoch']} steps (the main result's whole training, on its "
@@ -965,7 +965,7 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
         ax.set_xlabel(f"epoch ({pst['steps_per_epoch']} steps of {pst['batch']} x {pst['tile']} px)")
         ax.set_ylabel("validation object F1")
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2 if len(curves) > 8 else 1)
         fig.tight_layout()
         fig.savefig(plots / f"{name}.png", dpi=110)
         plt.close(fig)
