@@ -373,7 +373,7 @@ def logits_view(net):
             k = self.conv.kernel
             return ops.matmul(x, ops.reshape(k, (k.shape[2], k.shape[3]))) + self.conv.bias
 
-    return keras.Model(net.inputs, HeadLogits(head)(head.input), name=f"{net.name}_logits")
+    return keras.Model(net.input, HeadLogits(head)(head.input), name=f"{net.name}_logits")  # one input, as net
 
 
 # ---------------------------------------------------------------- validation and calibration
