@@ -151,17 +151,17 @@ def merge(paths: list[Path], out: Path, supersede: bool = False, name: str = "ds
     kept under ``parts`` (a part that is itself a merge brings its own parts); the result's own machine stamp
     is that of the last part whose rows it keeps."""
     parts = [json.loads(p.read_text()) for p in paths]
-    rows, replaced, origin = [], [], {}
+    kept, replaced = [], []  # kept: (index of the part, row)
     for i, p in enumerate(parts):
         for r in p["rows"]:
             r = {"arch": "reference", **r}
-            origin[id(r)] = i
-            old = [x for x in rows if _setting(x) == _setting(r)]
+            old = [x for x in kept if _setting(x[1]) == _setting(r)]
             if old and not supersede:
                 raise SystemExit("--merge: a setting (arch, training images, training seed) appears in two parts "
                                  "(--supersede: the later part's row replaces the earlier)")
-            replaced += old
-            rows = [x for x in rows if x not in old] + [r]
+            replaced += [x[1] for x in old]
+            kept = [x for x in kept if x not in old] + [(i, r)]
+    rows = [r for _, r in kept]
     if len({(p.get("seed", 0), r["test_images"], r["steps"]) for p in parts for r in p["rows"]}) != 1:
         raise SystemExit("--merge: the parts differ in seed, test images or steps")
     seeds = sorted({r["train_seed"] for r in rows if "train_seed" in r})
@@ -177,7 +177,7 @@ def merge(paths: list[Path], out: Path, supersede: bool = False, name: str = "ds
     superseded = [r for p in parts for r in p.get("superseded", [])] + replaced
     save(out, name, {"rows": rows, "seed": parts[0].get("seed", 0), "archs": list(dict.fromkeys(r["arch"] for r in rows)),
                      "mode": parts[0].get("mode", "full"),
-                     "machine": parts[max(origin[id(r)] for r in rows)].get("machine"),
+                     "machine": parts[max(i for i, _ in kept)].get("machine"),
                      "parts": stamps,
                      **({"train_seeds": seeds, "seed_summary": seed_summary(rows)} if seeds else {}),
                      **({"superseded": superseded} if superseded else {}),
