@@ -396,9 +396,9 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") ->
             if "budget_s" in r and "budget_of" not in r and p["settings"].get("archs"):
                 r["budget_of"] = p["settings"]["archs"][0]
     base = dict(parts[0])
-    keep = ("epochs", "steps_per_epoch", "batch", "px_per_um", "min_size_um2", "tile", "iou_threshold")
+    keep = ("epochs", "steps_per_epoch", "batch", "px_per_um", "min_size_um2", "tile", "default_tile", "iou_threshold")
     for p in parts[1:]:
-        if any(p["settings"][k] != base["settings"][k] for k in keep):
+        if any(p["settings"].get(k) != base["settings"].get(k) for k in keep):
             raise SystemExit("--merge: the results were run with different training settings")
     seen = set()
     base["folds"], base["fold_runs"], base["records"] = [], [], []
@@ -437,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labs", nargs="+", default=list(CFOS_LABS), choices=list(CFOS_LABS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--epochs", type=int, default=3, help="epochs per fold (reference arch)")
-    ap.add_argument("--steps", type=int, default=40, help="steps per epoch (of --batch 128-px crops)")
-    ap.add_argument("--batch", type=int, default=8, help="crops per step (fosgate train's default: 16)")
+    ap.add_argument("--steps", type=int, default=40, help="steps per epoch (of --batch 128-px crops); 0: the train "
+                    "job's per-epoch rule (about two passes over the training pixels, 25..400 steps)")
+    ap.add_argument("--batch", type=int, default=8, help="crops per step (fosgate train's default: 8)")
     ap.add_argument("--default-tile", type=int, default=128, help="training crop of --arch default (its own "
                     "default is 256; 128 matches the reference run's pixels per step)")
     ap.add_argument("--wue1-folds", type=int, default=3, help="grouped k-fold over wue1's 6 animal groups")
@@ -482,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "mode": "quick" if args.quick else "full", "labs": args.labs, "ceiling": ceiling,
         "settings": {"iou_threshold": 0.5, "px_per_um": args.px_per_um, "min_size_um2": args.min_size_um2,
-                     "epochs": args.epochs, "steps_per_epoch": args.steps, "batch": args.batch, "tile": 128,
+                     "epochs": args.epochs, "steps_per_epoch": args.steps or None, "batch": args.batch, "tile": 128,
+                     "default_tile": args.default_tile,
                      "seeds": args.seeds, "wue1_folds": args.wue1_folds, "protocols": args.protocols,
                      "archs": args.arch, "peers": args.peers, "tta": args.tta, "val_fraction": 0.2,
                      "interval": "95 % percentile bootstrap over the lab's test images (2000 resamples), "
@@ -506,12 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     archs = []
     for a in args.arch:
         if a == "reference":
-            archs.append(ReferenceArch(args.epochs, args.steps, args.batch, args.px_per_um, args.min_size_um2))
+            archs.append(ReferenceArch(args.epochs, args.steps or None, args.batch, args.px_per_um, args.min_size_um2))
         elif default_arch_entry_point() is None:
             result.setdefault("not_run", []).append("default: the instance-aware FosgateModel is not in the library "
                                                     "yet (TODO)")
         else:
-            archs.append(DefaultArch(args.epochs, args.steps, args.batch, args.default_tile, args.px_per_um))
+            archs.append(DefaultArch(args.epochs, args.steps or None, args.batch, args.default_tile, args.px_per_um))
     result.update(folds=folds, fold_runs=[], records=[])
     from fosgate.core.metrics import detection_scores, error_breakdown
 
@@ -544,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": seed, "train_seconds": t_train, "seconds": time.perf_counter() - t0,
                     "threshold": m.get("threshold"), "best_epoch": m.get("best_epoch"),
                     "epochs_run": m.get("epochs_run"), "train_images": m.get("train_images"),
+                    "steps_per_epoch": m.get("steps_per_epoch", arch.steps),
                     "val_images": m.get("val_images"), "val_loss": fitted["history"].get("val_loss", []),
                     "val_object_f1_curve": fitted["history"].get("object_f1", []),  # per epoch (unet2)
                     **({"post": m["post"], "val_object_f1": m.get("val_object_f1")} if "post" in m else {})})
