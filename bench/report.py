@@ -910,10 +910,29 @@ def cfos(r: dict, plots: Path) -> str:
                      + [x for name, probe in probes if probe for x in ("", _cfos_budget(r, probe, plots, name))])
 
 
+def _cfos_steps(settings: dict, runs: list[dict]) -> tuple[str, str, str]:
+    """A c-FOS run's training budget: a label (``"960 steps"``, ``"30 x 25 steps"``), one epoch (``"40 steps
+    of 8 x 128 px"``) and a sentence. ``steps_per_epoch`` None: each fold's steps came from the train job's
+    per-epoch rule and are read from its fold runs (``steps_per_epoch``)."""
+    epochs, batch = settings["epochs"], settings["batch"]
+    crop = settings.get("default_tile", settings["tile"]) if settings.get("archs") == ["default"] else settings["tile"]
+    steps = settings.get("steps_per_epoch")
+    if steps:
+        epoch = f"{steps} steps of {batch} x {crop} px"
+        return f"{epochs * steps} steps", epoch, f"{epochs} x {epoch}"
+    span = _span(per) if (per := sorted({int(r["steps_per_epoch"]) for r in runs if r.get("steps_per_epoch")})) else "?"
+    epoch = f"{span} steps of {batch} x {crop} px"
+    return (f"{epochs} x {span} steps", epoch, f"{epochs} epochs x {epoch} (steps per epoch from the train job's "
+            "rule: about two passes over the fold's training pixels, at least 25)")
+
+
 def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget") -> str:
-    """A longer-training run (``bench_cfos.py --name cfos_budget`` or ``cfos_long``) beside the same fold,
-    seed and method of the main result: held-out F1 at both budgets and its validation object F1 per epoch."""
+    """A longer-training run (``bench_cfos.py --name cfos_budget``, ``cfos_long`` or ``cfos_product``) beside
+    the same fold, seed and method of the main result: held-out F1 at both budgets and its validation object
+    F1 per epoch."""
     st, pst = main["settings"], probe["settings"]
+    short, _, short_text = _cfos_steps(st, main.get("fold_runs", []))
+    long, long_epoch, long_text = _cfos_steps(pst, probe.get("fold_runs", []))
 
     def pooled_f1(recs) -> float:
         tp, fp, fn = (sum(x[k] for x in recs) for k in ("tp", "fp", "fn"))
@@ -960,9 +979,9 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
         fig, ax = plt.subplots(figsize=(6, max(3.2, 1.6 + 0.12 * len(curves))))  # room for the legend
         for label, c in curves:
             ax.plot(range(1, len(c) + 1), c, marker="o", ms=3, label=label)
-        ax.axvline(st["epochs"], color="grey", ls=":", lw=1, label=f"{st['epochs'] * st['steps_per_epoch']} steps (the main result's whole training, on its "
+        ax.axvline(st["epochs"], color="grey", ls=":", lw=1, label=f"{short} (the main result's whole training, on its "
                    "own shorter schedule)")
-        ax.set_xlabel(f"epoch ({pst['steps_per_epoch']} steps of {pst['batch']} x {pst['tile']} px)")
+        ax.set_xlabel(f"epoch ({long_epoch})")
         ax.set_ylabel("validation object F1")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=6, ncol=2 if len(curves) > 8 else 1)
@@ -970,25 +989,25 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
         fig.savefig(plots / f"{name}.png", dpi=110)
         plt.close(fig)
     return "\n".join([
-        f"### Training budget: {pst['epochs'] * pst['steps_per_epoch']} steps (`bench_cfos.py --name {name}`)",
+        f"### Training budget: {long} (`bench_cfos.py --name {name}`)",
         "",
-        f"The same folds, seed and method trained for {pst['epochs']} x {pst['steps_per_epoch']} steps instead of "
-        f"{st['epochs']} x {st['steps_per_epoch']} (cosine schedule over all steps, early stopping on validation "
+        f"The same folds, seed and method trained for {long_text} instead of "
+        f"{short_text} (cosine schedule over all steps, best epoch by validation "
         "object F1); held-out object F1 pooled over the fold's test images. The short column is from the main "
         "result above (another run); the probe's 95 % interval over its test images: "
         + "; ".join(f"{x['lab']} {x['method']} [{x['f1_ci95'][0]:.3f}, {x['f1_ci95'][1]:.3f}]"
                     for x in probe.get("summary", [])) + ".",
         "",
-        _table(["lab", "fold", "method", "seed", "test images", f"F1 at {st['epochs'] * st['steps_per_epoch']} steps",
-                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps", "median expert (fold's test images)",
+        _table(["lab", "fold", "method", "seed", "test images", f"F1 at {short}",
+                f"F1 at {long}", "median expert (fold's test images)",
                 "best epoch",
                 "training"], rows),
         "",
         "Per lab, every fold of the probe pooled (mean over seeds of the pooled F1; interval: 95 % bootstrap over "
         "the test images; per seed: each seed's pooled F1):",
         "",
-        _table(["lab", "method", "folds", "test images", f"F1 at {st['epochs'] * st['steps_per_epoch']} steps",
-                f"F1 at {pst['epochs'] * pst['steps_per_epoch']} steps [95 % interval]", "per seed", "count err",
+        _table(["lab", "method", "folds", "test images", f"F1 at {short}",
+                f"F1 at {long} [95 % interval]", "per seed", "count err",
                 "median expert", "target"], lab_rows),
         "",
         *([f"![validation object F1 per epoch](bench/results/{name}.png)", ""] if curves else []),
@@ -1244,11 +1263,10 @@ def summary(res: dict[str, Any]) -> str:
             rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']})",
                          f"{x['f1']:.2f} [{x['f1_ci95'][0]:.2f}, {x['f1_ci95'][1]:.2f}]",
                          f">= median expert {x['median_expert_f1']:.2f}: {'met' if x['target_met'] else 'NOT met'}"])
-        long = c.get("companions", {}).get("cfos_long")
-        for x in (long or {}).get("summary", []):
-            st = long["settings"]
+        probes = [c.get("companions", {}).get(n) or {} for n in ("cfos_long", "cfos_product")]
+        for probe, x in ((p_, x) for p_ in probes for x in p_.get("summary", [])):
             rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']}), "
-                         f"{st['epochs'] * st['steps_per_epoch']} steps",
+                         f"{_cfos_steps(probe['settings'], probe.get('fold_runs', []))[0]}",
                          f"{x['f1']:.2f} [{x['f1_ci95'][0]:.2f}, {x['f1_ci95'][1]:.2f}]",
                          f">= median expert {x['median_expert_f1']:.2f}: {'met' if x['target_met'] else 'NOT met'}"])
         if not c.get("summary"):
@@ -1328,7 +1346,7 @@ OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
               "dsb": ("dsb_budget", "dsb_seeds"),
-              "cfos": ("cfos_budget", "cfos_long"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
+              "cfos": ("cfos_budget", "cfos_long", "cfos_product"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
                                                                            "cfos_labels_steps")}
 
 

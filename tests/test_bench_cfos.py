@@ -249,6 +249,21 @@ def test_report_sets_the_budget_probe_beside_the_same_fold_of_the_main_result(tm
     assert (tmp_path / "cfos_budget.png").stat().st_size > 0
 
 
+def test_report_reads_a_probe_trained_with_the_train_jobs_steps_rule_from_its_fold_runs():
+    """A probe run with ``--steps 0`` (steps_per_epoch None: the train job's per-epoch rule, per fold) is
+    labelled with its epochs and the steps its folds ran, at the default arch's own crop size."""
+    report = _report()
+    settings = {"epochs": 24, "steps_per_epoch": 40, "batch": 8, "tile": 128, "archs": ["default"]}
+    assert report._cfos_steps(settings, []) == ("960 steps", "40 steps of 8 x 128 px", "24 x 40 steps of 8 x 128 px")
+    rule = {**settings, "epochs": 30, "steps_per_epoch": None, "default_tile": 256}
+    runs = [{"steps_per_epoch": 25.0}, {"steps_per_epoch": 31.0}, {"steps_per_epoch": 25.0}]
+    label, epoch, text = report._cfos_steps(rule, runs)
+    assert (label, epoch) == ("30 x 25-31 steps", "25-31 steps of 8 x 256 px")
+    assert text.startswith("30 epochs x 25-31 steps of 8 x 256 px (steps per epoch from the train job's rule")
+    # both archs in one run: the reference crop (a run of both archs trains them at --default-tile 128)
+    assert report._cfos_steps({**rule, "archs": ["reference", "default"]}, runs[:1])[1] == "25 steps of 8 x 128 px"
+
+
 def test_report_shows_the_frozen_encoder_contrast_of_its_companion_run():
     """report: a cfos_labels_freeze companion adds its base-frozen vs base paired rows (and only those)."""
     report = _report()
