@@ -183,3 +183,43 @@ def test_roi_zip_is_a_plain_zip_of_roi_files(exported):
     with zipfile.ZipFile(paths["rois"]) as zf:
         names = zf.namelist()
     assert len(names) == len(objects) and all(n.endswith(".roi") for n in names)
+
+
+_CONCURRENT_RASTER = """
+import threading, warnings
+import numpy as np
+from shapely.geometry import box
+from fosgate.core.edits import _burn
+from fosgate.core.exports import object_polygon
+
+warnings.simplefilter("always")
+seen = []
+warnings.showwarning = lambda message, category, *a, **k: seen.append(category.__name__)
+crop = np.zeros((40, 40), np.int32)
+crop[5:20, 5:20] = 1
+
+def work(i):
+    out = np.zeros((40, 40), np.int32)
+    for _ in range(300):
+        _burn(out, box(2 + i, 3, 30, 30), 1)
+        assert object_polygon(crop, 1, 3, 2 + i).area == 225
+
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(",".join(seen))
+"""
+
+
+def test_concurrent_rasterising_raises_no_georeferencing_warning():
+    """Eight threads of a fresh process burn translated shapes and trace objects, as concurrent reviews and
+    exports do: no warning. Unserialised, rasterio warned NotGeoreferencedWarning once per such run (the
+    race is at first use, so it needs a new process)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CONCURRENT_RASTER], capture_output=True, text=True, timeout=300,
+                         check=True)
+    assert out.stdout.strip() == "", out.stdout

@@ -58,13 +58,14 @@ def write_ome_tiff(path: Path, arr, *, dtype=None, pixel_size_um: float = 0.0, n
 def object_polygon(crop: np.ndarray, label: int, oy: int, ox: int):
     """Pixel-edge polygon (shapely, slide-free image coordinates) of ``label`` in a label crop at
     offset (oy, ox). Pieces that touch only diagonally become a MultiPolygon."""
-    from rasterio import features
     from rasterio.transform import Affine
     from shapely.geometry import MultiPolygon, shape
 
+    from fosgate.core.pixel_raster import shapes
+
     m = crop == label
     transform = Affine(1, 0, ox, 0, 1, oy)
-    polys = [shape(g) for g, v in features.shapes(m.astype(np.uint8), mask=m, connectivity=4, transform=transform)
+    polys = [shape(g) for g, v in shapes(m.astype(np.uint8), m, transform, connectivity=4)
              if v == 1]
     if not polys:
         return None
