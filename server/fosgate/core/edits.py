@@ -64,8 +64,7 @@ def _burn(out: np.ndarray, geom, value: int, budget: _Budget | None = None) -> N
         return  # entirely outside the tile
     if budget is not None:
         budget.spend((x1 - x0) * (y1 - y0))
-    m = rasterize([(geom, 1)], out_shape=(y1 - y0, x1 - x0), dtype=np.uint8,
-                           transform=Affine.translation(x0, y0))
+    m = rasterize([(geom, 1)], out_shape=(y1 - y0, x1 - x0), dtype=np.uint8, transform=Affine.translation(x0, y0))
     view = out[y0:y1, x0:x1]
     view[m > 0] = value
 

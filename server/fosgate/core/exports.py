@@ -65,8 +65,7 @@ def object_polygon(crop: np.ndarray, label: int, oy: int, ox: int):
 
     m = crop == label
     transform = Affine(1, 0, ox, 0, 1, oy)
-    polys = [shape(g) for g, v in shapes(m.astype(np.uint8), m, transform, connectivity=4)
-             if v == 1]
+    polys = [shape(g) for g, v in shapes(m.astype(np.uint8), m, transform, connectivity=4) if v == 1]
     if not polys:
         return None
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
