@@ -545,23 +545,29 @@ def delivr(r: dict, plots: Path) -> str:
         f"object F1 **{p['object_f1']:.3f}** (precision {p['object_precision']:.3f}, recall "
         f"{p['object_recall']:.3f}), count MAE {p['count_mae']:.2f} per slice. "
         "DELiVR itself segments in 3-D; these 2-D slice scores are not comparable with its published 3-D numbers.",
-        *_delivr_default(r.get("companions", {}).get("delivr_default"), p),
+        *_delivr_default(r.get("companions", {}).get("delivr_default"), r),
         "",
         _provenance(r),
     ])
 
 
-def _delivr_default(new: dict | None, ref: dict) -> list[str]:
-    """The default model (``bench_delivr.py --arch default``) on the same folds, beside the reference net."""
+def _delivr_default(new: dict | None, main: dict) -> list[str]:
+    """The default model (``bench_delivr.py --arch default``) on the same folds, beside the reference net;
+    per fold when both ran the same folds (the folds are the spread: one training seed each)."""
     if not new:
         return []
-    q = new["pooled"]
+    q, ref = new["pooled"], main["pooled"]
+    mine, theirs = ({x["fold"]: x for x in run.get("folds", [])} for run in (new, main))
+    same = sorted(mine) == sorted(theirs) and all(mine[f]["test_volumes"] == theirs[f]["test_volumes"] for f in mine)
+    per_fold = (" Object F1 per fold (same test volumes): " + ", ".join(
+        f"{f}: {mine[f]['object_f1']:.3f} vs {theirs[f]['object_f1']:.3f}" for f in sorted(mine)) + "."
+        if same else "")
     return ["", f"The default model (unet2, `--arch default`: the same folds, steps and crops; instances from its "
             "seeded watershed with the post-processing calibrated on the validation slices): pooled pixel F1 "
             f"**{q['pixel_f1']:.3f}** vs {ref['pixel_f1']:.3f} for the reference net, object F1 "
             f"**{q['object_f1']:.3f}** vs {ref['object_f1']:.3f} (precision {q['object_precision']:.3f}, recall "
             f"{q['object_recall']:.3f}), count MAE {q['count_mae']:.2f} vs {ref['count_mae']:.2f} per slice. "
-            + _provenance(new).replace("_Measured: ", "_That run: ")]
+            + per_fold + " " + _provenance(new).replace("_Measured: ", "_That run: ")]
 
 
 def label_efficiency(r: dict, plots: Path) -> str:

@@ -360,3 +360,24 @@ def test_report_summary_has_a_new_lab_row_per_lab_from_the_base():
     assert ("| c-FOS new lab wue1 from the base model, fine-tuning steps growing with the tiles: object F1 with 16 / "
             "192 (all) random tiles (3 seeds; edits) | 0.63 (64), 0.68 (768) |") in text
     assert "0.61" not in text  # the fixed-budget run is the labels table's own row, not repeated
+
+
+def test_report_sets_the_default_arch_beside_the_reference_per_delivr_fold():
+    """DELiVR: the default arch's companion run is read beside the reference net pooled and, when both ran
+    the same test volumes per fold, fold by fold; other folds give no per-fold sentence."""
+    report = _report()
+
+    def run(f1s, volumes=(["a_0"], ["b_0"])):
+        folds = [{"fold": i, "test_volumes": v, "object_f1": f}
+                 for i, (f, v) in enumerate(zip(f1s, volumes, strict=True))]
+        pooled = {"pixel_f1": 0.3, "object_f1": sum(f1s) / 2, "object_precision": 0.5, "object_recall": 0.4,
+                  "count_mae": 1.0}
+        return {"folds": folds, "pooled": pooled, "command": "bench_delivr.py", "date": "2026-12-07",
+                "machine": {"cpus": 2, "platform": "Linux", "load_average_1min": 1.0, "versions": {}}}
+
+    text = " ".join(report._delivr_default(run([0.5, 0.7]), run([0.2, 0.4])))
+    assert "Object F1 per fold (same test volumes): 0: 0.500 vs 0.200, 1: 0.700 vs 0.400." in text
+    assert "**0.600** vs 0.300" in text
+    other = " ".join(report._delivr_default(run([0.5, 0.7], (["a_0"], ["c_0"])), run([0.2, 0.4])))
+    assert "per fold" not in other
+    assert report._delivr_default(None, run([0.2, 0.4])) == []
