@@ -254,8 +254,12 @@ class DefaultArch:
 
     name = "default"
 
-    def __init__(self, epochs: int, steps: int | None, batch: int, tile: int, px_per_um: float):
+    def __init__(self, epochs: int, steps: int | None, batch: int, tile: int, px_per_um: float,
+                 weight_average: float = 0.0):
         self.epochs, self.steps, self.batch, self.tile, self.px_per_um = epochs, steps, batch, tile, px_per_um
+        self.weight_average = weight_average
+        if weight_average:  # another method: its rows sit beside plain default's in a merged result
+            self.name = "default+ema"
 
     def fit(self, train: list[Sample], seed: int) -> dict[str, Any]:
         from fosgate.core.metrics import as_instances
@@ -265,7 +269,8 @@ class DefaultArch:
                  for s in train]
         model = train_model(pairs, TrainConfig(arch="unet2", epochs=self.epochs, steps_per_epoch=self.steps,
                                                tile_size=self.tile, batch_size=self.batch, val_fraction=0.2,
-                                               seed=seed, pixel_size_um=1.0 / self.px_per_um))
+                                               seed=seed, pixel_size_um=1.0 / self.px_per_um,
+                                               weight_average=self.weight_average))
         metrics = dict(getattr(model, "metrics", {}) or {})
         post = getattr(model, "post", None)
         metrics["post"] = dict(vars(post)) if hasattr(post, "__dict__") else str(post)
@@ -442,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="crops per step (fosgate train's default: 8)")
     ap.add_argument("--default-tile", type=int, default=128, help="training crop of --arch default (its own "
                     "default is 256; 128 matches the reference run's pixels per step)")
+    ap.add_argument("--weight-average", type=float, default=0.0, metavar="M",
+                    help="--arch default keeps an exponential moving average of its weights (momentum M per step; "
+                    "TrainConfig.weight_average) and is recorded as method default+ema")
     ap.add_argument("--wue1-folds", type=int, default=3, help="grouped k-fold over wue1's 6 animal groups")
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
@@ -484,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full", "labs": args.labs, "ceiling": ceiling,
         "settings": {"iou_threshold": 0.5, "px_per_um": args.px_per_um, "min_size_um2": args.min_size_um2,
                      "epochs": args.epochs, "steps_per_epoch": args.steps or None, "batch": args.batch, "tile": 128,
-                     "default_tile": args.default_tile,
+                     "default_tile": args.default_tile, "weight_average": args.weight_average,
                      "seeds": args.seeds, "wue1_folds": args.wue1_folds, "protocols": args.protocols,
                      "archs": args.arch, "peers": args.peers, "tta": args.tta, "val_fraction": 0.2,
                      "interval": "95 % percentile bootstrap over the lab's test images (2000 resamples), "
@@ -513,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             result.setdefault("not_run", []).append("default: the instance-aware FosgateModel is not in the library "
                                                     "yet (TODO)")
         else:
-            archs.append(DefaultArch(args.epochs, args.steps or None, args.batch, args.default_tile, args.px_per_um))
+            archs.append(DefaultArch(args.epochs, args.steps or None, args.batch, args.default_tile, args.px_per_um,
+                                     args.weight_average))
     result.update(folds=folds, fold_runs=[], records=[])
     from fosgate.core.metrics import detection_scores, error_breakdown
 

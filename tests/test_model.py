@@ -414,3 +414,56 @@ def test_untrained_head_starts_at_the_foreground_prior():
     np.testing.assert_allclose(net.layers[-1].get_weights()[1], bias)
     np.testing.assert_allclose(1 / (1 + np.exp(-bias)), [1 / 64, 4 / 4096], rtol=1e-5)
     assert float(np.asarray(net(np.zeros((1, 32, 32, 1), np.float32)))[..., 0].mean()) < 0.1
+
+
+def test_weight_average_scores_and_keeps_the_average_and_trains_on_from_the_raw_weights():
+    """WeightAverage: after every batch avg = m * avg + (1 - m) * w with m = min(momentum, (1 + t) / (10 + t));
+    callbacks between it and its ``restore`` see the average at an epoch's end, those after it the raw
+    weights again (training goes on from them). train_model(weight_average=...) keeps an average."""
+    import keras
+
+    from fosgate.core.synthetic import generate_cfos
+    from fosgate.core.training import TrainConfig, TrainingPair, WeightAverage, train_model
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    net.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x, y = np.random.default_rng(0).normal(size=(32, 3)), np.random.default_rng(1).normal(size=(32, 2))
+    batches, seen_averaged, seen_after = [], [], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(self.model.get_weights())
+
+    class Seen(keras.callbacks.Callback):
+        def __init__(self, into):
+            super().__init__()
+            self.into = into
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.into.append(self.model.get_weights())
+
+    average = WeightAverage(0.8)
+    start = net.get_weights()
+    net.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+            callbacks=[Record(), average, Seen(seen_averaged), average.restore, Seen(seen_after)])
+    expect = [w.copy() for w in start]
+    for t, ws in enumerate(batches):
+        m = min(0.8, (1 + t) / (10 + t))
+        expect = [m * e + (1 - m) * w for e, w in zip(expect, ws, strict=True)]
+        if t == 3:  # end of epoch 1 (4 batches)
+            for a, b in zip(seen_averaged[0], expect, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            for a, b in zip(seen_after[0], ws, strict=True):
+                np.testing.assert_array_equal(a, b)
+    for a, b in zip(seen_averaged[1], expect, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(seen_averaged[1], batches[-1], strict=True))
+
+    image, truth, _ = generate_cfos(128, 256, seed=4)
+    pairs = [TrainingPair(image[:, :128], truth[:, :128], "a"), TrainingPair(image[:, 128:], truth[:, 128:], "b")]
+    cfg = TrainConfig(epochs=2, tile_size=64, batch_size=2, steps_per_epoch=3, calibrate=False)
+    plain, averaged = (train_model(pairs, replace(cfg, weight_average=w)) for w in (0.0, 0.9))
+    assert averaged.metrics["epochs_run"] == 2.0
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(plain.network.get_weights(), averaged.network.get_weights(), strict=True))

@@ -70,7 +70,10 @@ class TrainConfig:
     kept when no epoch scores higher on the validation images (the post-processing is calibrated on them
     either way). Off by default, by measurement: on c-FOS new labs (inns1, wue1; 3 seeds, 18 fine-tunings
     on 4-192 tiles) it changed 2 fine-tunings, on 4 wue1 tiles whose validation tile held a few cells: one
-    scored 0.028 lower on the test images, the other level (bench/results/cfos_labels_budget.json)."""
+    scored 0.028 lower on the test images, the other level (bench/results/cfos_labels_budget.json).
+    ``weight_average``: momentum per step of an exponential moving average of the weights (e.g. 0.99;
+    0: off, the default until measured better); with it each epoch is scored, kept and returned with the
+    averaged weights, while training goes on from the raw ones."""
 
     epochs: int = 30
     tile_size: int = 256
@@ -87,6 +90,7 @@ class TrainConfig:
     calibrate: bool = True
     freeze: str = ""
     keep_start: bool = False
+    weight_average: float = 0.0
 
 
 @dataclass
@@ -634,11 +638,62 @@ def _callbacks(model, val: list[_Prepared], config: TrainConfig, steps: int, his
 
     keep = KeepBest()
     callbacks = [Progress(), keep]
+    if config.weight_average:  # the epoch's scores and the kept weights are the average's
+        average = WeightAverage(config.weight_average)
+        callbacks = [average, *callbacks, average.restore]
     if config.patience:  # stops after `patience` epochs without a better score (float32: ties do not count)
         callbacks.append(keras.callbacks.EarlyStopping(monitor=SELECTION_KEY, mode="max",
                                                        patience=config.patience, restore_best_weights=False,
                                                        verbose=0))
     return callbacks, keep
+
+
+def _weight_average_class():
+    import keras
+
+    class WeightAverage(keras.callbacks.Callback):
+        """Exponential moving average of every weight (batch-norm statistics included), updated after each
+        training batch with momentum ``min(momentum, (1 + t) / (10 + t))`` at step t (so early steps are
+        not dominated by the initial weights). At an epoch's end it swaps the average in, before the
+        scoring and keeping callbacks; ``restore`` (a callback listed after them) swaps the raw weights back
+        so training continues from them. The weights kept as best are therefore an average's."""
+
+        def __init__(self, momentum: float):
+            super().__init__()
+            self.momentum, self.step, self.average, self.raw = momentum, 0, None, None
+            outer = self
+
+            class Restore(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch, logs=None):
+                    if outer.raw is not None:
+                        outer.model.set_weights(outer.raw)
+                        outer.raw = None
+
+            self.restore = Restore()
+
+        def on_train_begin(self, logs=None):
+            self.average = [np.array(w, copy=True) for w in self.model.get_weights()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            m = min(self.momentum, (1 + self.step) / (10 + self.step))
+            self.step += 1
+            for avg, w in zip(self.average, self.model.get_weights(), strict=True):
+                if np.issubdtype(avg.dtype, np.floating):
+                    avg *= m
+                    avg += (1 - m) * w
+                else:  # counters and the like follow the raw weights
+                    avg[...] = w
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.raw = self.model.get_weights()
+            self.model.set_weights(self.average)
+
+    return WeightAverage
+
+
+def WeightAverage(momentum: float):  # noqa: N802 (a Keras callback class, built when Keras is imported)
+    """A :class:`keras.callbacks.Callback` averaging the weights (see ``_weight_average_class``)."""
+    return _weight_average_class()(momentum)
 
 
 FREEZABLE = {"": (), "encoder": ("down", "bottom")}
