@@ -417,7 +417,9 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") ->
         base["records"] += p.get("records", [])
     union = {k: list(dict.fromkeys(x for p in parts for x in p["settings"][k])) for k in ("peers", "archs", "protocols",
                                                                                           "seeds")}
-    base["settings"] = {**base["settings"], **union, "tta": any(p["settings"].get("tta") for p in parts)}
+    base["settings"] = {**base["settings"], **union, "tta": any(p["settings"].get("tta") for p in parts),
+                        # the momentum of the default+ema rows (parts without them ran 0)
+                        "weight_average": max(p["settings"].get("weight_average", 0.0) for p in parts)}
     base["labs"] = list(dict.fromkeys(lab for p in parts for lab in p.get("labs", [])))
     rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling"]["rows"]}.values())
     base["ceiling"] = {**base["ceiling"], "rows": rows, "labs": ceiling_by_lab(rows)}  # parts may cover other labs

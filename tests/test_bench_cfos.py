@@ -381,3 +381,30 @@ def test_report_sets_the_default_arch_beside_the_reference_per_delivr_fold():
     other = " ".join(report._delivr_default(run([0.5, 0.7], (["a_0"], ["c_0"])), run([0.2, 0.4])))
     assert "per fold" not in other
     assert report._delivr_default(None, run([0.2, 0.4])) == []
+
+
+def test_report_pairs_weight_averaging_with_plain_training_image_by_image():
+    """_cfos_pair: per fold both methods' pooled F1 and their difference; per lab the paired difference
+    with its bootstrap interval, 'distinguishable' only when the interval excludes 0; images one method
+    lacks are left out of both."""
+    report = _report()
+
+    def rec(method, fold, image, tp, fp, fn, seed=3):
+        return {"protocol": "within", "method": method, "lab": "wue1", "fold": fold, "seed": seed, "image": image,
+                "tp": tp, "fp": fp, "fn": fn}
+
+    records = []
+    for i in range(8):
+        fold = "groups 0+4" if i < 4 else "groups 1+6"
+        records += [rec("default", fold, f"w{i}", 10, 4, 4), rec("default+ema", fold, f"w{i}", 12, 3, 2)]
+    records.append(rec("default", "groups 1+6", "w9", 0, 50, 50))  # no default+ema row: not paired
+    runs = [{"method": m, "fold": f, "seed": 3, "best_epoch": e} for m, e in (("default", 20), ("default+ema", 23))
+            for f in ("groups 0+4", "groups 1+6")]
+    probe = {"settings": {"epochs": 24, "steps_per_epoch": 40, "batch": 8, "tile": 128, "weight_average": 0.99},
+             "records": records, "fold_runs": runs, "command": "bench_cfos.py --weight-average 0.99",
+             "summary": [{"lab": "wue1", "median_expert_f1": 0.726}]}
+    text = report._cfos_pair(probe, "cfos_ema")
+    assert "momentum 0.99 per step" in text and "24 x 40 steps of 8 x 128 px" in text
+    assert "| wue1 | groups 0+4 | 3 | 4 | 0.714 | 0.828 | +0.113 | 20 / 23 |" in text
+    lab = next(line for line in text.splitlines() if line.startswith("| wue1 | 3 |"))
+    assert "| 8 | 0.714 [0.714, 0.714] | **0.828** [0.828, 0.828] | +0.113 [+0.113, +0.113] | yes | 0.726 | met |" in lab

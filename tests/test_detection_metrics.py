@@ -134,3 +134,24 @@ def test_error_breakdown_names_each_unmatched_object_once():
         assert e["fp_spurious"] + e["fp_split"] + e["fp_shape"] == d["fp"]
     assert error_breakdown(np.zeros_like(t), t)["fn_missed"] == 6
     assert error_breakdown(t, np.zeros_like(t))["fp_spurious"] == 6
+
+
+def test_paired_f1_difference_resamples_images_jointly():
+    """The difference of two methods' pooled F1 on the same images, with an interval of the paired
+    difference: identical methods give exactly 0 with a zero-width interval (two separate intervals would
+    not), a method better on every image an interval above 0; unequal image lists are refused."""
+    from fosgate.core.metrics import bootstrap_f1_interval, paired_f1_difference
+
+    rng = np.random.default_rng(3)
+    b = [{"tp": int(t), "fp": int(f), "fn": int(n)} for t, f, n in rng.integers(1, 30, size=(12, 3))]
+    assert paired_f1_difference(b, b) == (0.0, 0.0, 0.0)
+    lo, hi = bootstrap_f1_interval(b)
+    assert hi - lo > 0.02  # the unpaired spread the paired one removes
+    a = [{**x, "tp": x["tp"] + 3, "fn": max(0, x["fn"] - 3)} for x in b]
+    d, lo, hi = paired_f1_difference(a, b)
+    tp, fp, fn = (sum(x[k] for x in a) for k in ("tp", "fp", "fn"))
+    tb, fb, nb = (sum(x[k] for x in b) for k in ("tp", "fp", "fn"))
+    assert d == pytest.approx(2 * tp / (2 * tp + fp + fn) - 2 * tb / (2 * tb + fb + nb))
+    assert 0 < lo <= d <= hi
+    with pytest.raises(ValueError):
+        paired_f1_difference(a, b[:-1])

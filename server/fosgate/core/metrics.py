@@ -299,6 +299,27 @@ def pool_detection(per_image: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def paired_f1_difference(a: list[dict[str, float]], b: list[dict[str, float]], level: float = 0.95,
+                         n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(difference, lo, hi)``: pooled F1 of ``a`` minus pooled F1 of ``b`` (two methods' TP/FP/FN on the
+    same images, in the same order) and its percentile bootstrap interval, resampling images jointly for
+    both, so the interval is of the paired difference, not of two separate scores."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_f1_difference needs the same non-empty list of images for both methods")
+    counts = np.array([[[s["tp"], s["fp"], s["fn"]] for s in side] for side in (a, b)], np.float64)  # (2, n, 3)
+
+    def pooled(sums: np.ndarray) -> np.ndarray:
+        denom = 2 * sums[..., 0] + sums[..., 1] + sums[..., 2]
+        return np.where(denom > 0, 2 * sums[..., 0] / np.maximum(denom, 1e-12), 1.0)
+
+    whole = pooled(counts.sum(axis=1))
+    idx = np.random.default_rng(seed).integers(0, counts.shape[1], size=(n_boot, counts.shape[1]))
+    boot = pooled(counts[:, idx].sum(axis=2))  # (2, n_boot)
+    diff = boot[0] - boot[1]
+    q = (1 - level) / 2
+    return float(whole[0] - whole[1]), float(np.quantile(diff, q)), float(np.quantile(diff, 1 - q))
+
+
 def bootstrap_f1_interval(per_image: list[dict[str, float]], level: float = 0.95, n_boot: int = 2000,
                           seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the pooled F1 (:func:`pool_detection`), resampling images with
