@@ -1347,7 +1347,11 @@ def summary(res: dict[str, Any]) -> str:
                          "StarDist 0.44"])
     if "delivr" in res:
         p = res["delivr"]["pooled"]
-        rows.append(["DELiVR z-slices pixel F1 / object F1", f"{p['pixel_f1']:.2f} / {p['object_f1']:.2f}", "-"])
+        rows.append(["DELiVR z-slices pixel F1 / object F1, reference", f"{p['pixel_f1']:.2f} / {p['object_f1']:.2f}", "-"])
+        q = (res["delivr"].get("companions", {}).get("delivr_default") or {}).get("pooled")
+        if q:
+            rows.append(["DELiVR z-slices pixel F1 / object F1, default", f"{q['pixel_f1']:.2f} / {q['object_f1']:.2f}",
+                         "-"])
     if "label_efficiency" in res:
         le = res["label_efficiency"]["rows"]
         fr = sorted({x["fraction"] for x in le if x["fraction"] < 1.0})
