@@ -961,7 +961,7 @@ def _cfos_pair(probe: dict, name: str, a: str = "default+ema", b: str = "default
         f"{a} - {b} with a 95 % bootstrap over (image, seed) resampled jointly for both; distinguishable when "
         "that interval excludes 0.",
         "",
-        _table(["lab", "fold", "seed", "test images", b, a, "difference", "best epoch"], fold_rows),
+        _table(["lab", "fold", "seed", "test images", b, a, "difference", f"best epoch ({b} / {a})"], fold_rows),
         "",
         _table(["lab", "seeds", "images", f"{b} [95 %]", f"{a} [95 %]", "difference [95 %]", "distinguishable",
                 "median expert", f"target ({a})"], lab_rows),
