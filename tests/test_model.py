@@ -467,3 +467,7 @@ def test_weight_average_scores_and_keeps_the_average_and_trains_on_from_the_raw_
     assert averaged.metrics["epochs_run"] == 2.0
     assert not all(np.array_equal(a, b) for a, b in
                    zip(plain.network.get_weights(), averaged.network.get_weights(), strict=True))
+    from fosgate.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="momentum"):
+        train_model(pairs, replace(cfg, weight_average=1.0))

@@ -737,6 +737,8 @@ def train_model(
                            f"{', '.join(repr(k) for k in FREEZABLE)}.")
     if config.freeze and base is None:
         raise InvalidInput("Freezing layers needs a base model to fine-tune (trained or pretrained).")
+    if not 0.0 <= config.weight_average < 1.0:
+        raise InvalidInput(f"The weight-averaging momentum must be at least 0 and below 1, not {config.weight_average}.")
     tile = config.tile_size
     if tile % 16 or tile < 16:
         raise InvalidInput(f"The training tile size must be a multiple of 16, not {tile}.")
