@@ -402,8 +402,13 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") ->
                 r["budget_of"] = p["settings"]["archs"][0]
     base = dict(parts[0])
     keep = ("epochs", "steps_per_epoch", "batch", "px_per_um", "min_size_um2", "tile", "default_tile", "iou_threshold")
+    before = {"default_tile": 128}  # results saved before a setting was recorded ran at this value
+
+    def setting(p: dict, k: str):
+        return p["settings"].get(k, before.get(k))
+
     for p in parts[1:]:
-        if any(p["settings"].get(k) != base["settings"].get(k) for k in keep):
+        if any(setting(p, k) != setting(base, k) for k in keep):
             raise SystemExit("--merge: the results were run with different training settings")
     seen = set()
     base["folds"], base["fold_runs"], base["records"] = [], [], []

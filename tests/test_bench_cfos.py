@@ -114,6 +114,17 @@ def test_merge_of_runs_on_different_labs_keeps_each_labs_experts(tmp_path):
     other.write_text(json.dumps(part("mue", 7)))
     with pytest.raises(SystemExit, match="different scores"):
         b.merge([paths[0], other], tmp_path / "out", [])
+    # a result saved before the default arch's crop was recorded ran at 128 px: it joins a 128-px run and
+    # not a 256-px one; the ema rows' momentum is kept
+    newer = part("wue1", 3)
+    newer["settings"].update(default_tile=128, weight_average=0.99)
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    assert b.merge([paths[0], tmp_path / "newer.json"], tmp_path / "mixed", []) == 0
+    assert json.loads((tmp_path / "mixed" / "cfos.json").read_text())["settings"]["weight_average"] == 0.99
+    newer["settings"]["default_tile"] = 256
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    with pytest.raises(SystemExit, match="different training settings"):
+        b.merge([paths[0], tmp_path / "newer.json"], tmp_path / "mixed", [])
 
 
 def _labels_bench():
