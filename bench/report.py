@@ -10,6 +10,7 @@ re-rendering after one benchmark is re-run keeps the others' numbers as they wer
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -917,6 +918,12 @@ def cfos(r: dict, plots: Path) -> str:
                         for x in ("", _cfos_pair(probe, name) if name == "cfos_ema" else _cfos_budget(r, probe, plots, name))])
 
 
+def _pooled_f1(recs, empty: float = 1.0) -> float:
+    """F1 of summed TP / FP / FN over records (``empty`` when they hold no object at all)."""
+    tp, fp, fn = (sum(x[k] for x in recs) for k in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else empty
+
+
 def _cfos_pair(probe: dict, name: str, a: str = "default+ema", b: str = "default") -> str:
     """Two methods trained on the same folds and seeds in one probe (``bench_cfos.py --weight-average``):
     per fold and per lab, each method's held-out object F1 and the paired difference ``a - b`` with a 95 %
@@ -928,10 +935,7 @@ def _cfos_pair(probe: dict, name: str, a: str = "default+ema", b: str = "default
     units = sorted({k[1:] for k in recs if k[0] == a and (b, *k[1:]) in recs})
     runs = {(x["method"], x["fold"], x["seed"]): x for x in probe.get("fold_runs", [])}
 
-    def f1(xs) -> float:
-        tp, fp, fn = (sum(x[k] for x in xs) for k in ("tp", "fp", "fn"))
-        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-
+    f1 = _pooled_f1
     fold_rows, lab_rows = [], []
     for lab, fold, seed in dict.fromkeys(u[:3] for u in units):
         mine = [u for u in units if u[:3] == (lab, fold, seed)]
@@ -997,10 +1001,7 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
     short, _, short_text = _cfos_steps(st, main.get("fold_runs", []))
     long, long_epoch, long_text = _cfos_steps(pst, probe.get("fold_runs", []))
 
-    def pooled_f1(recs) -> float:
-        tp, fp, fn = (sum(x[k] for x in recs) for k in ("tp", "fp", "fn"))
-        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-
+    pooled_f1 = functools.partial(_pooled_f1, empty=0.0)
     ceiling_rows = probe.get("ceiling", {}).get("rows", [])
 
     def median_expert(images: set[str]) -> float | None:  # each expert pooled over these images, the median
