@@ -416,17 +416,23 @@ SAME_IN_PARTS = ("budgets", "tile", "k", "base_epochs", "base_steps", "ft_epochs
                  "pretrain_epochs", "pretrain_steps", "pretrain_tiles", "quick")
 
 
+# a run's (or merge's) result names: the labels benchmark itself, and the selection strategies re-run at the
+# fine-tuning default (kept beside it, which holds the older fixed-step runs of every start); and the
+# --compare names: other training budgets of the base/random arm paired by seed
+RUN_NAMES = ("cfos_labels", "cfos_labels_strategies")
+COMPARE_NAMES = ("cfos_labels_budget", "cfos_labels_steps", "cfos_labels_equal_steps")
+
 # settings that results saved before them ran with implicitly
 SETTING_BEFORE = {"ft_freeze": "", "ft_lr": 1e-3, "ft_keep_start": False}
 
 
-def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
+def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos_labels") -> int:
     """One result from runs of the same settings on other seeds, starting points, labs or selection
     strategies (e.g. one process per seed, so that a run cut for time keeps the seeds it finished; the
     pretrained start run later; another lab as the new lab): records concatenated, the summary recomputed
     over every seed; each part's command, date and machine stamp are kept under ``parts``. Budgets and
     training settings must be the same (``SAME_IN_PARTS``). A (lab, seed, start) run in two parts is
-    refused (it would count twice)."""
+    refused (it would count twice). Saved as ``name`` (``RUN_NAMES``)."""
     parts = [json.loads(p.read_text()) for p in paths]
     first = parts[0]["settings"]
     for p in parts[1:]:
@@ -444,7 +450,7 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
         ceiling_rows = human_ceiling([s for s in load_samples() if s.lab in first["labs"]])["rows"]
     summary = summarize(records, ceiling_rows)
     out.mkdir(parents=True, exist_ok=True)
-    plot(summary, out / "cfos_labels.png")
+    plot(summary, out / f"{name}.png")
     result = {"mode": parts[0]["mode"],
               "settings": {**first, "seeds": sorted({r["seed"] for r in records}),
                            "starts": list(dict.fromkeys(r["start"] for r in records)),
@@ -457,7 +463,7 @@ def merge(paths: list[Path], out: Path, notes: list[str]) -> int:
                          "seeds": p["settings"]["seeds"], "starts": p["settings"]["starts"],
                          "labs": p["settings"]["labs"]} for p in parts],
               "notes": [n for p in parts for n in p.get("notes", [])] + notes}
-    save(out, "cfos_labels", result)
+    save(out, name, result)
     return 0
 
 
@@ -557,13 +563,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
                     help="no training: runs of other base / fine-tuning budgets (base, random), paired by seed "
                     "against the first; saved as --name")
-    ap.add_argument("--name", default="cfos_labels_budget", choices=["cfos_labels_budget", "cfos_labels_steps"],
-                    help="with --compare: the result's name (two comparisons are kept)")
+    ap.add_argument("--name", choices=[*RUN_NAMES, *COMPARE_NAMES],
+                    help="the result's name: for a run or --merge one of " + ", ".join(RUN_NAMES) + " (default "
+                    f"{RUN_NAMES[0]}), for --compare one of " + ", ".join(COMPARE_NAMES) + f" (default {COMPARE_NAMES[0]})")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the report")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    names = COMPARE_NAMES if args.compare else RUN_NAMES
+    if args.name is None:
+        args.name = names[0]
+    elif args.name not in names:
+        ap.error(f"--name {args.name} is for {'a run or --merge' if args.compare else '--compare'}; "
+                 f"here choose one of {', '.join(names)}")
     if args.merge:
-        return merge(args.merge, args.out, args.note)
+        return merge(args.merge, args.out, args.note, name=args.name)
     if args.compare:
         return compare(args.compare, args.out, args.note, name=args.name)
     if args.quick:
@@ -579,13 +592,13 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_lab_seed(lab, seed, samples, args)
     summary = summarize(rows, ceiling["rows"])
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(summary, args.out / "cfos_labels.png")
+    plot(summary, args.out / f"{args.name}.png")
     result = {"mode": "quick" if args.quick else "full",
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "merge", "note", "name")},
               "notes": args.note,
               "records": [{k: v for k, v in r.items() if k != "per_image"} | {"per_image": r["per_image"]} for r in rows],
               "ceiling_rows": ceiling["rows"], **summary, "wall_seconds": time.perf_counter() - t0}
-    save(args.out, "cfos_labels", result)
+    save(args.out, args.name, result)
     for r in summary["rows"]:
         print(f"{r['lab']:6s} {r['start']:10s} {r['strategy']:8s} tiles {r['tiles']:3d}  F1 {r['f1']:.3f} "
               f"[{r['f1_ci95'][0]:.3f}, {r['f1_ci95'][1]:.3f}]  edits {r['edits']:.0f}  expert {r['median_expert_f1']}")

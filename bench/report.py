@@ -1084,6 +1084,29 @@ def _cfos_budget(main: dict, probe: dict, plots: Path, name: str = "cfos_budget"
 
 
 def cfos_labels(r: dict, plots: Path) -> str:
+    companions = r.get("companions", {})
+    return "\n".join([
+        _cfos_labels_run(r, plots, "## Labels a new lab needs (segebarth-cfos, leave-one-lab-out)", "cfos_labels",
+                         [*_cfos_labels_freeze(companions.get("cfos_labels_freeze")),
+                          *_cfos_labels_budget(companions.get("cfos_labels_budget")),
+                          *_cfos_labels_budget(companions.get("cfos_labels_steps")),
+                          *_cfos_labels_budget(companions.get("cfos_labels_equal_steps"))]),
+        *(["", _cfos_labels_run(companions["cfos_labels_strategies"], plots,
+                                "### Selection strategies at the fine-tuning default", "cfos_labels_strategies", [])]
+          if companions.get("cfos_labels_strategies") else []),
+    ])
+
+
+def _fine_tune_words(st: dict) -> str:
+    """A labels run's fine-tuning budget: fixed epochs x steps, or the train job's per-epoch rule (0)."""
+    return (f"{st['ft_epochs']} x {st['ft_steps']} steps" if st["ft_steps"] else
+            f"{st['ft_epochs']} epochs of the train job's per-epoch rule (about two passes over the labelled tiles, "
+            "at least 25 steps)")
+
+
+def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: list[str]) -> str:
+    """One bench_cfos_labels result (a run or a merge of runs): its table, reading and paired contrasts;
+    ``companions``: lines of the runs compared with it, placed before its plot ``png``."""
     st = r["settings"]
     def same_as_random(x: dict) -> bool:  # scratch and pretrained have no segmenting model to be unsure with
         return x["strategy"] == "active" and x["start"] != "base"
@@ -1121,7 +1144,7 @@ def cfos_labels(r: dict, plots: Path) -> str:
                     + (f", not distinguishable from {', '.join(ties)}" if ties else
                        (", above every other at this budget" if len(cands) > 1 else "")))
     return "\n".join([
-        "## Labels a new lab needs (segebarth-cfos, leave-one-lab-out)",
+        heading,
         "",
         "`bench/bench_cfos_labels.py`: for each held-out lab, its images are split into a pool of "
         f"{st['tile']}-px tiles a person may label and test images; starting from scratch, from a base model trained "
@@ -1131,7 +1154,7 @@ def cfos_labels(r: dict, plots: Path) -> str:
         "random and its rows are not repeated), the starting model's proposals for them are corrected to the "
         "truth by a "
         "scripted reviewer (edits = objects re-drawn + deleted + drawn), the model is fine-tuned "
-        f"({st['ft_epochs']} x {st['ft_steps']} steps of 8 crops of 128 px"
+        f"({_fine_tune_words(st)} of 8 crops of 128 px"
         + ("; the start's encoder frozen" if st.get("ft_freeze") == "encoder" else "")
         + f"; base: {st['base_epochs']} x "
         f"{st['base_steps']} steps) and scored on the test images (object F1, IoU >= 0.5, pooled; interval: t over "
@@ -1154,10 +1177,8 @@ def cfos_labels(r: dict, plots: Path) -> str:
            "the interval excludes 0.", "",
            _paired_table(r.get("paired", [])), ""]
           if r.get("paired") else []),
-        *_cfos_labels_freeze(r.get("companions", {}).get("cfos_labels_freeze")),
-        *_cfos_labels_budget(r.get("companions", {}).get("cfos_labels_budget")),
-        *_cfos_labels_budget(r.get("companions", {}).get("cfos_labels_steps")),
-        "![label efficiency](bench/results/cfos_labels.png)" if (plots / "cfos_labels.png").exists() else "",
+        *companions,
+        f"![label efficiency](bench/results/{png}.png)" if (plots / f"{png}.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
         *(["", "Run in parts (one process per seed), merged: " + "; ".join(
             f"seed(s) {', '.join(map(str, x['seeds']))} `{x['command']}` ({str(x['date'])[:16]})" for x in r["parts"])
@@ -1381,6 +1402,16 @@ def summary(res: dict[str, Any]) -> str:
                          ", ".join(f"{x['f1']:.2f} ({x['edits']:.0f})" for x in mine),
                          "95 % of all tiles with <= 25 % of the edits"
                          + (f"; median expert {med:.2f}" if med is not None else "")])
+        strat = res["cfos_labels"].get("companions", {}).get("cfos_labels_strategies")
+        for lab, start, strategy in dict.fromkeys((x["lab"], x["start"], x["strategy"]) for x in (strat or {}).get("rows", [])
+                                                  if not (x["strategy"] == "active" and x["start"] != "base")):
+            mine = sorted((x for x in strat["rows"] if (x["lab"], x["start"], x["strategy"]) == (lab, start, strategy)),
+                          key=lambda x: x["tiles"])
+            rows.append([f"c-FOS new lab {lab} from {start}, fine-tuning default, {strategy} selection: object F1 with "
+                         + " / ".join(f"{x['tiles']}{' (all)' if x['all'] else ''}" for x in mine)
+                         + f" tiles ({mine[0]['seeds']} seeds; edits)",
+                         ", ".join(f"{x['f1']:.2f} ({x['edits']:.0f})" for x in mine),
+                         "95 % of all tiles with <= 25 % of the edits"])
         steps = res["cfos_labels"].get("companions", {}).get("cfos_labels_steps")
         for run in (steps or {}).get("runs", []):  # fine-tuned with the train job's per-epoch rule (--ft-steps 0)
             if run["settings"]["ft_steps"]:
@@ -1417,7 +1448,8 @@ OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
               "dsb": ("dsb_budget", "dsb_seeds"),
               "cfos": ("cfos_budget", "cfos_long", "cfos_product", "cfos_ema"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
-                                                                           "cfos_labels_steps")}
+                                                                           "cfos_labels_steps", "cfos_labels_equal_steps",
+                                                                           "cfos_labels_strategies")}
 
 
 def render(results: Path, plots: Path | None = None) -> str:

@@ -204,6 +204,63 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
         ("inns1", "random", 2), ("wue1", "balanced", 1)]
 
 
+def test_labels_result_names_follow_the_mode(tmp_path):
+    """A merge saves under --name (the strategies re-run sits beside the labels benchmark, plot included);
+    a comparison's name is refused for a merge and a run's name for --compare."""
+    import json
+
+    b = _labels_bench()
+    rec = {"lab": "wue1", "seed": 0, "start": "base", "strategy": "random", "tiles": 0, "all_tiles": 192,
+           "edit_cost": {"edits": 0}, "test": ["wue1_a"], "f1": 0.5, "count_error": -3, "per_image": []}
+    part = {"mode": "full", "settings": {"labs": ["wue1"], "budgets": ["0"], "starts": ["base"],
+                                         "strategies": ["random"], "seeds": [0], "tile": 256, "k": 4,
+                                         "base_epochs": 8, "base_steps": 40, "ft_epochs": 12, "ft_steps": 0,
+                                         "pretrain_epochs": 5, "pretrain_steps": 40, "pretrain_tiles": 256,
+                                         "quick": False},
+            "records": [rec], "ceiling_rows": [], "wall_seconds": 1.0}
+    (tmp_path / "p.json").write_text(json.dumps(part))
+    out = tmp_path / "out"
+    assert b.main(["--merge", str(tmp_path / "p.json"), "--name", "cfos_labels_strategies", "--out", str(out)]) == 0
+    assert sorted(x.name for x in out.iterdir()) == ["cfos_labels_strategies.json", "cfos_labels_strategies.png"]
+    with pytest.raises(SystemExit):
+        b.main(["--merge", str(tmp_path / "p.json"), "--name", "cfos_labels_steps", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        b.main(["--compare", str(tmp_path / "p.json"), "--name", "cfos_labels_strategies", "--out", str(out)])
+    assert sorted(x.name for x in out.iterdir()) == ["cfos_labels_strategies.json", "cfos_labels_strategies.png"]
+
+
+def test_report_shows_the_strategies_rerun_beside_the_labels_benchmark(tmp_path):
+    """The selection strategies re-run at the fine-tuning default is its own subsection under the labels
+    benchmark (its fine-tuning rule in words, its own reading) and adds a summary row per strategy."""
+    report = _report()
+
+    def row(strategy, tiles, f1, edits):
+        return {"lab": "wue1", "start": "base", "strategy": strategy, "tiles": tiles, "all": tiles == 192,
+                "seeds": 5, "f1": f1, "f1_ci95": [f1 - 0.05, f1 + 0.05], "edits": edits, "count_error": -1.0,
+                "median_expert_f1": 0.73}
+
+    def result(ft_steps, rows, findings):
+        return {"settings": {"tile": 256, "ft_epochs": 12, "ft_steps": ft_steps, "base_epochs": 8, "base_steps": 40,
+                             "seeds": [0, 1, 2, 3, 4]},
+                "rows": rows, "findings": findings, "mode": "full", "wall_seconds": 600.0}
+
+    strat = result(0, [row("random", 0, 0.46, 0), row("random", 16, 0.62, 85), row("random", 192, 0.68, 860),
+                       row("active", 16, 0.60, 290), row("active", 192, 0.68, 860)],
+                   [{"lab": "wue1", "start": "base", "strategy": "random", "edits_to_95pct": None,
+                     "all_tiles_f1": 0.68, "all_tiles_edits": 860}])
+    main = result(25, [row("random", 16, 0.60, 81)], [])
+    main["companions"] = {"cfos_labels_strategies": strat}
+    text = report.cfos_labels(main, tmp_path)
+    head, _, sub = text.partition("### Selection strategies at the fine-tuning default")
+    assert sub and "(12 x 25 steps of 8 crops" in head
+    assert "12 epochs of the train job's per-epoch rule" in sub
+    assert "wue1 from base, random: no budget reached 95 % of the all-tiles F1 (0.680)" in sub
+    assert "wue1, 16 tiles: base/random 0.620 [0.570, 0.670], not distinguishable from base/active" in sub
+    summ = report.summary({"cfos_labels": main})
+    assert ("| c-FOS new lab wue1 from base, fine-tuning default, active selection: object F1 with 16 / 192 (all) "
+            "tiles (5 seeds; edits) | 0.60 (290), 0.68 (860) |") in summ
+
+
 def test_labels_paired_contrasts_difference_each_seed():
     """paired(): per-seed F1 differences of each start vs scratch (random tiles) and of active vs random from
     the base, on the seeds both arms ran; distinguishable when the t interval excludes 0; active vs random
