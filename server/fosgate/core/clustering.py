@@ -79,6 +79,44 @@ def encode_tiles(encoder, slide, tiles: list[CropTile], lo, hi, tile: int, origi
     return np.concatenate(codes), np.concatenate(means), np.concatenate(spreads)
 
 
+def _fit_autoencoder(ae, data: np.ndarray, epochs: int, rng: np.random.Generator,
+                     report: Callable[[float, str], None], should_cancel: Callable[[], bool] | None,
+                     batch: int = 32) -> None:
+    """Train ``ae`` to reproduce ``data`` with ``model.fit``: each epoch a new permutation (from ``rng``) cut
+    into ``len(data) // batch`` batches (at least one; the remainder is left out that epoch), progress
+    reported per epoch, cancellation checked before every batch."""
+    import keras
+
+    from fosgate.errors import Cancelled
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.order = rng.permutation(len(data))
+
+        def __len__(self):
+            return max(1, len(data) // batch)
+
+        def __getitem__(self, i):
+            b = data[np.sort(self.order[i * batch:(i + 1) * batch])]
+            return b, b
+
+        def on_epoch_end(self):
+            self.order = rng.permutation(len(data))
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if should_cancel and should_cancel():
+                raise Cancelled("Clustering cancelled.")
+
+        def on_epoch_end(self, epoch, logs=None):
+            report(0.05 + 0.6 * (epoch + 1) / max(epochs, 1), f"Autoencoder epoch {epoch + 1}/{epochs}: "
+                   f"reconstruction error {float((logs or {}).get('loss', float('nan'))):.4f}.")
+
+    if epochs > 0:
+        ae.fit(Batches(), epochs=epochs, shuffle=False, verbose=0, callbacks=[Progress()])
+
+
 def cluster_tiles(
     slide,
     *,
@@ -101,7 +139,7 @@ def cluster_tiles(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from fosgate.errors import Cancelled, InvalidInput
+    from fosgate.errors import InvalidInput
 
     report = progress or (lambda f, m: None)
     info = slide.info
@@ -116,18 +154,7 @@ def cluster_tiles(
     report(0.02, f"Reading {len(train_idx)} of {len(tiles)} tiles to train the autoencoder.")
     data = read_grey_tiles(slide, [tiles[i] for i in train_idx], lo, hi, tile, (rx, ry))
     ae, encoder = build_autoencoder(tile, seed)
-    batch = 32
-    steps = max(1, len(data) // batch)
-    for epoch in range(epochs):
-        order = rng.permutation(len(data))
-        losses = []
-        for s in range(steps):
-            if should_cancel and should_cancel():
-                raise Cancelled("Clustering cancelled.")
-            b = data[np.sort(order[s * batch:(s + 1) * batch])]
-            losses.append(float(np.asarray(ae.train_on_batch(b, b)).ravel()[0]))
-        report(0.05 + 0.6 * (epoch + 1) / max(epochs, 1), f"Autoencoder epoch {epoch + 1}/{epochs}: "
-               f"reconstruction error {np.mean(losses):.4f}.")
+    _fit_autoencoder(ae, data, epochs, rng, report, should_cancel)
     del data
     report(0.65, f"Encoding {len(tiles)} tiles.")
     if encode is not None:
