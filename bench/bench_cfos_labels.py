@@ -300,7 +300,25 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
     return rows
 
 
+def _share_of_all(sel: list[dict], rows: list[dict]) -> dict[str, Any]:
+    """Per seed, this row's F1 and edits as fractions of the same seed's all-tiles run from the same start
+    (every strategy's all-tiles run is the same tile set): mean F1 share with a t interval over seeds, and
+    the mean edit share. Empty when a seed has no all-tiles run."""
+    full = {(r["lab"], r["seed"], r["start"]): r for r in rows if r["tiles"] == r["all_tiles"]}
+    pairs = [(r, full.get((r["lab"], r["seed"], r["start"]))) for r in sel]
+    if not pairs or any(f is None or not f["f1"] for _, f in pairs):
+        return {}
+    share = [r["f1"] / f["f1"] for r, f in pairs]
+    edits = [r["edit_cost"]["edits"] / f["edit_cost"]["edits"] for r, f in pairs if f["edit_cost"]["edits"]]
+    return {"f1_share": float(np.mean(share)), "f1_share_ci95": t_interval(share),
+            "edit_share": float(np.mean(edits)) if len(edits) == len(pairs) else None}
+
+
 def summarize(rows: list[dict], ceiling_rows: list[dict]) -> dict[str, Any]:
+    """Per (lab, start, strategy, tiles): mean F1 over seeds with a t interval, mean edits and count error,
+    the median expert on the same test images, and (``_share_of_all``) the per-seed share of the all-tiles
+    F1 and edits; findings: per start and strategy, the cheapest row whose mean F1 is >= 95 % of the best
+    all-tiles mean."""
     out = []
     keys = list(dict.fromkeys((r["lab"], r["start"], r["strategy"], r["tiles"] == r["all_tiles"], r["tiles"])
                               for r in rows))
@@ -313,7 +331,7 @@ def summarize(rows: list[dict], ceiling_rows: list[dict]) -> dict[str, Any]:
                     "f1": float(np.mean(f1)), "f1_ci95": t_interval(f1),
                     "count_error": float(np.mean([r["count_error"] for r in sel])),
                     "edits": float(np.mean([r["edit_cost"]["edits"] for r in sel])),
-                    "median_expert_f1": experts.get("median_expert_f1")})
+                    "median_expert_f1": experts.get("median_expert_f1"), **_share_of_all(sel, rows)})
     findings = []
     for lab in dict.fromkeys(r["lab"] for r in out):
         for start in dict.fromkeys(r["start"] for r in out if r["lab"] == lab):
@@ -329,6 +347,7 @@ def summarize(rows: list[dict], ceiling_rows: list[dict]) -> dict[str, Any]:
                 findings.append({"lab": lab, "start": start, "strategy": strategy, "all_tiles_f1": best_full,
                                  "edits_to_95pct": cand[0]["edits"] if cand else None,
                                  "tiles_to_95pct": cand[0]["tiles"] if cand else None,
+                                 "share_ci95_to_95pct": cand[0].get("f1_share_ci95") if cand else None,
                                  "all_tiles_edits": all_edits})
     return {"rows": out, "findings": findings, "distinguishable": _distinguishable(out), "paired": paired(rows)}
 

@@ -1099,9 +1099,9 @@ def cfos_labels(r: dict, plots: Path) -> str:
 
 def _fine_tune_words(st: dict) -> str:
     """A labels run's fine-tuning budget: fixed epochs x steps, or the train job's per-epoch rule (0)."""
-    return (f"{st['ft_epochs']} x {st['ft_steps']} steps" if st["ft_steps"] else
-            f"{st['ft_epochs']} epochs of the train job's per-epoch rule (about two passes over the labelled tiles, "
-            "at least 25 steps)")
+    return (f"{st['ft_epochs']} x {st['ft_steps']} steps of 8 crops of 128 px" if st["ft_steps"] else
+            f"{st['ft_epochs']} epochs of steps of 8 crops of 128 px, each epoch about two passes over the labelled "
+            "tiles and at least 25 steps, the train job's rule")
 
 
 def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: list[str]) -> str:
@@ -1114,8 +1114,17 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
     def ci(lo: float, hi: float) -> str:  # a t interval over few seeds can pass F1's bounds
         return f"[{max(0.0, lo):.3f}, {min(1.0, hi):.3f}]"
 
+    def share(x: dict) -> str:  # per-seed share of the all-tiles F1 and edits (results before it: none)
+        if x.get("f1_share") is None or x["all"]:
+            return "-"
+        lo, hi = x["f1_share_ci95"]
+        edits = f" / {100 * x['edit_share']:.0f} %" if x.get("edit_share") is not None else ""
+        return f"{100 * x['f1_share']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]{edits}"
+
+    with_share = any(x.get("f1_share") is not None for x in r["rows"])
     rows = [[x["lab"], x["start"], x["strategy"], f"{x['tiles']}{' (all)' if x['all'] else ''}", x["seeds"],
              f"{x['f1']:.3f} {ci(*x['f1_ci95'])}", f"{x['edits']:.0f}",
+             *([share(x)] if with_share else []),
              f"{x['count_error']:+.1f}",
              f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-"] for x in r["rows"]
             if not same_as_random(x)]
@@ -1129,8 +1138,12 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
         else:
             share = (f" = {100 * f['edits_to_95pct'] / f['all_tiles_edits']:.0f} % of the all-tiles edits"
                      if f["all_tiles_edits"] else "")
+            per_seed = f.get("share_ci95_to_95pct")
+            sure = ("" if not per_seed or f["tiles_to_95pct"] == max(x["tiles"] for x in r["rows"] if x["lab"] == f["lab"])
+                    else f" (per seed {100 * per_seed[0]:.1f}-{100 * per_seed[1]:.1f} % of it: "
+                    + ("above 95 % on the interval)" if per_seed[0] >= 0.95 else "the interval reaches below 95 %)"))
             found.append(f"{f['lab']} from {f['start']}, {f['strategy']}: 95 % of the all-tiles F1 ({f['all_tiles_f1']:.3f}) "
-                         f"with {f['tiles_to_95pct']} tiles, {f['edits_to_95pct']:.0f} edits{share}")
+                         f"with {f['tiles_to_95pct']} tiles, {f['edits_to_95pct']:.0f} edits{share}{sure}")
     pairs = r.get("distinguishable", [])
     apart = [f"{d['lab']}/{d['start']}/{d['tiles']}: {d['a']} vs {d['b']}" for d in pairs if d["distinguishable"]]
     best = []  # per lab and budget: the best start/selection, and which others its interval cannot tell apart
@@ -1154,7 +1167,7 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
         "random and its rows are not repeated), the starting model's proposals for them are corrected to the "
         "truth by a "
         "scripted reviewer (edits = objects re-drawn + deleted + drawn), the model is fine-tuned "
-        f"({_fine_tune_words(st)} of 8 crops of 128 px"
+        f"({_fine_tune_words(st)}"
         + ("; the start's encoder frozen" if st.get("ft_freeze") == "encoder" else "")
         + f"; base: {st['base_epochs']} x "
         f"{st['base_steps']} steps) and scored on the test images (object F1, IoU >= 0.5, pooled; interval: t over "
@@ -1164,6 +1177,7 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
         f"{r['wall_seconds'] / 60:.0f} min.",
         "",
         _table(["held-out lab", "start", "selection", "tiles", "seeds", "object F1 [95 % CI]", "edits",
+                *(["of all tiles per seed: F1 [95 % CI] / edits"] if with_share else []),
                 "count error", "median expert F1"], rows),
         "",
         "Reading: " + ("; ".join(found) if found else "no all-tiles run in this result") + ". "
@@ -1180,7 +1194,7 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
         *companions,
         f"![label efficiency](bench/results/{png}.png)" if (plots / f"{png}.png").exists() else "",
         *[f"\n{note}" for note in r.get("notes", [])],
-        *(["", "Run in parts (one process per seed), merged: " + "; ".join(
+        *(["", "Run in parts, merged: " + "; ".join(
             f"seed(s) {', '.join(map(str, x['seeds']))} `{x['command']}` ({str(x['date'])[:16]})" for x in r["parts"])
             + "."] if r.get("parts") else []),
         "",

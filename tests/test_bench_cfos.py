@@ -229,6 +229,30 @@ def test_labels_result_names_follow_the_mode(tmp_path):
     assert sorted(x.name for x in out.iterdir()) == ["cfos_labels_strategies.json", "cfos_labels_strategies.png"]
 
 
+def test_labels_rows_give_each_seeds_share_of_its_all_tiles_run():
+    """summarize(): a row's F1 and edits as shares of the same seed's all-tiles run (same start), averaged
+    over seeds with a t interval; the finding carries the interval of the row that reaches 95 %."""
+    b = _labels_bench()
+
+    def rec(seed, tiles, f1, edits, strategy="random"):
+        return {"lab": "wue1", "seed": seed, "start": "base", "strategy": strategy, "tiles": tiles, "all_tiles": 192,
+                "edit_cost": {"edits": edits}, "test": [f"w{seed}"], "f1": f1, "count_error": 0.0}
+
+    rows = [rec(0, 16, 0.66, 80), rec(0, 192, 0.70, 800), rec(1, 16, 0.59, 120), rec(1, 192, 0.60, 600),
+            rec(0, 16, 0.35, 300, "active"), rec(1, 16, 0.45, 200, "active")]
+    out = b.summarize(rows, [])
+    row = next(r for r in out["rows"] if (r["strategy"], r["tiles"]) == ("random", 16))
+    assert row["f1_share"] == pytest.approx((0.66 / 0.70 + 0.59 / 0.60) / 2)
+    assert row["edit_share"] == pytest.approx((0.1 + 0.2) / 2)
+    lo, hi = row["f1_share_ci95"]
+    assert lo < row["f1_share"] < hi
+    active = next(r for r in out["rows"] if r["strategy"] == "active")  # shares the seed's all-tiles run
+    assert active["f1_share"] == pytest.approx((0.5 + 0.75) / 2)
+    found = next(f for f in out["findings"] if f["strategy"] == "random")
+    assert found["tiles_to_95pct"] == 16 and found["share_ci95_to_95pct"] == [lo, hi]
+    assert "f1_share" not in b.summarize([rec(0, 16, 0.66, 80)], [])["rows"][0]  # no all-tiles run: no share
+
+
 def test_report_shows_the_strategies_rerun_beside_the_labels_benchmark(tmp_path):
     """The selection strategies re-run at the fine-tuning default is its own subsection under the labels
     benchmark (its fine-tuning rule in words, its own reading) and adds a summary row per strategy."""
@@ -245,16 +269,24 @@ def test_report_shows_the_strategies_rerun_beside_the_labels_benchmark(tmp_path)
                 "rows": rows, "findings": findings, "mode": "full", "wall_seconds": 600.0}
 
     strat = result(0, [row("random", 0, 0.46, 0), row("random", 16, 0.62, 85), row("random", 192, 0.68, 860),
-                       row("active", 16, 0.60, 290), row("active", 192, 0.68, 860)],
+                       row("active", 16, 0.60, 290) | {"f1_share": 0.96, "f1_share_ci95": [0.9, 1.02],
+                                                       "edit_share": 0.33},
+                       row("active", 192, 0.68, 860)],
                    [{"lab": "wue1", "start": "base", "strategy": "random", "edits_to_95pct": None,
-                     "all_tiles_f1": 0.68, "all_tiles_edits": 860}])
+                     "all_tiles_f1": 0.68, "all_tiles_edits": 860},
+                    {"lab": "wue1", "start": "base", "strategy": "active", "edits_to_95pct": 290.0, "tiles_to_95pct": 16,
+                     "share_ci95_to_95pct": [0.9, 1.02], "all_tiles_f1": 0.68, "all_tiles_edits": 860}])
     main = result(25, [row("random", 16, 0.60, 81)], [])
     main["companions"] = {"cfos_labels_strategies": strat}
     text = report.cfos_labels(main, tmp_path)
     head, _, sub = text.partition("### Selection strategies at the fine-tuning default")
     assert sub and "(12 x 25 steps of 8 crops" in head
-    assert "12 epochs of the train job's per-epoch rule" in sub
+    assert "12 epochs of steps of 8 crops of 128 px, each epoch about two passes" in sub
     assert "wue1 from base, random: no budget reached 95 % of the all-tiles F1 (0.680)" in sub
+    assert ("wue1 from base, active: 95 % of the all-tiles F1 (0.680) with 16 tiles, 290 edits = 34 % of the "
+            "all-tiles edits (per seed 90.0-102.0 % of it: the interval reaches below 95 %)") in sub
+    assert "| 96.0 % [90.0, 102.0] / 33 % |" in sub and "| of all tiles per seed" in sub
+    assert "of all tiles per seed" not in head  # results saved before the shares: no such column
     assert "wue1, 16 tiles: base/random 0.620 [0.570, 0.670], not distinguishable from base/active" in sub
     summ = report.summary({"cfos_labels": main})
     assert ("| c-FOS new lab wue1 from base, fine-tuning default, active selection: object F1 with 16 / 192 (all) "
