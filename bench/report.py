@@ -1089,10 +1089,11 @@ def cfos_labels(r: dict, plots: Path) -> str:
         _cfos_labels_run(r, plots, "## Labels a new lab needs (segebarth-cfos, leave-one-lab-out)", "cfos_labels",
                          [*_cfos_labels_freeze(companions.get("cfos_labels_freeze")),
                           *_cfos_labels_budget(companions.get("cfos_labels_budget")),
-                          *_cfos_labels_budget(companions.get("cfos_labels_steps")),
-                          *_cfos_labels_budget(companions.get("cfos_labels_equal_steps"))]),
+                          *_cfos_labels_budget(companions.get("cfos_labels_steps"))]),
+        # the strategies re-run, and the equal-steps comparison made against its random arm
         *(["", _cfos_labels_run(companions["cfos_labels_strategies"], plots,
-                                "### Selection strategies at the fine-tuning default", "cfos_labels_strategies", [])]
+                                "### Selection strategies at the fine-tuning default", "cfos_labels_strategies",
+                                _cfos_labels_budget(companions.get("cfos_labels_equal_steps")))]
           if companions.get("cfos_labels_strategies") else []),
     ])
 
