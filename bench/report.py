@@ -1115,7 +1115,7 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
     def ci(lo: float, hi: float) -> str:  # a t interval over few seeds can pass F1's bounds
         return f"[{max(0.0, lo):.3f}, {min(1.0, hi):.3f}]"
 
-    def share(x: dict) -> str:  # per-seed share of the all-tiles F1 and edits (results before it: none)
+    def share_cell(x: dict) -> str:  # per-seed share of the all-tiles F1 and edits (results before it: none)
         if x.get("f1_share") is None or x["all"]:
             return "-"
         lo, hi = x["f1_share_ci95"]
@@ -1125,7 +1125,7 @@ def _cfos_labels_run(r: dict, plots: Path, heading: str, png: str, companions: l
     with_share = any(x.get("f1_share") is not None for x in r["rows"])
     rows = [[x["lab"], x["start"], x["strategy"], f"{x['tiles']}{' (all)' if x['all'] else ''}", x["seeds"],
              f"{x['f1']:.3f} {ci(*x['f1_ci95'])}", f"{x['edits']:.0f}",
-             *([share(x)] if with_share else []),
+             *([share_cell(x)] if with_share else []),
              f"{x['count_error']:+.1f}",
              f"{x['median_expert_f1']:.3f}" if x["median_expert_f1"] is not None else "-"] for x in r["rows"]
             if not same_as_random(x)]
