@@ -450,8 +450,9 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos_labe
     strategies (e.g. one process per seed, so that a run cut for time keeps the seeds it finished; the
     pretrained start run later; another lab as the new lab): records concatenated, the summary recomputed
     over every seed; each part's command, date and machine stamp are kept under ``parts``. Training
-    settings must be the same (``SAME_IN_PARTS``), and so must the budgets of parts on the same lab (labs
-    may differ in budgets: a lab's rows and shares only use its own runs; ``budgets_by_lab`` records them).
+    settings must be the same (``SAME_IN_PARTS``), and so must the budgets of parts on the same lab and
+    start (others may differ: a row and its share of the all-tiles run only use the runs of its own lab and
+    start; ``budgets_by_lab`` records them per start).
     A (lab, seed, start) run in two parts is refused (it would count twice). Saved as ``name``
     (``RUN_NAMES``)."""
     parts = [json.loads(p.read_text()) for p in paths]
@@ -460,12 +461,14 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos_labe
         if any(p["settings"].get(k, SETTING_BEFORE.get(k)) != first.get(k, SETTING_BEFORE.get(k))
                for k in SAME_IN_PARTS):
             raise SystemExit("--merge: the results were run with different settings (only the seeds, starting "
-                             "points, labs, selection strategies and, between labs, budgets may differ)")
-    budgets_by_lab: dict[str, list[str]] = {}
+                             "points, labs, selection strategies and, between labs or starts, budgets may differ)")
+    budgets_by_lab: dict[str, dict[str, list[str]]] = {}
     for p in parts:
         for lab in p["settings"]["labs"]:
-            if budgets_by_lab.setdefault(lab, p["settings"]["budgets"]) != p["settings"]["budgets"]:
-                raise SystemExit(f"--merge: the parts on {lab} were run with different budgets")
+            for start in p["settings"]["starts"]:
+                if budgets_by_lab.setdefault(lab, {}).setdefault(start, p["settings"]["budgets"]) \
+                        != p["settings"]["budgets"]:
+                    raise SystemExit(f"--merge: the parts on {lab} from {start} were run with different budgets")
     records = [r for p in parts for r in p["records"]]
     seen = [key for p in parts for key in {(r["lab"], r["seed"], r["start"]) for r in p["records"]}]
     if len(seen) != len(set(seen)):
@@ -479,7 +482,8 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos_labe
     plot(summary, out / f"{name}.png")
     result = {"mode": parts[0]["mode"],
               "settings": {**first, "seeds": sorted({r["seed"] for r in records}),
-                           "budgets": sorted({b for bs in budgets_by_lab.values() for b in bs},
+                           "budgets": sorted({b for by_start in budgets_by_lab.values()
+                                              for bs in by_start.values() for b in bs},
                                              key=lambda b: (b == "all", int(b) if b != "all" else 0)),
                            "budgets_by_lab": budgets_by_lab,
                            "starts": list(dict.fromkeys(r["start"] for r in records)),

@@ -149,8 +149,8 @@ def _report():
 def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     """Per-seed runs of bench_cfos_labels merge into one result whose rows average over every seed with a
     t interval (one seed alone has none); another starting point on a seed already run joins as its own
-    rows; another lab may have run other budgets; a (seed, start) present in two parts, other settings, or
-    other budgets on the same lab are refused."""
+    rows; another lab or start may have run other budgets; a (seed, start) present in two parts, other
+    settings, or other budgets on the same lab and start are refused."""
     import json
 
     b = _labels_bench()
@@ -188,12 +188,13 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     with pytest.raises(SystemExit, match="different settings"):
         b.merge([paths[0], tmp_path / "other.json"], tmp_path / "out", [])
     (tmp_path / "budgets.json").write_text(json.dumps(part(2, 0.6, budgets=["0", "4", "all"])))
-    with pytest.raises(SystemExit, match="inns1 were run with different budgets"):
+    with pytest.raises(SystemExit, match="inns1 from base were run with different budgets"):
         b.merge([paths[0], tmp_path / "budgets.json"], tmp_path / "out", [])
-    (tmp_path / "pre.json").write_text(json.dumps(part(0, 0.3, start="pretrained")))
+    (tmp_path / "pre.json").write_text(json.dumps(part(0, 0.3, start="pretrained", budgets=["4", "all"])))
     assert b.merge([*paths, tmp_path / "pre.json"], tmp_path / "out", []) == 0
     merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
     assert merged["settings"]["starts"] == ["base", "pretrained"]
+    assert merged["settings"]["budgets_by_lab"] == {"inns1": {"base": ["0", "all"], "pretrained": ["4", "all"]}}
     pre = next(r for r in merged["rows"] if r["start"] == "pretrained" and r["all"])
     assert pre["seeds"] == 1 and pre["f1"] == pytest.approx(0.7)
     assert next(r for r in merged["rows"] if r["start"] == "base" and r["all"])["seeds"] == 2
@@ -204,7 +205,8 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     assert b.merge([*paths, tmp_path / "wue1.json"], tmp_path / "out", []) == 0
     merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
     assert merged["settings"]["labs"] == ["inns1", "wue1"]
-    assert merged["settings"]["budgets_by_lab"] == {"inns1": ["0", "all"], "wue1": ["0", "16", "all"]}
+    assert merged["settings"]["budgets_by_lab"] == {"inns1": {"base": ["0", "all"]},
+                                                 "wue1": {"base": ["0", "16", "all"]}}
     assert merged["settings"]["budgets"] == ["0", "16", "all"]
     assert merged["settings"]["strategies"] == ["random", "balanced"]
     assert [(r["lab"], r["strategy"], r["seeds"]) for r in merged["rows"] if r["all"]] == [
