@@ -356,15 +356,15 @@ def paired(rows: list[dict]) -> list[dict]:
     """Per-seed differences of object F1 for the contrasts that matter, on the seeds both arms ran: a seed
     fixes the test image and the pool, and random selection picks the same tiles from every start, so a
     paired interval is far narrower than two separate ones. Contrasts per lab and budget: each start
-    with a model vs scratch (random tiles), and active vs random from the same start (where active is not
-    random). ``distinguishable``: the 95 % t interval of the mean difference excludes 0 (2+ seeds)."""
+    with a model vs scratch (random tiles), and active and balanced vs random from the base model (from
+    scratch or pretrained active is random). ``distinguishable``: the 95 % t interval of the mean difference excludes 0 (2+ seeds)."""
     f1 = {(r["lab"], r["start"], r["strategy"], r["tiles"], r["seed"]): r["f1"] for r in rows}
     every = {(r["lab"], r["tiles"]) for r in rows if r["tiles"] == r["all_tiles"]}  # all tiles: one tile set
     arms = dict.fromkeys((r["lab"], r["start"], r["strategy"]) for r in rows)
     contrasts = [((lab, s, "random"), (lab, "scratch", "random")) for lab, s, g in arms
                  if g == "random" and s != "scratch" and (lab, "scratch", "random") in arms]
-    contrasts += [((lab, s, "active"), (lab, s, "random")) for lab, s, g in arms
-                  if g == "active" and s == "base" and (lab, s, "random") in arms]
+    contrasts += [((lab, s, g), (lab, s, "random")) for lab, s, g in arms
+                  if g in ("active", "balanced") and s == "base" and (lab, s, "random") in arms]
     contrasts += [((lab, s, g), (lab, "base", g)) for lab, s, g in arms  # frozen vs trainable encoder
                   if s in FROZEN_STARTS and (lab, "base", g) in arms]
     out = []

@@ -303,12 +303,14 @@ def test_report_shows_the_strategies_rerun_beside_the_labels_benchmark(tmp_path)
 
 
 def test_labels_paired_contrasts_difference_each_seed():
-    """paired(): per-seed F1 differences of each start vs scratch (random tiles) and of active vs random from
-    the base, on the seeds both arms ran; distinguishable when the t interval excludes 0; active vs random
-    is not compared at all tiles (the same tile set); base-frozen vs base per strategy and budget."""
+    """paired(): per-seed F1 differences of each start vs scratch (random tiles) and of active and balanced
+    vs random from the base, on the seeds both arms ran; distinguishable when the t interval excludes 0;
+    active vs random is not compared at all tiles (the same tile set); base-frozen vs base per strategy and
+    budget."""
     b = _labels_bench()
     f1 = {("scratch", "random"): [0.5, 0.6, 0.7], ("pretrained", "random"): [0.6, 0.72, 0.79],
-          ("base", "random"): [0.4, 0.8, 0.6], ("base", "active"): [0.45, 0.85, 0.65]}
+          ("base", "random"): [0.4, 0.8, 0.6], ("base", "active"): [0.45, 0.85, 0.65],
+          ("base", "balanced"): [0.3, 0.9, 0.6]}
     rows = [{"lab": "inns1", "start": start, "strategy": strategy, "tiles": n, "all_tiles": 40, "seed": seed,
              "f1": v + (0.1 if n == 40 else 0.0)}
             for (start, strategy), vals in f1.items() for seed, v in enumerate(vals) for n in (4, 40)]
@@ -322,6 +324,9 @@ def test_labels_paired_contrasts_difference_each_seed():
     act = out[("base/active", "base/random", 4)]
     assert act["per_seed"] == pytest.approx([0.05] * 3) and act["distinguishable"]
     assert ("base/active", "base/random", 40) not in out
+    bal = out[("base/balanced", "base/random", 4)]
+    assert bal["per_seed"] == pytest.approx([-0.1, 0.1, 0.0]) and not bal["distinguishable"]
+    assert ("base/balanced", "base/random", 40) not in out
     frozen = [{**r, "start": "base-frozen", "f1": r["f1"] - 0.02} for r in rows if r["start"] == "base"]
     out = {(x["a"], x["b"], x["tiles"]): x for x in b.paired(rows + frozen)}
     for n in (4, 40):  # the frozen encoder vs the same base fine-tuned whole, also at all tiles
