@@ -255,29 +255,40 @@ class DefaultArch:
     name = "default"
 
     def __init__(self, epochs: int, steps: int | None, batch: int, tile: int, px_per_um: float,
-                 weight_average: float = 0.0):
+                 weight_average: float = 0.0, members: int = 1):
         self.epochs, self.steps, self.batch, self.tile, self.px_per_um = epochs, steps, batch, tile, px_per_um
-        self.weight_average = weight_average
+        self.weight_average, self.members = weight_average, members
         if weight_average:  # another method: its rows sit beside plain default's in a merged result
             self.name = "default+ema"
+        if members > 1:  # a seed ensemble; its first member alone is plain default, scored beside it
+            self.name = f"default+ens{members}"
 
     def fit(self, train: list[Sample], seed: int) -> dict[str, Any]:
         from fosgate.core.metrics import as_instances
-        from fosgate.core.training import TrainConfig, TrainingPair, train_model
+        from fosgate.core.training import TrainConfig, TrainingPair, ensemble_of, train_members, train_model
 
         pairs = [TrainingPair(s.image[..., None], as_instances(s.consensus), s.name, pixel_size_um=1.0 / s.px_per_um)
                  for s in train]
-        model = train_model(pairs, TrainConfig(arch="unet2", epochs=self.epochs, steps_per_epoch=self.steps,
-                                               tile_size=self.tile, batch_size=self.batch, val_fraction=0.2,
-                                               seed=seed, pixel_size_um=1.0 / self.px_per_um,
-                                               weight_average=self.weight_average))
+        config = TrainConfig(arch="unet2", epochs=self.epochs, steps_per_epoch=self.steps, tile_size=self.tile,
+                             batch_size=self.batch, val_fraction=0.2, seed=seed, pixel_size_um=1.0 / self.px_per_um,
+                             weight_average=self.weight_average, members=self.members)
+        members = train_members(pairs, config) if self.members > 1 else []
+        model = ensemble_of(members, pairs, config) if members else train_model(pairs, config)
         metrics = dict(getattr(model, "metrics", {}) or {})
         post = getattr(model, "post", None)
         metrics["post"] = dict(vars(post)) if hasattr(post, "__dict__") else str(post)
-        return {"model": model, "metrics": metrics, "history": dict(getattr(model, "history", {}) or {})}
+        return {"model": model, "metrics": metrics, "history": dict(getattr(model, "history", {}) or {}),
+                "members": members}
 
-    def predict(self, fitted: dict[str, Any], s: Sample, tta: bool = False) -> np.ndarray:
-        return np.asarray(fitted["model"].predict_instances(s.image, pixel_size_um=1.0 / s.px_per_um, tta=tta))
+    def predict(self, fitted: dict[str, Any], s: Sample, tta: bool = False, model=None) -> np.ndarray:
+        model = model or fitted["model"]
+        return np.asarray(model.predict_instances(s.image, pixel_size_um=1.0 / s.px_per_um, tta=tta))
+
+    @staticmethod
+    def member_method(i: int) -> str:
+        """The method name of an ensemble's member ``i`` scored alone: the first is plain ``default`` (the
+        same seed, split and training as a run without ``--members``), the others ``default/m<i>``."""
+        return "default" if i == 0 else f"default/m{i}"
 
 
 def default_arch_entry_point():
@@ -424,7 +435,8 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos") ->
                                                                                           "seeds")}
     base["settings"] = {**base["settings"], **union, "tta": any(p["settings"].get("tta") for p in parts),
                         # the momentum of the default+ema rows (parts without them ran 0)
-                        "weight_average": max(p["settings"].get("weight_average", 0.0) for p in parts)}
+                        "weight_average": max(p["settings"].get("weight_average", 0.0) for p in parts),
+                        "members": max(p["settings"].get("members", 1) for p in parts)}
     base["labs"] = list(dict.fromkeys(lab for p in parts for lab in p.get("labs", [])))
     rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling"]["rows"]}.values())
     base["ceiling"] = {**base["ceiling"], "rows": rows, "labs": ceiling_by_lab(rows)}  # parts may cover other labs
@@ -457,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-average", type=float, default=0.0, metavar="M",
                     help="--arch default keeps an exponential moving average of its weights (momentum M per step; "
                     "TrainConfig.weight_average) and is recorded as method default+ema")
+    ap.add_argument("--members", type=int, default=1, metavar="K",
+                    help="--arch default trains a seed ensemble of K networks (TrainConfig.members), recorded as "
+                    "default+ensK; its first member alone is recorded as default (the same training as without "
+                    "this option) and the others as default/m1, ...: the single-network baselines of the same run")
     ap.add_argument("--wue1-folds", type=int, default=3, help="grouped k-fold over wue1's 6 animal groups")
     ap.add_argument("--px-per-um", type=float, default=1.0, help="the models' pixel size (images are rescaled)")
     ap.add_argument("--min-size-um2", type=float, default=20.0, help="smallest object kept, in um^2")
@@ -500,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"iou_threshold": 0.5, "px_per_um": args.px_per_um, "min_size_um2": args.min_size_um2,
                      "epochs": args.epochs, "steps_per_epoch": args.steps or None, "batch": args.batch, "tile": 128,
                      "default_tile": args.default_tile, "weight_average": args.weight_average,
+                     "members": args.members,
                      "seeds": args.seeds, "wue1_folds": args.wue1_folds, "protocols": args.protocols,
                      "archs": args.arch, "peers": args.peers, "tta": args.tta, "val_fraction": 0.2,
                      "interval": "95 % percentile bootstrap over the lab's test images (2000 resamples), "
@@ -529,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "yet (TODO)")
         else:
             archs.append(DefaultArch(args.epochs, args.steps or None, args.batch, args.default_tile, args.px_per_um,
-                                     args.weight_average))
+                                     args.weight_average, args.members))
     result.update(folds=folds, fold_runs=[], records=[])
     from fosgate.core.metrics import detection_scores, error_breakdown
 
@@ -552,6 +569,11 @@ def main(argv: list[str] | None = None) -> int:
                     t1 = time.perf_counter()
                     labels = arch.predict(fitted, by[n])
                     record(arch.name, fold, seed, by[n], labels, {"predict_seconds": time.perf_counter() - t1})
+                    for i, member in enumerate(fitted.get("members", [])):  # each member alone, on the same image
+                        t1 = time.perf_counter()
+                        labels = arch.predict(fitted, by[n], model=member)
+                        record(arch.member_method(i), fold, seed, by[n], labels,
+                               {"predict_seconds": time.perf_counter() - t1})
                     if args.tta and arch.name == "default":  # the same model, 8 symmetries averaged
                         t1 = time.perf_counter()
                         labels = arch.predict(fitted, by[n], tta=True)

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from fosgate.core.ensemble import MAX_MEMBERS, MEMBER_SEED_STRIDE, average_network, ensemble_size
 from fosgate.core.metrics import as_instances, mean_pixel_scores, object_scores, summarize_objects
 from fosgate.core.normalize import Normalization
 from fosgate.errors import Cancelled, InvalidInput
@@ -73,7 +74,10 @@ class TrainConfig:
     scored 0.028 lower on the test images, the other level (bench/results/cfos_labels_budget.json).
     ``weight_average``: momentum per step of an exponential moving average of the weights (e.g. 0.99;
     0: off, the default until measured better); with it each epoch is scored, kept and returned with the
-    averaged weights, while training goes on from the raw ones."""
+    averaged weights, while training goes on from the raw ones. ``members``: networks in a seed ensemble
+    (:func:`train_members` + :func:`ensemble_of`, ``fosgate.core.ensemble``; 1: one network); training
+    and prediction cost grow with it. ``split_seed``: the seed of the training / validation split (None:
+    ``seed``), so that networks trained with other seeds can share one split."""
 
     epochs: int = 30
     tile_size: int = 256
@@ -91,6 +95,8 @@ class TrainConfig:
     freeze: str = ""
     keep_start: bool = False
     weight_average: float = 0.0
+    members: int = 1
+    split_seed: int | None = None
 
 
 @dataclass
@@ -739,6 +745,15 @@ def train_model(
         raise InvalidInput("Freezing layers needs a base model to fine-tune (trained or pretrained).")
     if not 0.0 <= config.weight_average < 1.0:
         raise InvalidInput(f"The weight-averaging momentum must be at least 0 and below 1, not {config.weight_average}.")
+    if not 1 <= config.members <= MAX_MEMBERS:
+        raise InvalidInput(f"An ensemble has 1 to {MAX_MEMBERS} networks, not {config.members}.")
+    if base is not None and ensemble_size(base.network) > 1:
+        raise InvalidInput("The base model is an ensemble of several networks; fine-tuning starts from a single "
+                           "network (train the ensemble again with the new labels instead).")
+    if config.members > 1:
+        members = train_members(pairs, config, normalization=normalization, base=base, on_epoch=on_epoch,
+                                should_cancel=should_cancel)
+        return ensemble_of(members, pairs, config, **provenance)
     tile = config.tile_size
     if tile % 16 or tile < 16:
         raise InvalidInput(f"The training tile size must be a multiple of 16, not {tile}.")
@@ -762,7 +777,7 @@ def train_model(
                 config.pixel_size_um or (float(np.median(known)) if known else 0.0))
     outputs = ARCHS[arch]
     prepared = [_prepare(p, normalization, tile, outputs, model_px) for p in pairs]
-    train, val = split_pairs(prepared, config.val_fraction, tile, config.seed)
+    train, val = split_pairs(prepared, config.val_fraction, tile, _split_seed(config))
     real_val = bool(val) and val is not prepared  # images held out (else validation is the training set)
     size_cap = min_size_cap([p.inst for p in prepared])  # from every label, not the validation images alone
     if base is not None:
@@ -805,14 +820,7 @@ def train_model(
     if keep.start_scores is not None:
         metrics["val_object_f1_at_start"] = keep.start_scores["object_f1"]
     if config.calibrate:  # choose the post-processing on the validation images (else on the training images)
-        cal = val if real_val else in_sample_calibration_set(prepared)
-        maps = _predict_images(net, [p.x for p in cal])
-        tie = in_sample_calibration_set(train) if real_val and train else []  # breaks validation ties
-        tie_maps = _predict_images(net, [p.x for p in tie]) if tie else None
-        post, scores = calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=arch, size_cap=size_cap,
-                                             prefix="val" if real_val else "train", tie_maps=tie_maps,
-                                             tie_truths=[p.inst for p in tie] or None)
-        model.post = post
+        model.post, scores = _calibrate(model, prepared, train, val, real_val, size_cap)
         metrics.update(scores)
     metrics.update(threshold=model.post.threshold, seed_threshold=model.post.seed_threshold,
                    min_size_px=float(model.post.min_size_px), split_touching=float(model.post.split_touching),
@@ -831,6 +839,92 @@ def train_model(
     for k, v in provenance.items():
         setattr(model, k, v)
     return model
+
+
+def _calibrate(model, prepared: list[_Prepared], train: list[_Prepared], val: list[_Prepared], real_val: bool,
+               size_cap: int | None) -> tuple:
+    """``(post, scores)``: ``model``'s post-processing chosen on the validation images (else on the
+    training images), validation ties broken on the training images (:func:`calibrate_postprocess`)."""
+    cal = val if real_val else in_sample_calibration_set(prepared)
+    maps = _predict_images(model.network, [p.x for p in cal])
+    tie = in_sample_calibration_set(train) if real_val and train else []  # breaks validation ties
+    tie_maps = _predict_images(model.network, [p.x for p in tie]) if tie else None
+    return calibrate_postprocess(maps, [p.inst for p in cal], model.post, arch=model.arch, size_cap=size_cap,
+                                 prefix="val" if real_val else "train", tie_maps=tie_maps,
+                                 tie_truths=[p.inst for p in tie] or None)
+
+
+def _split_seed(config: TrainConfig) -> int:
+    return config.seed if config.split_seed is None else config.split_seed
+
+
+def member_config(config: TrainConfig, i: int) -> TrainConfig:
+    """The config of member ``i`` of ``config``'s ensemble: one network, seed ``seed + i * stride``, the
+    ensemble's split."""
+    return replace(config, members=1, seed=config.seed + i * MEMBER_SEED_STRIDE, split_seed=_split_seed(config))
+
+
+def train_members(pairs: list[TrainingPair], config: TrainConfig, *, normalization: Normalization | None = None,
+                  base=None, on_epoch: Callable[[EpochReport], None] | None = None,
+                  should_cancel: Callable[[], bool] | None = None) -> list:
+    """The ``config.members`` networks of a seed ensemble, each a complete ``FosgateModel`` trained (and
+    calibrated) alone by :func:`train_model` with :func:`member_config`; fine-tuning starts every member
+    from a copy of ``base`` (``base`` is left as it is). Progress counts the members' epochs in turn."""
+    out = []
+    for i in range(config.members):
+        start = None if base is None else replace(base, network=_copy_network(base.network))
+        progress = None if on_epoch is None else (
+            lambda r, i=i: on_epoch(replace(r, epoch=i * r.epochs + r.epoch, epochs=config.members * r.epochs)))
+        out.append(train_model(pairs, member_config(config, i), normalization=normalization, base=start,
+                               on_epoch=progress, should_cancel=should_cancel))
+    return out
+
+
+def ensemble_of(members: list, pairs: list[TrainingPair], config: TrainConfig, **provenance):
+    """One ``FosgateModel`` averaging ``members`` (trained by :func:`train_members` on ``pairs`` with
+    ``config``): the first member's architecture, normalisation, pixel size and receptive field; its
+    post-processing calibrated on the members' shared validation images (``config``'s split) from the
+    averaged maps; metrics: the ensemble's calibration scores, ``members`` and each member's own
+    validation object F1 and best epoch. The members' weights are shared, not copied."""
+    from fosgate import __version__
+    from fosgate.core.model import PostProcess
+
+    first = members[0]
+    prepared = [_prepare(p, first.normalization, config.tile_size, len(first.outputs), first.pixel_size_um)
+                for p in pairs]
+    train, val = split_pairs(prepared, config.val_fraction, config.tile_size, _split_seed(config))
+    real_val = bool(val) and val is not prepared
+    model = replace(first, network=average_network([m.network for m in members]), post=PostProcess(min_size_px=10),
+                    history=dict(first.history))
+    metrics = {k: v for k, v in first.metrics.items() if k.startswith(("train_images", "val_images", "val_is",
+                                                                        "val_band", "steps_per", "tile_size",
+                                                                        "epochs_run", "frozen"))}
+    metrics["members"] = float(len(members))
+    metrics["train_seconds"] = float(sum(m.metrics.get("train_seconds", 0.0) for m in members))
+    for i, m in enumerate(members):
+        for k in ("best_epoch", "val_object_f1"):
+            if k in m.metrics:
+                metrics[f"member{i}_{k}"] = m.metrics[k]
+    if config.calibrate:
+        model.post, scores = _calibrate(model, prepared, train, val, real_val, min_size_cap([p.inst for p in prepared]))
+        metrics.update(scores)
+    metrics.update(threshold=model.post.threshold, seed_threshold=model.post.seed_threshold,
+                   min_size_px=float(model.post.min_size_px), split_touching=float(model.post.split_touching),
+                   calibrated=float(config.calibrate), calibrated_in_sample=float(config.calibrate and not real_val))
+    model.metrics = metrics
+    model.fosgate_version = __version__
+    for k, v in provenance.items():
+        setattr(model, k, v)
+    return model
+
+
+def _copy_network(net):
+    """A new Keras network of ``net``'s architecture with a copy of its weights."""
+    import keras
+
+    copy = keras.models.clone_model(net)
+    copy.set_weights(net.get_weights())
+    return copy
 
 
 def train_unet(pairs: list[TrainingPair], normalization: Normalization, config: TrainConfig, *, model=None,
