@@ -915,7 +915,8 @@ def cfos(r: dict, plots: Path) -> str:
     probes = [(name, r.get("companions", {}).get(name)) for name in COMPANIONS["cfos"]]
     return "\n".join(lines + ["", _provenance(r)]
                      + [x for name, probe in probes if probe
-                        for x in ("", _cfos_pair(probe, name) if name == "cfos_ema" else _cfos_budget(r, probe, plots, name))])
+                        for x in ("", _cfos_pair(probe, name) if name in PAIRED_CFOS else
+                                  _cfos_budget(r, probe, plots, name))])
 
 
 def _pooled_f1(recs, empty: float = 1.0) -> float:
@@ -924,24 +925,54 @@ def _pooled_f1(recs, empty: float = 1.0) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else empty
 
 
-def _cfos_pair(probe: dict, name: str, a: str = "default+ema", b: str = "default") -> str:
-    """Two methods trained on the same folds and seeds in one probe (``bench_cfos.py --weight-average``):
-    per fold and per lab, each method's held-out object F1 and the paired difference ``a - b`` with a 95 %
-    bootstrap over (image, seed) units resampled jointly for both (``paired_f1_difference``)."""
+PAIRED_CFOS = ("cfos_ema", "cfos_ensemble")  # c-FOS companions of two methods paired image by image
+
+
+def _cfos_pair_method(probe: dict, name: str) -> tuple[str, str, str]:
+    """``(method, heading, what was trained)`` of a paired c-FOS companion (``PAIRED_CFOS``)."""
+    st = probe["settings"]
+    if name == "cfos_ensemble":
+        k = int(st.get("members", 1))
+        a = f"default+ens{k}"
+        return (a, f"### Seed ensembles: {a} vs default (`bench_cfos.py --members {k}`, `--name {name}`)",
+                f"a seed ensemble of {k} networks ({a}, `TrainConfig(members={k})`: trained one after another on the "
+                "same training / validation split, member i with seed + 1000 i; their maps averaged in one network; "
+                "post-processing calibrated on the shared validation images from the averaged maps) and its first "
+                "member alone (default: the very training a run without --members does, so the baseline comes from "
+                "the same run)")
+    a = "default+ema"
+    return (a, f"### Weight averaging: {a} vs default (`bench_cfos.py --weight-average`, `--name {name}`)",
+            f"plainly (default) and keeping an exponential moving average of the weights ({a}, momentum "
+            f"{st.get('weight_average', 0):g} per step; the average is scored on the validation images at each "
+            "epoch's end, kept as the best epoch and returned, while training goes on from the raw weights)")
+
+
+def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
+    """Two methods trained on the same folds and seeds in one probe (``bench_cfos.py --weight-average`` or
+    ``--members``): per fold and per lab, each method's held-out object F1 and the paired difference
+    ``a - b`` with a 95 % bootstrap over (image, seed) units resampled jointly for both
+    (``paired_f1_difference``). An ensemble's other members scored alone (``default/m<i>``) add a column:
+    every member's F1 on the same images."""
     from fosgate.core.metrics import bootstrap_f1_interval, paired_f1_difference
 
     st = probe["settings"]
+    a, heading, trained = _cfos_pair_method(probe, name)
     recs = {(x["method"], x["lab"], x["fold"], x["seed"], x["image"]): x for x in probe.get("records", [])}
     units = sorted({k[1:] for k in recs if k[0] == a and (b, *k[1:]) in recs})
     runs = {(x["method"], x["fold"], x["seed"]): x for x in probe.get("fold_runs", [])}
+    others = sorted({k[0] for k in recs if k[0].startswith(f"{b}/m")})  # an ensemble's members 1, 2, ...
+
+    def best_epoch(m, fold, seed) -> str:
+        e = runs.get((m, fold, seed), {}).get("best_epoch")
+        return "-" if e is None else f"{e:.0f}"
 
     f1 = _pooled_f1
     fold_rows, lab_rows = [], []
     for lab, fold, seed in dict.fromkeys(u[:3] for u in units):
         mine = [u for u in units if u[:3] == (lab, fold, seed)]
         fa, fb = f1([recs[(a, *u)] for u in mine]), f1([recs[(b, *u)] for u in mine])
-        best = [f"{runs[(m, fold, seed)].get('best_epoch', 0):.0f}" if (m, fold, seed) in runs else "-" for m in (b, a)]
-        fold_rows.append([lab, fold, seed, len(mine), f"{fb:.3f}", f"{fa:.3f}", f"{fa - fb:+.3f}", " / ".join(best)])
+        fold_rows.append([lab, fold, seed, len(mine), f"{fb:.3f}", f"{fa:.3f}", f"{fa - fb:+.3f}",
+                          *([] if others else [" / ".join(best_epoch(m, fold, seed) for m in (b, a))])])
     medians = {x["lab"]: x.get("median_expert_f1") for x in probe.get("summary", [])}
     for lab in dict.fromkeys(u[0] for u in units):
         mine = [u for u in units if u[0] == lab]
@@ -949,26 +980,26 @@ def _cfos_pair(probe: dict, name: str, a: str = "default+ema", b: str = "default
         d, lo, hi = paired_f1_difference(ra, rb)
         (la, ha), (lb, hb) = bootstrap_f1_interval(ra), bootstrap_f1_interval(rb)
         med = medians.get(lab)
+        alone = [f1([recs[(m, *u)] for u in mine]) for m in (b, *others) if all((m, *u) in recs for u in mine)]
         lab_rows.append([lab, ", ".join(map(str, sorted({u[2] for u in mine}))), len({u[3] for u in mine}),
                          f"{f1(rb):.3f} [{lb:.3f}, {hb:.3f}]", f"**{f1(ra):.3f}** [{la:.3f}, {ha:.3f}]",
                          f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]", "yes" if lo > 0 or hi < 0 else "no",
+                         *([", ".join(f"{v:.3f}" for v in alone) + f" (mean {statistics.fmean(alone):.3f})"] if others else []),
                          f"{med:.3f}" if med is not None else "-",
                          "-" if med is None else ("met" if f1(ra) >= med else "NOT met")])
     _, _, text = _cfos_steps({**st, "archs": ["default"]}, probe.get("fold_runs", []))
     return "\n".join([
-        f"### Weight averaging: {a} vs {b} (`bench_cfos.py --weight-average`, `--name {name}`)",
+        heading,
         "",
-        f"The same folds and seeds trained twice at {text}: plainly ({b}) and keeping an exponential moving "
-        f"average of the weights ({a}, momentum {st.get('weight_average', 0):g} per step; the average is scored "
-        "on the validation images at each epoch's end, kept as the best epoch and returned, while training goes "
-        "on from the raw weights). Held-out object F1 pooled over the test images; difference "
-        f"{a} - {b} with a 95 % bootstrap over (image, seed) resampled jointly for both; distinguishable when "
-        "that interval excludes 0.",
+        f"The same folds and seeds at {text}: {trained}. Held-out object F1 pooled over the test images; "
+        f"difference {a} - {b} with a 95 % bootstrap over (image, seed) resampled jointly for both; "
+        "distinguishable when that interval excludes 0.",
         "",
-        _table(["lab", "fold", "seed", "test images", b, a, "difference", f"best epoch ({b} / {a})"], fold_rows),
+        _table(["lab", "fold", "seed", "test images", b, a, "difference",
+                *([] if others else [f"best epoch ({b} / {a})"])], fold_rows),
         "",
         _table(["lab", "seeds", "images", f"{b} [95 %]", f"{a} [95 %]", "difference [95 %]", "distinguishable",
-                "median expert", f"target ({a})"], lab_rows),
+                *(["each member alone"] if others else []), "median expert", f"target ({a})"], lab_rows),
         "",
         *[line for note in probe.get("notes", []) for line in (note, "")],
         *(["Parts: " + "; ".join(f"`{x.get('command')}` ({str(x.get('date'))[:10]})" for x in probe["parts"]) + ".", ""]
@@ -1462,7 +1493,7 @@ OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
               "dsb": ("dsb_budget", "dsb_seeds"),
-              "cfos": ("cfos_budget", "cfos_long", "cfos_product", "cfos_ema"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
+              "cfos": ("cfos_budget", "cfos_long", "cfos_product", "cfos_ema", "cfos_ensemble"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
                                                                            "cfos_labels_steps", "cfos_labels_equal_steps",
                                                                            "cfos_labels_strategies")}
 

@@ -522,3 +522,26 @@ def test_report_pairs_weight_averaging_with_plain_training_image_by_image():
     assert "| wue1 | groups 0+4 | 3 | 4 | 0.714 | 0.828 | +0.113 | 20 / 23 |" in text
     lab = next(line for line in text.splitlines() if line.startswith("| wue1 | 3 |"))
     assert "| 8 | 0.714 [0.714, 0.714] | **0.828** [0.828, 0.828] | +0.113 [+0.113, +0.113] | yes | 0.726 | met |" in lab
+
+
+def test_report_pairs_a_seed_ensemble_with_its_first_member_and_lists_every_member_alone():
+    """_cfos_pair for cfos_ensemble: default+ensK against its first member (default) image by image, and
+    each member's own pooled F1 (default, default/m1, ...) with their mean in its own column."""
+    report = _report()
+
+    def rec(method, image, tp, fp, fn):
+        return {"protocol": "within", "method": method, "lab": "mue", "fold": f"fold_{image}", "seed": 0,
+                "image": image, "tp": tp, "fp": fp, "fn": fn}
+
+    records = [r for image in ("m1", "m2") for r in (
+        rec("default", image, 8, 2, 2), rec("default/m1", image, 6, 4, 4), rec("default/m2", image, 7, 3, 3),
+        rec("default+ens3", image, 9, 1, 1))]
+    runs = [{"method": "default+ens3", "fold": f"fold_{i}", "seed": 0, "best_epoch": None} for i in ("m1", "m2")]
+    probe = {"settings": {"epochs": 24, "steps_per_epoch": 40, "batch": 8, "tile": 128, "members": 3},
+             "records": records, "fold_runs": runs, "summary": [{"lab": "mue", "median_expert_f1": 0.863}]}
+    text = report._cfos_pair(probe, "cfos_ensemble")
+    assert text.startswith("### Seed ensembles: default+ens3 vs default (`bench_cfos.py --members 3`")
+    assert "TrainConfig(members=3)" in text and "24 x 40 steps of 8 x 128 px" in text
+    assert "| mue | fold_m1 | 0 | 1 | 0.800 | 0.900 | +0.100 |" in text
+    lab = next(line for line in text.splitlines() if line.startswith("| mue | 0 |"))
+    assert "| 0.800, 0.600, 0.700 (mean 0.700) | 0.863 | met |" in lab
