@@ -983,7 +983,8 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         alone = [f1([recs[(m, *u)] for u in mine]) for m in (b, *others) if all((m, *u) in recs for u in mine)]
         lab_rows.append([lab, ", ".join(map(str, sorted({u[2] for u in mine}))), len({u[3] for u in mine}),
                          f"{f1(rb):.3f} [{lb:.3f}, {hb:.3f}]", f"**{f1(ra):.3f}** [{la:.3f}, {ha:.3f}]",
-                         f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]", "yes" if lo > 0 or hi < 0 else "no",
+                         f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+                         "- (one image)" if len(mine) < 2 else "yes" if lo > 0 or hi < 0 else "no",
                          *([", ".join(f"{v:.3f}" for v in alone) + f" (mean {statistics.fmean(alone):.3f})"] if others else []),
                          f"{med:.3f}" if med is not None else "-",
                          "-" if med is None else ("met" if f1(ra) >= med else "NOT met")])
@@ -993,7 +994,7 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         "",
         f"The same folds and seeds at {text}: {trained}. Held-out object F1 pooled over the test images; "
         f"difference {a} - {b} with a 95 % bootstrap over (image, seed) resampled jointly for both; "
-        "distinguishable when that interval excludes 0.",
+        "distinguishable when that interval excludes 0 (one image has no interval).",
         "",
         _table(["lab", "fold", "seed", "test images", b, a, "difference",
                 *([] if others else [f"best epoch ({b} / {a})"])], fold_rows),

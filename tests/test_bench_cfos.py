@@ -544,4 +544,7 @@ def test_report_pairs_a_seed_ensemble_with_its_first_member_and_lists_every_memb
     assert "TrainConfig(members=3)" in text and "24 x 40 steps of 8 x 128 px" in text
     assert "| mue | fold_m1 | 0 | 1 | 0.800 | 0.900 | +0.100 |" in text
     lab = next(line for line in text.splitlines() if line.startswith("| mue | 0 |"))
-    assert "| 0.800, 0.600, 0.700 (mean 0.700) | 0.863 | met |" in lab
+    assert "| yes | 0.800, 0.600, 0.700 (mean 0.700) | 0.863 | met |" in lab
+    one = {**probe, "records": [r for r in records if r["image"] == "m1"]}  # one image: no interval to read
+    lab = next(line for line in report._cfos_pair(one, "cfos_ensemble").splitlines() if line.startswith("| mue | 0 |"))
+    assert "| - (one image) |" in lab
