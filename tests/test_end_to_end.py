@@ -161,3 +161,31 @@ def test_cli_train_and_predict(server, tmp_path):
     res = subprocess.run([sys.executable, "-m", "fosgate.cli", "predict", "--server", addr, "--model", "md_missing",
                           str(images / "s0.tif"), "--out", str(tmp_path / "out2")], capture_output=True, text=True)
     assert res.returncode == 2 and "no model" in res.stderr
+
+
+def test_an_ensemble_trains_predicts_and_is_refused_as_a_base(client, tmp_path):
+    """TrainRequest.members = 2 through the server: one model whose metrics name its 2 networks and each
+    one's validation score, progress over both networks' epochs, a prediction like any model's; fine-tuning
+    from it is refused at submission with a sentence (INVALID_ARGUMENT)."""
+    import grpc
+
+    from fosgate_client.client import FosgateClientError
+
+    img, lab = discs((256, 256), 25, seed=5)
+    tifffile.imwrite(tmp_path / "e.tif", img)
+    tifffile.imwrite(tmp_path / "e.mask.tif", lab)
+    s = client.upload_slide(tmp_path / "e.tif")
+    m = client.upload_slide(tmp_path / "e.mask.tif", role="mask")
+    lid = client.add_label(s.slide_id, m.slide_id, source="import").label_id
+    events = []
+    job = client.wait(client.train([lid], epochs=2, steps_per_epoch=3, tile_size=64, batch_size=4, members=2,
+                                   name="pair").job_id, on_event=events.append, timeout=600)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.message
+    model = client.get_model(job.result_id)
+    assert model.metrics["members"] == 2 and {"member0_val_object_f1", "member1_val_object_f1"} <= set(model.metrics)
+    assert max(e.metrics.get("epoch", 0) for e in events) == 4  # 2 networks x 2 epochs
+    pred = client.wait(client.predict(s.slide_id, model.model_id).job_id, timeout=600)
+    assert pred.state == pb.JOB_STATE_SUCCEEDED, pred.message
+    with pytest.raises(FosgateClientError, match="is an ensemble of several networks") as err:
+        client.train([lid], base_model_id=model.model_id, epochs=1)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -42,7 +42,8 @@ def test_zero_means_default_and_specs_are_frozen():
     {"learning_rate": -1.0}, {"learning_rate": math.inf}, {"steps_per_epoch": -3}, {"epochs": 2**31},
     {"epochs": 10_000, "steps_per_epoch": 10_000}, {"epochs": -1}, {"tile_size": 100}, {"seed": -5},
     {"name": "n" * 300}, {"name": "a\nb"}, {"name": "   "}, {"patience": -1}, {"label_ids": ("x" * 65,)},
-    {"base_model_id": "m" * 100},
+    {"base_model_id": "m" * 100}, {"members": 9}, {"members": -2},
+    {"epochs": 500, "steps_per_epoch": 400, "members": 8},
 ])
 def test_train_bounds_are_invalid_argument(bad):
     with pytest.raises(InvalidInput) as err:
@@ -56,8 +57,11 @@ def test_train_spec_sets_every_train_config_field():
     assert cfg.epochs == 7 and cfg.steps_per_epoch is None and cfg.batch_size == 8 and cfg.val_fraction == 0.2
     assert cfg.arch == "unet2" and cfg.tile_size == 256 and cfg.pixel_size_um == 0.0
     assert TrainSpec.create(arch="reference", pixel_size_um=0.65).train_config().arch == "reference"
+    assert cfg.members == 1 and TrainSpec.create(members=3).train_config().members == 3
     with pytest.raises(InvalidInput):
         TrainSpec.create(arch="resnet")
+    with pytest.raises(InvalidInput, match="for each of 8 networks"):  # the step cap counts every network
+        TrainSpec.create(epochs=400, steps_per_epoch=400, members=8)
 
 
 def test_pretrain_spec_defaults_and_every_pretrain_config_field():

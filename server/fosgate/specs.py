@@ -246,8 +246,11 @@ class TrainSpec(JobSpec):
     arch: str = "unet2"
     #: µm per pixel the model works at; 0 = the slides' own (metadata), else unknown
     pixel_size_um: float = 0.0
+    #: networks in a seed ensemble (1: one network); each trains the whole schedule
+    members: int = 1
 
     def validate(self) -> Self:
+        from fosgate.core.ensemble import MAX_MEMBERS
         from fosgate.core.unet import ARCHS
 
         if self.arch not in ARCHS:
@@ -266,11 +269,14 @@ class TrainSpec(JobSpec):
         check_int(self.steps_per_epoch, "steps_per_epoch", 1, MAX_STEPS_PER_EPOCH, zero_ok=True)
         check_id(self.base_model_id, "base model")
         check_int(self.patience, "patience", 0, MAX_EPOCHS)
-        steps = self.epochs * (self.steps_per_epoch or 400)
+        check_int(self.members, "The number of networks in the ensemble", 1, MAX_MEMBERS)
+        steps = self.epochs * (self.steps_per_epoch or 400) * self.members
         if steps > MAX_TRAIN_STEPS:
-            raise InvalidInput(f"{self.epochs:,} epochs of {self.steps_per_epoch or 'up to 400'} steps is "
+            networks = f" for each of {self.members} networks" if self.members > 1 else ""
+            raise InvalidInput(f"{self.epochs:,} epochs of {self.steps_per_epoch or 'up to 400'} steps{networks} is "
                                f"{steps:,} training steps; this server runs at most {MAX_TRAIN_STEPS:,} per job. "
-                               "Use fewer epochs or steps (early stopping with patience ends sooner anyway).")
+                               "Use fewer epochs, steps or networks (early stopping with patience ends sooner "
+                               "anyway).")
         return self
 
     def train_config(self):
@@ -280,7 +286,7 @@ class TrainSpec(JobSpec):
         return TrainConfig(epochs=self.epochs, tile_size=self.tile_size, batch_size=self.batch_size,
                            val_fraction=self.val_fraction, seed=self.seed, learning_rate=self.learning_rate,
                            steps_per_epoch=self.steps_per_epoch or None, patience=self.patience, arch=self.arch,
-                           pixel_size_um=self.pixel_size_um)
+                           pixel_size_um=self.pixel_size_um, members=self.members)
 
 
 # ---------------------------------------------------------------------- self-supervised pretraining

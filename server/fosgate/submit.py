@@ -72,7 +72,11 @@ class JobSubmission:
         for lid in label_ids:
             self.store.get_label(lid)
         if spec.base_model_id:
-            self.store.get_model(spec.base_model_id)
+            base = self.store.get_model(spec.base_model_id)
+            if float((base.meta.get("metrics") or {}).get("members", 1)) > 1:
+                raise InvalidInput(f"Model '{base.name}' v{base.version} is an ensemble of several networks; "
+                                   "fine-tuning starts from a single network (train an ensemble with the new labels "
+                                   "instead, or fine-tune the single model it came from).")
         spec = TrainSpec.from_json({**spec.to_json(), "label_ids": list(label_ids)})
         return self._submit(spec, tasks.run_training)
 

@@ -135,7 +135,7 @@ def cmd_train(args) -> int:
                        val_fraction=args.val_fraction, seed=args.seed, name=args.name,
                        base_model_id=args.base_model or "", patience=args.patience, arch=args.arch,
                        steps_per_epoch=args.steps_per_epoch,
-                       pixel_size_um=args.pixel_size)
+                       pixel_size_um=args.pixel_size, members=args.members)
         job = _job_bar(fg, job, "Training")
         model = fg.get_model(job.result_id)
         metrics = dict(model.metrics)
@@ -650,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--patience", type=int, default=0, help="stop after N epochs without improvement (0: never)")
     sp.add_argument("--steps-per-epoch", type=int, default=0,
                     help="training steps per epoch (default: about two passes over the labelled pixels, 25..400)")
+    sp.add_argument("--members", type=int, default=0, metavar="K",
+                    help="train a seed ensemble of K networks (2..8) whose maps are averaged, at K times the "
+                    "training and prediction time (default: one network; BENCHMARKS.md, seed ensembles)")
     sp.add_argument("--all-labels", action="store_true",
                     help="train on every label stored on the server (reviewed proposals too) plus the folders")
     sp.set_defaults(fn=cmd_train)

@@ -885,7 +885,8 @@ def ensemble_of(members: list, pairs: list[TrainingPair], config: TrainConfig, *
     ``config``): the first member's architecture, normalisation, pixel size and receptive field; its
     post-processing calibrated on the members' shared validation images (``config``'s split) from the
     averaged maps; metrics: the ensemble's calibration scores, ``members`` and each member's own
-    validation object F1 and best epoch. The members' weights are shared, not copied."""
+    validation object F1 and best epoch; ``history`` is the first member's curve. The members' weights are
+    shared, not copied."""
     from fosgate import __version__
     from fosgate.core.model import PostProcess
 

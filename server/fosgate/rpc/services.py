@@ -335,7 +335,7 @@ class ModelService(pbg.ModelServiceServicer):
             batch_size=request.batch_size, val_fraction=request.val_fraction, seed=request.seed, name=request.name,
             learning_rate=request.learning_rate, steps_per_epoch=request.steps_per_epoch,
             base_model_id=request.base_model_id, patience=request.patience, arch=request.arch,
-            pixel_size_um=request.pixel_size_um)
+            pixel_size_um=request.pixel_size_um, members=request.members)
         return job_pb(self.app.jobs.start_training(spec))
 
     @rpc

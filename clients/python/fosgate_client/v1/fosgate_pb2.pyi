@@ -622,7 +622,7 @@ class Model(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., created: _Optional[str] = ..., in_channels: _Optional[int] = ..., receptive_field: _Optional[int] = ..., train_tile_size: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., label_ids: _Optional[_Iterable[str]] = ..., normalization: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_model_id: _Optional[str] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ..., postprocess: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience", "arch", "pixel_size_um")
+    __slots__ = ("label_ids", "epochs", "tile_size", "batch_size", "val_fraction", "seed", "name", "learning_rate", "steps_per_epoch", "base_model_id", "patience", "arch", "pixel_size_um", "members")
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -636,6 +636,7 @@ class TrainRequest(_message.Message):
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     epochs: int
     tile_size: int
@@ -649,7 +650,8 @@ class TrainRequest(_message.Message):
     patience: int
     arch: str
     pixel_size_um: float
-    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
+    members: int
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., epochs: _Optional[int] = ..., tile_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., steps_per_epoch: _Optional[int] = ..., base_model_id: _Optional[str] = ..., patience: _Optional[int] = ..., arch: _Optional[str] = ..., pixel_size_um: _Optional[float] = ..., members: _Optional[int] = ...) -> None: ...
 
 class PretrainRequest(_message.Message):
     __slots__ = ("slide_ids", "arch", "epochs", "steps_per_epoch", "batch_size", "tile_size", "patch_size", "mask_ratio", "masking", "tiles", "learning_rate", "seed", "name", "pixel_size_um")
