@@ -163,10 +163,11 @@ def test_cli_train_and_predict(server, tmp_path):
     assert res.returncode == 2 and "no model" in res.stderr
 
 
-def test_an_ensemble_trains_predicts_and_is_refused_as_a_base(client, tmp_path):
+def test_an_ensemble_trains_predicts_and_is_refused_as_a_base(server, client, tmp_path):
     """TrainRequest.members = 2 through the server: one model whose metrics name its 2 networks and each
-    one's validation score, progress over both networks' epochs, a prediction like any model's; fine-tuning
-    from it is refused at submission with a sentence (INVALID_ARGUMENT)."""
+    one's validation score, progress over both networks' epochs, a prediction like any model's, listed by
+    `fosgate models` as an ensemble; fine-tuning from it is refused at submission with a sentence
+    (INVALID_ARGUMENT)."""
     import grpc
 
     from fosgate_client.client import FosgateClientError
@@ -189,3 +190,7 @@ def test_an_ensemble_trains_predicts_and_is_refused_as_a_base(client, tmp_path):
     with pytest.raises(FosgateClientError, match="is an ensemble of several networks") as err:
         client.train([lid], base_model_id=model.model_id, epochs=1)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    res = subprocess.run([sys.executable, "-m", "fosgate.cli", "models", "--server", f"127.0.0.1:{server.port}"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "pair v1\tunet2 x 2 (ensemble)" in next(x for x in res.stdout.splitlines() if x.startswith(model.model_id))

@@ -280,7 +280,10 @@ def cmd_models(args) -> int:
         models = fg.list_models()
     for m in models:
         px = f"{m.pixel_size_um:g} um/px" if m.pixel_size_um else "pixel size unknown"
-        head = f"{m.model_id}\t{m.name} v{m.version}\t{m.arch or 'reference'}\t{px}\t{m.created}"
+        arch = m.arch or "reference"
+        if m.metrics.get("members", 1) > 1:
+            arch += f" x {m.metrics['members']:.0f} (ensemble)"
+        head = f"{m.model_id}\t{m.name} v{m.version}\t{arch}\t{px}\t{m.created}"
         if m.metrics.get("pretrained") and not m.label_ids:  # no segmentation head trained yet
             loss = f"mim_val_loss={m.metrics['mim_val_loss']:.4g}" if "mim_val_loss" in m.metrics else ""
             print(f"{head}\tpretrained (no labels): fine-tune with --base-model {m.model_id}\t{loss}")
