@@ -326,3 +326,27 @@ def test_cli_export_model(server, untrained_model, tmp_path, capsys):
     assert printed["format"] == "savedmodel" and Path(printed["path"]).is_file()
     with zipfile.ZipFile(printed["path"]) as zf:
         assert "savedmodel/saved_model.pb" in zf.namelist()
+
+
+@needs_export_extra
+def test_an_ensemble_exports_as_one_network_and_passes_test_model(tmp_path):
+    """A seed ensemble (fosgate.core.ensemble: members averaged in one Keras model) packages like any model:
+    every weight format reproduces fosgate's own prediction of the test image."""
+    import keras
+    from keras import layers
+
+    from fosgate.core.ensemble import average_network
+    from fosgate.core.export_model import export_model, validate_bioimageio
+
+    def tiny(seed):
+        keras.utils.set_random_seed(seed)
+        inp = keras.Input((None, None, 1))
+        x = layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+        return keras.Model(inp, layers.Conv2D(2, 1, activation="sigmoid")(x))
+
+    model_dir = _save(tmp_path / "ens", average_network([tiny(0), tiny(1)]), receptive_field=2,
+                      metrics={"members": 2.0})
+    image = (np.random.default_rng(4).random((96, 96)) * 200).astype(np.uint8)
+    package = export_model(model_dir, tmp_path / "out", "bioimageio", test_image=image)
+    report = validate_bioimageio(package)
+    assert report["status"] == "passed", _failed(report)
