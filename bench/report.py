@@ -1395,9 +1395,9 @@ def summary(res: dict[str, Any]) -> str:
             rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']})",
                          f"{x['f1']:.2f} [{x['f1_ci95'][0]:.2f}, {x['f1_ci95'][1]:.2f}]",
                          f">= median expert {x['median_expert_f1']:.2f}: {'met' if x['target_met'] else 'NOT met'}"])
-        probes = [c.get("companions", {}).get(n) or {} for n in ("cfos_long", "cfos_product")]
-        for probe, x in ((p_, x) for p_ in probes for x in p_.get("summary", [])):
-            folds = {r["fold"] for r in probe.get("fold_runs", [])
+        probes = [c.get("companions", {}).get(n) or {} for n in ("cfos_long", "cfos_product", "cfos_ensemble")]
+        for probe, x in ((p_, x) for p_ in probes for x in p_.get("summary", []) if "/m" not in x["method"]):
+            folds = {r["fold"] for r in probe.get("records", [])  # an ensemble's first member has no fold run
                      if (r["protocol"], r["lab"], r["method"]) == (x["protocol"], x["lab"], x["method"])}
             rows.append([f"c-FOS {x['lab']} object F1, {x['method']} ({x['protocol']}), "
                          f"{_cfos_steps(probe['settings'], probe.get('fold_runs', []))[0]}, {len(folds)} fold(s)",
