@@ -261,7 +261,7 @@ def test_labels_rows_give_each_seeds_share_of_its_all_tiles_run():
     assert found["tiles_to_95pct"] == 16 and found["share_ci95_to_95pct"] == [lo, hi]
     assert "f1_share" not in b.summarize([rec(0, 16, 0.66, 80)], [])["rows"][0]  # no all-tiles run: no share
     # a strategy run on fewer seeds is held to its own all-tiles mean (its seeds), not another's
-    few = rows[:4] + [rec(2, 16, 0.90, 50), rec(2, 192, 0.95, 700), rec(0, 16, 0.65, 300, "active"),
+    few = rows[:4] + [rec(2, 16, 0.90, 50), rec(2, 192, 0.95, 700), rec(0, 16, 0.67, 300, "active"),
                       rec(0, 192, 0.70, 800, "active")]
     found = {f["strategy"]: f for f in b.summarize(few, [])["findings"]}
     assert found["active"]["all_tiles_f1"] == pytest.approx(0.70) and found["active"]["tiles_to_95pct"] == 16
