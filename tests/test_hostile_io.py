@@ -366,7 +366,7 @@ def test_token_off_loopback_needs_tls_or_insecure_token(tmp_path, caplog):
     r = subprocess.run([sys.executable, "-m", "fosgate.cli", "serve", "--host", "0.0.0.0", "--port", "0", "--data",
                         str(tmp_path / "d"), "--token-file", str(tmp_path / "token"), "--dask-scheduler", "off"],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "--insecure-token" in r.stderr
+    assert r.returncode != 0 and "--insecure-token" in r.stderr, f"exit {r.returncode}: {r.stderr[-4000:]}"
 
 
 def _free_port() -> int:
@@ -376,9 +376,15 @@ def _free_port() -> int:
 
 
 def _start_process(data: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "fosgate.cli", "serve", "--port", str(port), "--data", str(data),
-                             "--dask-scheduler", "off"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert "serving" in proc.stdout.readline()
+    """``fosgate serve`` in its own process; should it die before it serves, the failure shows its exit
+    status and stderr (with the crashing stack: serve enables faulthandler)."""
+    err = data.parent / "serve.stderr"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "fosgate.cli", "serve", "--port", str(port), "--data",
+                                 str(data), "--dask-scheduler", "off"], stdout=subprocess.PIPE, stderr=err_file,
+                                text=True)
+    line = proc.stdout.readline()
+    assert "serving" in line, f"exit {proc.poll()}: {err.read_text()[-4000:]}"
     return proc
 
 
@@ -439,6 +445,18 @@ def test_kill_9_leftovers_are_cleaned_at_start_up(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         proc.stdout.close()
+
+
+def test_a_native_crash_of_the_server_leaves_its_python_stack_on_stderr(tmp_path):
+    """A segmentation fault (here sent by hand) ends ``fosgate serve`` with its Python stack on stderr, not
+    silently: faulthandler is on from the first line of the command."""
+    data, port = tmp_path / "data", _free_port()
+    proc = _start_process(data, port)
+    proc.send_signal(signal.SIGSEGV)
+    assert proc.wait(timeout=60) == -signal.SIGSEGV
+    proc.stdout.close()
+    err = (tmp_path / "serve.stderr").read_text()
+    assert "Fatal Python error: Segmentation fault" in err and "Thread" in err, err[-2000:]
 
 
 # ---------------------------------------------------------------------- item 5: header check and quota
@@ -599,7 +617,7 @@ def test_data_folder_without_write_permission_is_failed_precondition_until_fixed
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             line = proc.stdout.readline()
-            assert "serving" in line, proc.stderr.read() if proc.poll() is not None else line
+            assert "serving" in line, f"exit {proc.poll()}: " + (proc.stderr.read() if proc.poll() is not None else line)
             address = f"127.0.0.1:{port}"
             with FosgateClient(address, timeout=30) as fg:
                 assert health_of(address) == NOT_SERVING

@@ -14,6 +14,7 @@ Commands and flags named in the project issues are a contract (Fiji macros and c
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -852,6 +853,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "demo"):
+        # A crash in native code (TensorFlow, grpc, a codec) prints every thread's Python stack on stderr
+        # instead of a silent exit -11 that no one can act on.
+        faulthandler.enable()
     try:
         from fosgate.logs import setup_logging
     except ModuleNotFoundError:  # the light client alone: only its own messages, WARNING and up (-v: INFO)
