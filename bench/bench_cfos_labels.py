@@ -302,10 +302,15 @@ def run_lab_seed(lab: str, seed: int, samples: list[Sample], args) -> list[dict]
 
 def _share_of_all(sel: list[dict], rows: list[dict]) -> dict[str, Any]:
     """Per seed, this row's F1 and edits as fractions of the same seed's all-tiles run from the same start
-    (every strategy's all-tiles run is the same tile set): mean F1 share with a t interval over seeds, and
-    the mean edit share. Empty when a seed has no all-tiles run."""
-    full = {(r["lab"], r["seed"], r["start"]): r for r in rows if r["tiles"] == r["all_tiles"]}
-    pairs = [(r, full.get((r["lab"], r["seed"], r["start"]))) for r in sel]
+    and by the same strategy where it has one (every strategy's all-tiles run is the same tile set, trained
+    once in one run; a strategy merged from another process is read against its own), else by any strategy:
+    mean F1 share with a t interval over seeds, and the mean edit share. Empty when a seed has no all-tiles
+    run."""
+    whole = [r for r in rows if r["tiles"] == r["all_tiles"]]
+    full = {(r["lab"], r["seed"], r["start"]): r for r in whole}
+    full |= {(r["lab"], r["seed"], r["start"], r["strategy"]): r for r in whole}
+    pairs = [(r, full.get((r["lab"], r["seed"], r["start"], r["strategy"]), full.get((r["lab"], r["seed"], r["start"]))))
+             for r in sel]
     if not pairs or any(f is None or not f["f1"] for _, f in pairs):
         return {}
     share = [r["f1"] / f["f1"] for r, f in pairs]
@@ -456,7 +461,8 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos_labe
     settings must be the same (``SAME_IN_PARTS``), and so must the budgets of parts on the same lab and
     start (others may differ: a row and its share of the all-tiles run only use the runs of its own lab and
     start; ``budgets_by_lab`` records them per start).
-    A (lab, seed, start) run in two parts is refused (it would count twice). Saved as ``name``
+    A (lab, seed, start, strategy) run in two parts is refused (it would count twice); another strategy on
+    a seed already run joins (its all-tiles run is its own: ``_share_of_all``). Saved as ``name``
     (``RUN_NAMES``)."""
     parts = [json.loads(p.read_text()) for p in paths]
     first = parts[0]["settings"]
@@ -473,9 +479,9 @@ def merge(paths: list[Path], out: Path, notes: list[str], name: str = "cfos_labe
                         != p["settings"]["budgets"]:
                     raise SystemExit(f"--merge: the parts on {lab} from {start} were run with different budgets")
     records = [r for p in parts for r in p["records"]]
-    seen = [key for p in parts for key in {(r["lab"], r["seed"], r["start"]) for r in p["records"]}]
+    seen = [key for p in parts for key in {(r["lab"], r["seed"], r["start"], r["strategy"]) for r in p["records"]}]
     if len(seen) != len(set(seen)):
-        raise SystemExit("--merge: a (lab, seed, start) appears in two parts")
+        raise SystemExit("--merge: a (lab, seed, start, strategy) appears in two parts")
     if all("ceiling_rows" in p for p in parts):
         ceiling_rows = list({(r["image"], r["expert"]): r for p in parts for r in p["ceiling_rows"]}.values())
     else:  # results saved before the experts' rows were kept: score the experts again

@@ -149,7 +149,8 @@ def _report():
 def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     """Per-seed runs of bench_cfos_labels merge into one result whose rows average over every seed with a
     t interval (one seed alone has none); another starting point on a seed already run joins as its own
-    rows; another lab or start may have run other budgets; a (seed, start) present in two parts, other
+    rows, and so does another selection strategy; another lab or start may have run other budgets; a
+    (seed, start, strategy) present in two parts, other
     settings, or other budgets on the same lab and start are refused."""
     import json
 
@@ -211,6 +212,16 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     assert merged["settings"]["strategies"] == ["random", "balanced"]
     assert [(r["lab"], r["strategy"], r["seeds"]) for r in merged["rows"] if r["all"]] == [
         ("inns1", "random", 2), ("wue1", "balanced", 1)]
+    # another strategy on seeds already run (same lab and start, another process): joins as its own rows,
+    # its share read against its own all-tiles run; the same strategy on a seed twice is refused
+    (tmp_path / "active.json").write_text(json.dumps(part(0, 0.45, strategy="active", strategies=["active"])))
+    assert b.merge([*paths, tmp_path / "active.json"], tmp_path / "out", []) == 0
+    merged = json.loads((tmp_path / "out" / "cfos_labels.json").read_text())
+    active = [r for r in merged["rows"] if r["strategy"] == "active"]
+    assert [(r["tiles"], r["seeds"]) for r in active] == [(0, 1), (40, 1)]
+    assert active[1]["f1"] == pytest.approx(0.85) and active[1]["f1_share"] == pytest.approx(1.0)
+    with pytest.raises(SystemExit, match=r"\(lab, seed, start, strategy\) appears in two parts"):
+        b.merge([*paths, tmp_path / "active.json", tmp_path / "active.json"], tmp_path / "out", [])
 
 
 def test_labels_result_names_follow_the_mode(tmp_path):
