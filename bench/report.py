@@ -981,10 +981,14 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         (la, ha), (lb, hb) = bootstrap_f1_interval(ra), bootstrap_f1_interval(rb)
         med = medians.get(lab)
         alone = [f1([recs[(m, *u)] for u in mine]) for m in (b, *others) if all((m, *u) in recs for u in mine)]
+        one = len(mine) < 2  # one (image, seed): a bootstrap has nothing to resample, so no interval
+
+        def iv(x: float, y: float, sign: str = "", one: bool = one) -> str:
+            return "" if one else f" [{x:{sign}.3f}, {y:{sign}.3f}]"
+
         lab_rows.append([lab, ", ".join(map(str, sorted({u[2] for u in mine}))), len({u[3] for u in mine}),
-                         f"{f1(rb):.3f} [{lb:.3f}, {hb:.3f}]", f"**{f1(ra):.3f}** [{la:.3f}, {ha:.3f}]",
-                         f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-                         "- (one image)" if len(mine) < 2 else "yes" if lo > 0 or hi < 0 else "no",
+                         f"{f1(rb):.3f}{iv(lb, hb)}", f"**{f1(ra):.3f}**{iv(la, ha)}", f"{d:+.3f}{iv(lo, hi, '+')}",
+                         "- (one image)" if one else "yes" if lo > 0 or hi < 0 else "no",
                          *([", ".join(f"{v:.3f}" for v in alone) + f" (mean {statistics.fmean(alone):.3f})"] if others else []),
                          f"{med:.3f}" if med is not None else "-",
                          "-" if med is None else ("met" if f1(ra) >= med else "NOT met")])

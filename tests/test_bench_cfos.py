@@ -564,4 +564,4 @@ def test_report_pairs_a_seed_ensemble_with_its_first_member_and_lists_every_memb
     assert "| yes | 0.800, 0.600, 0.700 (mean 0.700) | 0.863 | met |" in lab
     one = {**probe, "records": [r for r in records if r["image"] == "m1"]}  # one image: no interval to read
     lab = next(line for line in report._cfos_pair(one, "cfos_ensemble").splitlines() if line.startswith("| mue | 0 |"))
-    assert "| - (one image) |" in lab
+    assert "| - (one image) |" in lab and "[" not in lab  # nor a zero-width interval
