@@ -150,8 +150,8 @@ def test_labels_merge_pools_seeds_and_refuses_a_seed_twice(tmp_path):
     """Per-seed runs of bench_cfos_labels merge into one result whose rows average over every seed with a
     t interval (one seed alone has none); another starting point on a seed already run joins as its own
     rows, and so does another selection strategy; another lab or start may have run other budgets; a
-    (seed, start, strategy) present in two parts, other
-    settings, or other budgets on the same lab and start are refused."""
+    (seed, start, strategy) present in two parts, other settings, or other budgets on the same lab and start
+    are refused."""
     import json
 
     b = _labels_bench()

@@ -384,7 +384,8 @@ def _start_process(data: Path, port: int) -> subprocess.Popen:
                                  str(data), "--dask-scheduler", "off"], stdout=subprocess.PIPE, stderr=err_file,
                                 text=True)
     line = proc.stdout.readline()
-    assert "serving" in line, f"exit {proc.poll()}: {err.read_text()[-4000:]}"
+    if "serving" not in line:  # stdout closed: the process has ended or is ending
+        pytest.fail(f"fosgate serve did not start (exit {proc.wait(timeout=30)}): {err.read_text()[-4000:]}")
     return proc
 
 
