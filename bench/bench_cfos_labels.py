@@ -307,10 +307,10 @@ def _share_of_all(sel: list[dict], rows: list[dict]) -> dict[str, Any]:
     mean F1 share with a t interval over seeds, and the mean edit share. Empty when a seed has no all-tiles
     run."""
     whole = [r for r in rows if r["tiles"] == r["all_tiles"]]
-    full = {(r["lab"], r["seed"], r["start"]): r for r in whole}
-    full |= {(r["lab"], r["seed"], r["start"], r["strategy"]): r for r in whole}
-    pairs = [(r, full.get((r["lab"], r["seed"], r["start"], r["strategy"]), full.get((r["lab"], r["seed"], r["start"]))))
-             for r in sel]
+    any_strategy = {(r["lab"], r["seed"], r["start"]): r for r in whole}
+    own = {(r["lab"], r["seed"], r["start"], r["strategy"]): r for r in whole}
+    pairs = [(r, own.get((r["lab"], r["seed"], r["start"], r["strategy"]))
+              or any_strategy.get((r["lab"], r["seed"], r["start"]))) for r in sel]
     if not pairs or any(f is None or not f["f1"] for _, f in pairs):
         return {}
     share = [r["f1"] / f["f1"] for r, f in pairs]

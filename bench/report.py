@@ -982,10 +982,7 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         med = medians.get(lab)
         alone = [f1([recs[(m, *u)] for u in mine]) for m in (b, *others) if all((m, *u) in recs for u in mine)]
         one = len(mine) < 2  # one (image, seed): a bootstrap has nothing to resample, so no interval
-
-        def iv(x: float, y: float, sign: str = "", one: bool = one) -> str:
-            return "" if one else f" [{x:{sign}.3f}, {y:{sign}.3f}]"
-
+        iv = (lambda x, y, sign="": "") if one else (lambda x, y, sign="": f" [{x:{sign}.3f}, {y:{sign}.3f}]")
         lab_rows.append([lab, ", ".join(map(str, sorted({u[2] for u in mine}))), len({u[3] for u in mine}),
                          f"{f1(rb):.3f}{iv(lb, hb)}", f"**{f1(ra):.3f}**{iv(la, ha)}", f"{d:+.3f}{iv(lo, hi, '+')}",
                          "- (one image)" if one else "yes" if lo > 0 or hi < 0 else "no",
