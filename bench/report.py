@@ -952,7 +952,7 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
     ``--members``): per fold and per lab, each method's held-out object F1 and the paired difference
     ``a - b`` with a 95 % bootstrap over (image, seed) units resampled jointly for both
     (``paired_f1_difference``). An ensemble's other members scored alone (``default/m<i>``) add a column:
-    every member's F1 on the same images."""
+    every member's F1 on the same images; several training seeds add the difference on each seed alone."""
     from fosgate.core.metrics import bootstrap_f1_interval, paired_f1_difference
 
     st = probe["settings"]
@@ -974,6 +974,7 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         fold_rows.append([lab, fold, seed, len(mine), f"{fb:.3f}", f"{fa:.3f}", f"{fa - fb:+.3f}",
                           *([] if others else [" / ".join(best_epoch(m, fold, seed) for m in (b, a))])])
     medians = {x["lab"]: x.get("median_expert_f1") for x in probe.get("summary", [])}
+    several_seeds = len({u[2] for u in units}) > 1
     for lab in dict.fromkeys(u[0] for u in units):
         mine = [u for u in units if u[0] == lab]
         ra, rb = [recs[(a, *u)] for u in mine], [recs[(b, *u)] for u in mine]
@@ -981,10 +982,13 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         (la, ha), (lb, hb) = bootstrap_f1_interval(ra), bootstrap_f1_interval(rb)
         med = medians.get(lab)
         alone = [f1([recs[(m, *u)] for u in mine]) for m in (b, *others) if all((m, *u) in recs for u in mine)]
+        by_seed = [f1([recs[(a, *u)] for u in mine if u[2] == sd]) - f1([recs[(b, *u)] for u in mine if u[2] == sd])
+                   for sd in sorted({u[2] for u in mine})]  # does the difference hold on every training seed?
         one = len(mine) < 2  # one (image, seed): a bootstrap has nothing to resample, so no interval
         iv = (lambda x, y, sign="": "") if one else (lambda x, y, sign="": f" [{x:{sign}.3f}, {y:{sign}.3f}]")
         lab_rows.append([lab, ", ".join(map(str, sorted({u[2] for u in mine}))), len({u[3] for u in mine}),
                          f"{f1(rb):.3f}{iv(lb, hb)}", f"**{f1(ra):.3f}**{iv(la, ha)}", f"{d:+.3f}{iv(lo, hi, '+')}",
+                         *([", ".join(f"{v:+.3f}" for v in by_seed)] if several_seeds else []),
                          "- (one image)" if one else "yes" if lo > 0 or hi < 0 else "no",
                          *([", ".join(f"{v:.3f}" for v in alone) + f" (mean {statistics.fmean(alone):.3f})"] if others else []),
                          f"{med:.3f}" if med is not None else "-",
@@ -995,12 +999,15 @@ def _cfos_pair(probe: dict, name: str, b: str = "default") -> str:
         "",
         f"The same folds and seeds at {text}: {trained}. Held-out object F1 pooled over the test images; "
         f"difference {a} - {b} with a 95 % bootstrap over (image, seed) resampled jointly for both; "
-        "distinguishable when that interval excludes 0 (one image has no interval).",
+        "distinguishable when that interval excludes 0 (one image has no interval)."
+        + (" Difference per seed: on each training seed's test images alone, in the order of the seeds column."
+           if several_seeds else ""),
         "",
         _table(["lab", "fold", "seed", "test images", b, a, "difference",
                 *([] if others else [f"best epoch ({b} / {a})"])], fold_rows),
         "",
-        _table(["lab", "seeds", "images", f"{b} [95 %]", f"{a} [95 %]", "difference [95 %]", "distinguishable",
+        _table(["lab", "seeds", "images", f"{b} [95 %]", f"{a} [95 %]", "difference [95 %]",
+                *(["difference per seed"] if several_seeds else []), "distinguishable",
                 *(["each member alone"] if others else []), "median expert", f"target ({a})"], lab_rows),
         "",
         *[line for note in probe.get("notes", []) for line in (note, "")],

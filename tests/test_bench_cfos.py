@@ -565,3 +565,25 @@ def test_report_pairs_a_seed_ensemble_with_its_first_member_and_lists_every_memb
     one = {**probe, "records": [r for r in records if r["image"] == "m1"]}  # one image: no interval to read
     lab = next(line for line in report._cfos_pair(one, "cfos_ensemble").splitlines() if line.startswith("| mue | 0 |"))
     assert "| - (one image) |" in lab and "[" not in lab  # nor a zero-width interval
+
+
+def test_report_gives_an_ensembles_difference_on_each_training_seed():
+    """_cfos_pair with two training seeds: the lab row pools both seeds' images and adds the difference on
+    each seed alone (a gain on the pooled images that one seed reverses is visible)."""
+    report = _report()
+
+    def rec(method, image, seed, tp, fp, fn):
+        return {"protocol": "within", "method": method, "lab": "mue", "fold": f"fold_{image}", "seed": seed,
+                "image": image, "tp": tp, "fp": fp, "fn": fn}
+
+    records = [r for image in ("m1", "m2") for r in (
+        rec("default", image, 0, 8, 2, 2), rec("default+ens3", image, 0, 9, 1, 1),  # seed 0: +0.100
+        rec("default", image, 1, 9, 1, 1), rec("default+ens3", image, 1, 8, 2, 2))]  # seed 1: -0.100
+    probe = {"settings": {"epochs": 24, "steps_per_epoch": 40, "batch": 8, "tile": 128, "members": 3},
+             "records": records, "fold_runs": [], "summary": [{"lab": "mue", "median_expert_f1": 0.863}]}
+    text = report._cfos_pair(probe, "cfos_ensemble")
+    assert "| difference per seed | distinguishable |" in text and "in the order of the seeds column" in text
+    lab = next(line for line in text.splitlines() if line.startswith("| mue | 0, 1 |"))
+    assert "| 2 | 0.850 [" in lab and "| +0.000 [" in lab and "| +0.100, -0.100 | no |" in lab
+    one_seed = {**probe, "records": [r for r in records if r["seed"] == 0]}
+    assert "difference per seed" not in report._cfos_pair(one_seed, "cfos_ensemble")
