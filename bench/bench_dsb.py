@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
     (e.g. a partial save). A budget is rounded down to whole epochs of 25 steps (at least one). ``seed``
     fixes the test images; a training seed draws the training images from the rest (``training_draw``)
     and seeds the training, so its spread is that of which images a user labels and of training."""
-    from fosgate.core.metrics import object_scores, pixel_scores
+    from fosgate.core.metrics import error_breakdown, object_scores, pixel_scores
     from fosgate.core.normalize import Normalization
     from fosgate.core.training import TrainConfig, TrainingPair
 
@@ -96,7 +97,7 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
         t0 = time.perf_counter()
         predict, metrics = fit_arch(arch, pairs, cfg, Normalization())
         train_s = time.perf_counter() - t0
-        aps, f1s, pix = [], [], []
+        aps, f1s, pix, errors = [], [], [], Counter()
         for img, truth in test_data:
             # the reference protocol: threshold 0.5, watershed of touching nuclei, min size 15 px; unet2:
             # its own calibrated post-processing, as a user gets it
@@ -106,9 +107,11 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
             aps.append(sc["ap"])
             f1s.append(sc["f1"])
             pix.append(pixel_scores(lab > 0, truth > 0)["f1"])
+            errors.update({k: sc[k] for k in ("tp", "fp", "fn")} | error_breakdown(lab, truth, 0.5))  # summed
         row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
                "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
                "test_images": len(test), "calibration": calibration_of(arch, metrics),
+               **{k: errors.pop(k) for k in ("tp", "fp", "fn")}, "errors": dict(errors),  # why unmatched
                **({"train_seed": ts, "train_names": train_names[:10]} if seeded else {}),
                **({"best_epoch": int(metrics["best_epoch"])} if "best_epoch" in metrics else {}),
                **({"post": metrics["post"]} if "post" in metrics else {})}

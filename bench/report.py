@@ -379,6 +379,21 @@ def fnc_loo(r: dict, plots: Path) -> str:
     ])
 
 
+def _error_table(head: list[str], keys: list[list], errors: list[dict[str, int]], over: str) -> str:
+    """Why objects go unmatched, one row per ``keys`` row, from ``fosgate.core.metrics.error_breakdown``
+    counts summed over ``over`` (the FN and FP columns are the sums of their three causes)."""
+    rows = [[*k, e["fn_missed"] + e["fn_merged"] + e["fn_shape"], e["fn_missed"], e["fn_merged"], e["fn_shape"],
+             e["fp_spurious"] + e["fp_split"] + e["fp_shape"], e["fp_spurious"], e["fp_split"], e["fp_shape"]]
+            for k, e in zip(keys, errors, strict=True)]
+    return "\n".join([
+        f"Why objects go unmatched (`fosgate.core.metrics.error_breakdown`, summed over {over}): a missed cell has "
+        "no prediction on >= 10 % of it; merged: the prediction on it also covers another cell; shape: covered but "
+        "IoU < 0.5 (size, boundary or threshold); spurious: no cell under the prediction; split: the cell under it "
+        "also holds another prediction.",
+        "",
+        _table([*head, "FN", "missed", "merged", "shape", "FP", "spurious", "split", "shape"], rows)])
+
+
 def dsb(r: dict, plots: Path) -> str:
     rows = sorted(({"arch": "reference", **x} for x in r["rows"]),  # results before --arch: the reference net
                   key=lambda x: (x["arch"], x["train_images"]))
@@ -423,6 +438,9 @@ def dsb(r: dict, plots: Path) -> str:
         "Published single-image results in this setting (different test images, so indicative only): CellSeg1 "
         "0.80 (mean), Cellpose fine-tuned 0.59, StarDist 0.44.",
         "",
+        *([_error_table(["arch", "training images"], [[x["arch"], x["train_images"]] for x in errs],
+                        [x["errors"] for x in errs], "the test images"), ""]
+          if (errs := [x for x in rows if "errors" in x]) else []),
         "![AP@0.5 vs training images](bench/results/dsb.png)",
         "",
         *([f"**Partial result:** {r['partial']} completed when this was saved.", ""] if r.get("partial") else []),
@@ -838,17 +856,8 @@ def cfos(r: dict, plots: Path) -> str:
         ]
         errs = [x for x in summ if "errors" in x]
         if errs:
-            lines += ["", "Why objects go unmatched (`fosgate.core.metrics.error_breakdown`, summed over images and "
-                      "seeds): a missed cell has no prediction on >= 10 % of it; merged: the prediction on it also "
-                      "covers another cell; shape: covered but IoU < 0.5 (size, boundary or threshold); spurious: "
-                      "no cell under the prediction; split: the cell under it also holds another prediction.", "",
-                      _table(["protocol", "lab", "method", "FN", "missed", "merged", "shape", "FP", "spurious",
-                              "split", "shape"],
-                             [[x["protocol"], x["lab"], x["method"], x["errors"]["fn_missed"] + x["errors"]["fn_merged"]
-                               + x["errors"]["fn_shape"], x["errors"]["fn_missed"], x["errors"]["fn_merged"],
-                               x["errors"]["fn_shape"], x["errors"]["fp_spurious"] + x["errors"]["fp_split"]
-                               + x["errors"]["fp_shape"], x["errors"]["fp_spurious"], x["errors"]["fp_split"],
-                               x["errors"]["fp_shape"]] for x in errs])]
+            lines += ["", _error_table(["protocol", "lab", "method"], [[x["protocol"], x["lab"], x["method"]] for x in errs],
+                                       [x["errors"] for x in errs], "images and seeds")]
         dflt = [x for x in r.get("fold_runs", []) if x.get("method") == "default"]
         if dflt:
             lines += ["", "`default` = the instance-aware `FosgateModel` (arch unet2: foreground + centre maps, seeded "

@@ -166,3 +166,16 @@ def test_dsb_merge_joins_training_seeds_run_as_separate_jobs(tmp_path):
     plain = part("plain", [_row(1, 0.75, arch="default")])
     with pytest.raises(SystemExit, match="cannot be joined"):
         dsb.merge([first, plain], tmp_path / "again", name="dsb_seeds")
+
+
+def test_dsb_report_says_why_objects_go_unmatched_where_rows_carry_the_breakdown(tmp_path):
+    """Rows with ``errors`` (error_breakdown summed over the test images) get a table of causes: FN and FP
+    the sums of their three causes; older rows without it get no table."""
+    report = _load("report")
+    errs = {"fn_missed": 5, "fn_merged": 7, "fn_shape": 2, "fp_spurious": 3, "fp_split": 1, "fp_shape": 4}
+    rows = [_row(10, 0.74, arch="default", errors=errs), _row(10, 0.75, arch="reference")]
+    text = report.dsb({"rows": rows, "seed": 0, "command": "bench_dsb.py"}, tmp_path)
+    assert "summed over the test images" in text
+    assert "| default | 10 | 14 | 5 | 7 | 2 | 8 | 3 | 1 | 4 |" in text
+    assert "| reference | 10 | " not in text.split("Why objects go unmatched")[1].split("\n\n")[1]
+    assert "Why objects go unmatched" not in report.dsb({"rows": rows[1:], "seed": 0, "command": "x"}, tmp_path)

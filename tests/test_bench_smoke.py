@@ -93,6 +93,9 @@ def test_run_all_quick_writes_every_result_and_the_report(tmp_path):
         (row,) = results["dsb"]["rows"]
         assert row["train_images"] == 1 and 0.0 <= row["ap50"] <= 1.0 and row["test_images"] == 5
         assert row["arch"] == "default"  # the quick run exercises the default model's path
+        e = row["errors"]  # every unmatched object of the test images has exactly one cause
+        assert (e["fn_missed"] + e["fn_merged"] + e["fn_shape"], e["fp_spurious"] + e["fp_split"] + e["fp_shape"]) == (
+            row["fn"], row["fp"])
         assert (tmp_path / "dsb.png").stat().st_size > 0
     if "delivr" in results:
         (fold,) = results["delivr"]["folds"]
