@@ -39,10 +39,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -483,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the folds whose test lab is one of these (e.g. to finish a cut run)")
     ap.add_argument("--folds", nargs="+", type=int, metavar="I",
                     help="run only these folds (0-based, in the order the full run lists them; e.g. a quick probe)")
+    ap.add_argument("--save-models", type=Path, metavar="DIR",
+                    help="save each fold's trained model (and an ensemble's members) under DIR/<fold>_<method>_s<seed>/, "
+                         "to study post-processing without training again")
     ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                     help="no training: combine the folds of these results (same settings) into one, re-summarised")
     ap.add_argument("--note", action="append", default=[], help="a sentence for the report (e.g. what was cut)")
@@ -568,12 +572,13 @@ def main(argv: list[str] | None = None) -> int:
                 for n in fold["test"]:
                     t1 = time.perf_counter()
                     labels = arch.predict(fitted, by[n])
-                    record(arch.name, fold, seed, by[n], labels, {"predict_seconds": time.perf_counter() - t1})
+                    record(arch.name, fold, seed, by[n], labels, {"predict_seconds": time.perf_counter() - t1, **(
+                        {"post": asdict(fitted["model"].post)} if isinstance(arch, DefaultArch) else {})})
                     for i, member in enumerate(fitted.get("members", [])):  # each member alone, on the same image
                         t1 = time.perf_counter()
                         labels = arch.predict(fitted, by[n], model=member)
-                        record(arch.member_method(i), fold, seed, by[n], labels,
-                               {"predict_seconds": time.perf_counter() - t1})
+                        record(arch.member_method(i), fold, seed, by[n], labels,  # with its own calibration
+                               {"predict_seconds": time.perf_counter() - t1, "post": asdict(member.post)})
                     if args.tta and arch.name == "default":  # the same model, 8 symmetries averaged
                         t1 = time.perf_counter()
                         labels = arch.predict(fitted, by[n], tta=True)
@@ -590,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
                     **({"post": m["post"], "val_object_f1": m.get("val_object_f1")} if "post" in m else {})})
                 print(json.dumps({k: v for k, v in result["fold_runs"][-1].items() if k != "val_loss"}),
                       file=sys.stderr, flush=True)
+                if args.save_models and isinstance(arch, DefaultArch):  # to study post-processing without training
+                    where = args.save_models / re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{fold['fold']}_{arch.name}_s{seed}")
+                    for i, m in enumerate([fitted["model"], *fitted.get("members", [])]):
+                        m.save(where / ("model" if i == 0 else arch.member_method(i - 1).replace("/", "_")))
                 del fitted
             for peer in args.peers:
                 tag = f"{fold['protocol']}_{fi}_s{seed}"
