@@ -599,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                     where = args.save_models / re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{fold['fold']}_{arch.name}_s{seed}")
                     for i, m in enumerate([fitted["model"], *fitted.get("members", [])]):
                         m.save(where / ("model" if i == 0 else arch.member_method(i - 1).replace("/", "_")))
+                    (where / "fold.json").write_text(json.dumps({  # what bench_postprocess needs to redo a split
+                        **fold, "method": arch.name, "seed": seed, "tile": arch.tile, "val_fraction": 0.2}, indent=1))
                 del fitted
             for peer in args.peers:
                 tag = f"{fold['protocol']}_{fi}_s{seed}"

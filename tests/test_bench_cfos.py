@@ -587,3 +587,33 @@ def test_report_gives_an_ensembles_difference_on_each_training_seed():
     assert "| 2 | 0.850 [" in lab and "| +0.000 [" in lab and "| +0.100, -0.100 | no |" in lab
     one_seed = {**probe, "records": [r for r in records if r["seed"] == 0]}
     assert "difference per seed" not in report._cfos_pair(one_seed, "cfos_ensemble")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "segebarth-cfos").is_dir(), reason="../shared/data/segebarth-cfos missing")
+def test_postprocess_study_rebuilds_the_validation_split_of_saved_models(tmp_path):
+    """bench_cfos --save-models then bench_postprocess on the saved fold (a tiny ensemble of 2, real data):
+    re-running calibration on the rebuilt validation images gives back each model's stored post-processing,
+    every test image is scored under every variant, and the oracle (the same search on the test image,
+    started from the calibrated post-processing) is never below the calibrated one."""
+    cfos = _bench()
+    spec = importlib.util.spec_from_file_location("bench_postprocess", BENCH / "bench_postprocess.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    models = tmp_path / "models"
+    assert cfos.main(["--quick", "--arch", "default", "--members", "2", "--save-models", str(models),
+                      "--out", str(tmp_path), "--name", "q"]) == 0
+    (fold,) = list(models.iterdir())
+    assert {p.name for p in fold.iterdir()} == {"fold.json", "model", "default", "default_m1"}
+    assert study.main(["--models", str(models), "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "cfos_postprocess.json").read_text())
+    assert len(res["rows"]) == 3 and all(r["study"]["calibration_reproduced"] for r in res["rows"])
+    for r in res["rows"]:
+        (im,) = r["study"]["images"].values()
+        assert set(study.VARIANTS) <= set(im)
+
+        def f1(c):
+            return 2 * c["tp"] / max(2 * c["tp"] + c["fp"] + c["fn"], 1)
+
+        assert f1(im["oracle"]) >= f1(im["calibrated"])
+    assert {(x["kind"], x["models"]) for x in res["summary"]} == {("model", 1), ("member", 2)}

@@ -275,26 +275,34 @@ class FosgateModel:
         enc = encode_core(maps, post.threshold)
         return instances_from_encoded(enc, post, image)
 
-    def predict_instances(self, image: np.ndarray, *, pixel_size_um: float = 0.0, tta: bool = False,
-                          lo: np.ndarray | None = None, hi: np.ndarray | None = None,
-                          **post_overrides) -> np.ndarray:
-        """Instance labels (uint32, the image's own size) of an in-memory raw ``(h, w)`` or ``(h, w, C)``
-        image, normalised with its own statistics (or ``lo``/``hi``); rescaled to the model's pixel size
-        when both pixel sizes are known and differ. ``post_overrides``: fields of :class:`PredictOptions`'
-        post-processing (threshold, seed_threshold, min_size_px, min_area_um2, split_touching)."""
+    def predict_image_maps(self, image: np.ndarray, *, pixel_size_um: float = 0.0, tta: bool = False,
+                           lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
+        """``(h, w, K)`` maps of an in-memory raw ``(h, w)`` or ``(h, w, C)`` image at the image's own pixels:
+        normalised with its own statistics (or ``lo``/``hi``), predicted at the model's pixel size when both
+        pixel sizes are known and differ, and brought back. :meth:`predict_instances` post-processes exactly
+        these maps, so a caller may post-process them several ways without predicting again."""
         from fosgate.core.rescale import resample_image, resample_maps, scale_factor
 
         img = image if image.ndim == 3 else image[..., None]
         if lo is None or hi is None:
             lo, hi = self.normalization.stats_of_array(img)
         x = Normalization.apply(img, lo, hi, self.normalization.clip_max)
-        post = self.resolve_post(PredictOptions(**post_overrides), pixel_size_um)
         f = scale_factor(pixel_size_um, self.pixel_size_um)
         if f != 1.0:  # predict at the model's scale, maps back at the image's own pixels
-            maps = resample_maps(self.predict_maps(resample_image(x, f), tta=tta), x.shape[:2], f)
-        else:
-            maps = self.predict_maps(x, tta=tta)
-        return instances_from_encoded(encode_core(maps, post.threshold), post, img)
+            return resample_maps(self.predict_maps(resample_image(x, f), tta=tta), x.shape[:2], f)
+        return self.predict_maps(x, tta=tta)
+
+    def predict_instances(self, image: np.ndarray, *, pixel_size_um: float = 0.0, tta: bool = False,
+                          lo: np.ndarray | None = None, hi: np.ndarray | None = None,
+                          **post_overrides) -> np.ndarray:
+        """Instance labels (uint32, the image's own size) of an in-memory raw ``(h, w)`` or ``(h, w, C)``
+        image: :meth:`predict_image_maps` post-processed with the model's post-processing and
+        ``post_overrides`` (fields of :class:`PredictOptions`: threshold, seed_threshold, min_size_px,
+        min_area_um2, split_touching; a min size is converted to the image's pixels, :meth:`resolve_post`)."""
+        maps = self.predict_image_maps(image, pixel_size_um=pixel_size_um, tta=tta, lo=lo, hi=hi)
+        post = self.resolve_post(PredictOptions(**post_overrides), pixel_size_um)
+        return instances_from_encoded(encode_core(maps, post.threshold), post,
+                                      image if image.ndim == 3 else image[..., None])
 
     def predict_slide(self, slide, out_dir: str | Path, stem: str, options: PredictOptions | None = None, *,
                       backend=None, progress=None, should_cancel=None):
