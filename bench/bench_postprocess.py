@@ -109,14 +109,16 @@ def summarize(rows: list[dict]) -> list[dict]:
     def kind(r: dict) -> str:
         return "model" if r["model"] == "model" else "member"
 
-    for lab, k in dict.fromkeys((r["lab"], kind(r)) for r in rows):
+    labs = list(dict.fromkeys(r["lab"] for r in rows))
+    for lab, k in sorted(dict.fromkeys((r["lab"], kind(r)) for r in rows),
+                         key=lambda x: (labs.index(x[0]), x[1] != "model")):  # a lab's models before members
         group = [r for r in rows if (r["lab"], kind(r)) == (lab, k)]
         units = [(r, im) for r in group for im in r["study"]["images"].values()]
         base = [im["calibrated"] for _, im in units]
         for v in VARIANTS:
             mine = [im[v] for _, im in units]
             d, lo, hi = (paired_f1_difference(mine, base) if len(units) > 1  # one unit: nothing to resample
-                         else (f1(mine) - f1(base), float("nan"), float("nan")))
+                         else (f1(mine) - f1(base), None, None))
             out.append({"lab": lab, "kind": k, "variant": v, "units": len(units), "f1": f1(mine),
                         "minus_calibrated": d, "ci95": [lo, hi],
                         "reproduced": sum(r["study"]["calibration_reproduced"] for r in group), "models": len(group)})
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
               **({"notes": args.note} if args.note else {})}
     save(args.out, args.name, result)
     for x in result["summary"]:
-        print(f"{x['lab']:6} {x['kind']:6} {x['variant']:10} F1 {x['f1']:.3f}  minus calibrated {x['minus_calibrated']:+.3f} "
-              f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]  ({x['units']} image-models; calibration reproduced "
+        iv = "" if x["ci95"][0] is None else f" [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
+        print(f"{x['lab']:6} {x['kind']:6} {x['variant']:10} F1 {x['f1']:.3f}  minus calibrated "
+              f"{x['minus_calibrated']:+.3f}{iv}  ({x['units']} image-models; calibration reproduced "
               f"{x['reproduced']}/{x['models']})")
     return 0
 

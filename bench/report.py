@@ -925,7 +925,46 @@ def cfos(r: dict, plots: Path) -> str:
     return "\n".join(lines + ["", _provenance(r)]
                      + [x for name, probe in probes if probe
                         for x in ("", _cfos_pair(probe, name) if name in PAIRED_CFOS else
+                                  _cfos_postprocess(probe) if name == "cfos_postprocess" else
                                   _cfos_budget(r, probe, plots, name))])
+
+
+def _cfos_postprocess(r: dict) -> str:
+    """``bench_postprocess.py``: saved c-FOS models' held-out F1 under each post-processing variant, the
+    paired difference from the calibrated one, and whether calibration was reproduced on the rebuilt
+    validation images."""
+    def post(p: dict) -> str:
+        return (f"{p['threshold']:g} / {p['min_size_px']} px / "
+                + ("distance split" if p["split_touching"] else f"seeds {p['seed_threshold']:g}"))
+
+    rows = [[x["lab"], x["kind"], x["variant"], x["units"], f"{x['f1']:.3f}",
+             "-" if x["variant"] == "calibrated" else f"{x['minus_calibrated']:+.3f}" + (
+                 "" if x["units"] < 2 else f" [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"),
+             f"{x['reproduced']} / {x['models']}"] for x in r["summary"]]
+    per_model = [[x["lab"], x["fold"], x["seed"], x["model"], post(x["study"]["posts"]["calibrated"]),
+                  post(x["study"]["posts"]["pooled"]),
+                  "; ".join(post(im["oracle_post"]) for im in x["study"]["images"].values())] for x in r["rows"]]
+    return "\n".join([
+        "### Post-processing: calibrated vs fixed, pooled and oracle (`bench_postprocess.py`)",
+        "",
+        "Saved models (`bench_cfos.py --save-models`) predicted once per test image and post-processed several "
+        "ways: calibrated (the model's own, chosen on its validation images: what a user gets), fixed "
+        "(`PostProcess()` defaults), pooled (calibrated on the validation and training images together) and "
+        "oracle (the same search on the test image itself: an upper bound, not a method). Held-out object F1 "
+        "pooled over (image, model); difference from calibrated with a 95 % bootstrap over those units. "
+        "Calibration reproduced: re-running it on the rebuilt validation images gave the stored "
+        "post-processing (kind `model`: each fold's model as trained; `member`: an ensemble's networks alone).",
+        "",
+        _table(["lab", "kind", "variant", "units", "object F1", "minus calibrated [95 %]", "calibration reproduced"],
+               rows),
+        "",
+        "Post-processing per model (threshold / min size at the model's pixel size, oracle at the image's):",
+        "",
+        _table(["lab", "fold", "seed", "model", "calibrated", "pooled", "oracle (per test image)"], per_model),
+        "",
+        *[line for note in r.get("notes", []) for line in (note, "")],
+        _provenance(r),
+    ])
 
 
 def _pooled_f1(recs, empty: float = 1.0) -> float:
@@ -1511,7 +1550,7 @@ OPTIONAL = {"speed_gpu"}  # needs a GPU machine; run_all does not produce it
 # results a section compares itself with, handed to it as data["companions"][name] when present
 COMPANIONS = {"fnc_loo": ("fnc_loo_independent", "fnc_loo_default"), "delivr": ("delivr_default",),
               "dsb": ("dsb_budget", "dsb_seeds"),
-              "cfos": ("cfos_budget", "cfos_long", "cfos_product", "cfos_ema", "cfos_ensemble"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
+              "cfos": ("cfos_budget", "cfos_long", "cfos_product", "cfos_ema", "cfos_ensemble", "cfos_postprocess"), "cfos_labels": ("cfos_labels_freeze", "cfos_labels_budget",
                                                                            "cfos_labels_steps", "cfos_labels_equal_steps",
                                                                            "cfos_labels_strategies")}
 

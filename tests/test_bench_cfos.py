@@ -617,3 +617,7 @@ def test_postprocess_study_rebuilds_the_validation_split_of_saved_models(tmp_pat
 
         assert f1(im["oracle"]) >= f1(im["calibrated"])
     assert {(x["kind"], x["models"]) for x in res["summary"]} == {("model", 1), ("member", 2)}
+    text = _report()._cfos_postprocess(res)
+    assert text.startswith("### Post-processing: calibrated vs fixed, pooled and oracle")
+    assert "| inns1 | model | oracle | 1 |" in text and "| inns1 | member | calibrated | 2 |" in text
+    assert "| 1 / 1 |" in text and "| 2 / 2 |" in text  # calibration reproduced for every model
