@@ -52,10 +52,18 @@ def rebuild_validation(model, samples: list, fold: dict) -> tuple[list, list, in
     return val, train, min_size_cap([p.inst for p in prepared])
 
 
+def score(labels, truth) -> dict[str, int]:
+    """TP / FP / FN of ``labels`` against ``truth`` (one-to-one matching at IoU >= 0.5)."""
+    from fosgate.core.metrics import object_scores
+
+    sc = object_scores(labels, truth, 0.5, None)
+    return {k: int(sc[k]) for k in ("tp", "fp", "fn")}
+
+
 def study_model(model, samples: list, fold: dict) -> dict:
     """One saved model: the calibration check and every variant's scores on the fold's test images."""
-    from fosgate.core.metrics import as_instances, object_scores
-    from fosgate.core.model import PostProcess, PredictOptions, encode_core, instances_from_encoded
+    from fosgate.core.metrics import as_instances
+    from fosgate.core.model import PostProcess, PredictOptions
     from fosgate.core.training import _predict_images, calibrate_postprocess, in_sample_calibration_set
 
     val, train, cap = rebuild_validation(model, samples, fold)
@@ -80,17 +88,11 @@ def study_model(model, samples: list, fold: dict) -> dict:
         maps = model.predict_image_maps(s.image, pixel_size_um=px)
         truth = as_instances(s.consensus)
         img = s.image[..., None]
-
-        def score(post, maps=maps, truth=truth, img=img) -> dict:
-            lab = instances_from_encoded(encode_core(maps, post.threshold), post, img)
-            sc = object_scores(lab, truth, 0.5, None)
-            return {k: int(sc[k]) for k in ("tp", "fp", "fn")}
-
         # the min size is calibrated in the model's pixels; the image's pixels may be others (as for a user)
         at_image = {k: model.with_post(**asdict(v)).resolve_post(PredictOptions(), px) for k, v in posts.items()}
-        res = {k: score(v) for k, v in at_image.items()}
         oracle, _ = calibrate_postprocess([maps], [truth], at_image["calibrated"], arch=model.arch)
-        res["oracle"] = score(oracle)
+        res = {k: score(model.instances_from_maps(maps, v, img), truth)
+               for k, v in (*at_image.items(), ("oracle", oracle))}
         out["images"][name] = {**res, "oracle_post": asdict(oracle)}
     return out
 

@@ -299,10 +299,9 @@ class FosgateModel:
         image: :meth:`predict_image_maps` post-processed with the model's post-processing and
         ``post_overrides`` (fields of :class:`PredictOptions`: threshold, seed_threshold, min_size_px,
         min_area_um2, split_touching; a min size is converted to the image's pixels, :meth:`resolve_post`)."""
+        post = self.resolve_post(PredictOptions(**post_overrides), pixel_size_um)  # bad overrides fail first
         maps = self.predict_image_maps(image, pixel_size_um=pixel_size_um, tta=tta, lo=lo, hi=hi)
-        post = self.resolve_post(PredictOptions(**post_overrides), pixel_size_um)
-        return instances_from_encoded(encode_core(maps, post.threshold), post,
-                                      image if image.ndim == 3 else image[..., None])
+        return self.instances_from_maps(maps, post, image if image.ndim == 3 else image[..., None])
 
     def predict_slide(self, slide, out_dir: str | Path, stem: str, options: PredictOptions | None = None, *,
                       backend=None, progress=None, should_cancel=None):
