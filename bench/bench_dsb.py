@@ -97,7 +97,7 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
         t0 = time.perf_counter()
         predict, metrics = fit_arch(arch, pairs, cfg, Normalization())
         train_s = time.perf_counter() - t0
-        aps, f1s, pix, errors = [], [], [], Counter()
+        aps, f1s, pix, counts, causes = [], [], [], Counter(), Counter()
         for img, truth in test_data:
             # the reference protocol: threshold 0.5, watershed of touching nuclei, min size 15 px; unet2:
             # its own calibrated post-processing, as a user gets it
@@ -107,11 +107,12 @@ def run(sizes: list[str], steps: int | list[int], n_test: int, archs: list[str],
             aps.append(sc["ap"])
             f1s.append(sc["f1"])
             pix.append(pixel_scores(lab > 0, truth > 0)["f1"])
-            errors.update({k: sc[k] for k in ("tp", "fp", "fn")} | error_breakdown(lab, truth, 0.5))  # summed
+            counts.update({k: sc[k] for k in ("tp", "fp", "fn")})
+            causes.update(error_breakdown(lab, truth, 0.5))  # why the unmatched are unmatched
         row = {"arch": arch, "train_images": size, "steps": epochs * 25, "train_seconds": train_s,
                "ap50": float(np.mean(aps)), "object_f1": float(np.mean(f1s)), "pixel_f1": float(np.mean(pix)),
                "test_images": len(test), "calibration": calibration_of(arch, metrics),
-               **{k: errors.pop(k) for k in ("tp", "fp", "fn")}, "errors": dict(errors),  # why unmatched
+               **{k: counts[k] for k in ("tp", "fp", "fn")}, "errors": dict(causes),  # summed over test images
                **({"train_seed": ts, "train_names": train_names[:10]} if seeded else {}),
                **({"best_epoch": int(metrics["best_epoch"])} if "best_epoch" in metrics else {}),
                **({"post": metrics["post"]} if "post" in metrics else {})}

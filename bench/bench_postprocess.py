@@ -39,16 +39,15 @@ VARIANTS = ("calibrated", "fixed", "pooled", "oracle")
 
 def rebuild_validation(model, samples: list, fold: dict) -> tuple[list, list, int | None]:
     """``(validation, training, size_cap)`` ``_Prepared`` images of ``model``'s fold, as ``train_model``
-    split them (same pairs, normalisation, pixel size, tile and split seed)."""
+    split them (``training.split_of`` with the fold's pairs, tile, validation fraction and seed)."""
     from fosgate.core.metrics import as_instances
-    from fosgate.core.training import TrainingPair, _prepare, min_size_cap, split_pairs
+    from fosgate.core.training import TrainConfig, TrainingPair, min_size_cap, split_of
 
     by = {s.name: s for s in samples}
     pairs = [TrainingPair(by[n].image[..., None], as_instances(by[n].consensus), n, pixel_size_um=1.0 / by[n].px_per_um)
              for n in fold["train"]]
-    prepared = [_prepare(p, model.normalization, int(fold["tile"]), len(model.outputs), model.pixel_size_um)
-                for p in pairs]
-    train, val = split_pairs(prepared, float(fold["val_fraction"]), int(fold["tile"]), int(fold["seed"]))
+    config = TrainConfig(tile_size=int(fold["tile"]), val_fraction=float(fold["val_fraction"]), seed=int(fold["seed"]))
+    prepared, train, val = split_of(model, pairs, config)
     return val, train, min_size_cap([p.inst for p in prepared])
 
 

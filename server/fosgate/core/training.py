@@ -858,6 +858,17 @@ def _split_seed(config: TrainConfig) -> int:
     return config.seed if config.split_seed is None else config.split_seed
 
 
+def split_of(model, pairs: list[TrainingPair], config: TrainConfig) -> tuple[list, list, list]:
+    """``(prepared, train, val)``: ``pairs`` prepared with ``model``'s normalisation, outputs and pixel size
+    and split by ``config``'s tile, validation fraction and split seed -- the very split
+    :func:`train_model` made when it trained ``model`` on ``pairs`` with ``config`` (``val is prepared``:
+    no image could be held out)."""
+    prepared = [_prepare(p, model.normalization, config.tile_size, len(model.outputs), model.pixel_size_um)
+                for p in pairs]
+    train, val = split_pairs(prepared, config.val_fraction, config.tile_size, _split_seed(config))
+    return prepared, train, val
+
+
 def member_config(config: TrainConfig, i: int) -> TrainConfig:
     """The config of member ``i`` of ``config``'s ensemble: one network, seed ``seed + i * stride``, the
     ensemble's split."""
@@ -891,9 +902,7 @@ def ensemble_of(members: list, pairs: list[TrainingPair], config: TrainConfig, *
     from fosgate.core.model import PostProcess
 
     first = members[0]
-    prepared = [_prepare(p, first.normalization, config.tile_size, len(first.outputs), first.pixel_size_um)
-                for p in pairs]
-    train, val = split_pairs(prepared, config.val_fraction, config.tile_size, _split_seed(config))
+    prepared, train, val = split_of(first, pairs, config)
     real_val = bool(val) and val is not prepared
     model = replace(first, network=average_network([m.network for m in members]), post=PostProcess(min_size_px=10),
                     history=dict(first.history))
